@@ -1,0 +1,87 @@
+"""Pieces shared by the blocks: reduced widths, activation lookup, and the identity-init gate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["make_divisible", "reduced_channels", "get_act_layer", "IdentityGate", "check_init"]
+
+LayerType = str | type[nn.Module] | Callable[..., nn.Module]
+
+_ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "sigmoid": nn.Sigmoid,
+    "hard_sigmoid": nn.Hardsigmoid,
+    "hard_swish": nn.Hardswish,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "identity": nn.Identity,
+}
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor``, never below ``min_value`` (timm's convention).
+
+    With ``round_limit`` the result never drops more than ``1 - round_limit`` below ``value``.
+    """
+    min_value = min_value or divisor
+    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new_value < round_limit * value:
+        new_value += divisor
+    return new_value
+
+
+def reduced_channels(channels: int, rd_ratio: float, rd_channels: int | None = None, rd_divisor: int = 1) -> int:
+    """Width of a bottleneck inside a block: explicit ``rd_channels``, else ``channels * rd_ratio``.
+
+    ``rd_divisor=1`` truncates like the official code (``channels // reduction``); the result is clamped to at
+    least 1 so that narrow layers still get a valid block.
+    """
+    if rd_channels is not None:
+        if rd_channels < 1:
+            raise ValueError(f"rd_channels must be >= 1, got {rd_channels}")
+        return int(rd_channels)
+    if rd_ratio <= 0:
+        raise ValueError(f"rd_ratio must be > 0, got {rd_ratio}")
+    if rd_divisor <= 1:
+        return max(1, int(channels * rd_ratio))
+    return make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0)
+
+
+def get_act_layer(layer: LayerType) -> Callable[..., nn.Module]:
+    """Resolve an activation given by name (``"relu"``, ``"sigmoid"``, ...) or as a class/factory."""
+    if isinstance(layer, str):
+        try:
+            return _ACTIVATIONS[layer.lower()]
+        except KeyError:
+            raise ValueError(f"unknown activation {layer!r}; valid: {', '.join(sorted(_ACTIVATIONS))}") from None
+    return layer
+
+
+def check_init(init: str) -> str:
+    if init not in ("identity", "paper"):
+        raise ValueError(f"init must be 'identity' or 'paper', got {init!r}")
+    return init
+
+
+class IdentityGate(nn.Module):
+    """Turns a multiplicative gate ``g`` into ``1 + gamma * (g - 1)`` with a learnable scalar ``gamma``.
+
+    With ``gamma = 0`` (its initial value) the gate is exactly 1, so ``x * gate`` is exactly ``x``: a gating block
+    inserted into a pretrained network starts as the identity and learns to open. The blend works on the small
+    gate tensor (N, C, 1, 1 or N, 1, H, W), so it costs nothing next to the ``x * gate`` product itself. Used only
+    with ``init="identity"``; ``init="paper"`` leaves the block exactly as published (no extra parameter).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, gate: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(torch.ones_like(gate), self.gamma.to(gate.dtype), gate - 1)
