@@ -5,18 +5,42 @@ Importing this package registers every built-in block; see :func:`list_blocks`.
 
 from ._helpers import IdentityGate, make_divisible, reduced_channels
 from ._registry import BlockInfo, block_arguments, create_block, get_block, list_blocks, register_block
+from .bam import BAM
 from .cbam import CBAM
+from .ccnet import CrissCrossAttention
 from .coord import CoordAttention
+from .danet import ChannelAttention, PositionAttention
 from .eca import EfficientChannelAttention, eca_kernel_size
+from .gc import GlobalContext
+from .mhsa import BottleneckMHSA
+from .non_local import NonLocalBlock
+from .residual_attention import ResidualAttention
+from .scconv import SCBottleneckStem, SCConv
 from .se import SqueezeExcite
+from .simam import SimAM
+from .sk import SelectiveKernel
+from .triplet import TripletAttention
 
 __all__ = [
+    "BAM",
     "BlockInfo",
+    "BottleneckMHSA",
     "CBAM",
+    "ChannelAttention",
     "CoordAttention",
+    "CrissCrossAttention",
     "EfficientChannelAttention",
+    "GlobalContext",
     "IdentityGate",
+    "NonLocalBlock",
+    "PositionAttention",
+    "ResidualAttention",
+    "SCBottleneckStem",
+    "SCConv",
+    "SelectiveKernel",
+    "SimAM",
     "SqueezeExcite",
+    "TripletAttention",
     "block_arguments",
     "create_block",
     "eca_kernel_size",

@@ -1,0 +1,34 @@
+"""attn-surgeon: insert attention blocks into existing PyTorch models, keeping every original weight key.
+
+    >>> import surgeon, torchvision
+    >>> model = surgeon.insert(torchvision.models.resnet50(), "eca", after="bottleneck")
+    >>> surgeon.save(model, "resnet50_eca.pt")
+"""
+
+__version__ = "0.1.0"
+
+from . import errors
+from .blocks import get_block, list_blocks, register_block
+from .match import Rule, Selector
+from .pipeline import apply, insert, load, recipe_of, replay, run_surgery, save, sites, swap
+from .recipe import Recipe
+
+__all__ = [
+    "Recipe",
+    "Rule",
+    "Selector",
+    "__version__",
+    "apply",
+    "errors",
+    "get_block",
+    "insert",
+    "list_blocks",
+    "load",
+    "recipe_of",
+    "register_block",
+    "replay",
+    "run_surgery",
+    "save",
+    "sites",
+    "swap",
+]

@@ -1,0 +1,136 @@
+"""Selective Kernel convolution (SK).
+
+Paper: Li et al., "Selective Kernel Networks", CVPR 2019, https://arxiv.org/abs/1903.06586
+Official code: https://github.com/implus/SKNet (Caffe, ``models/sknet50.prototxt``).
+
+M = 2 paths over the full input: a 3x3 conv and a 3x3 conv with dilation 2 (the paper's 5x5), both grouped
+(32 groups in SKNet-50) and strided, each → BatchNorm → ReLU. Fuse: sum of the paths → global average pool →
+fc (C → d, no bias) → BN → ReLU → fc (d → M·C, no bias) → softmax across the paths → sum of the paths weighted
+per channel. ``d = max(C // r, L)``, r = 16, L = 32. The output is activated (it replaces conv → BN → ReLU).
+
+Implementation notes: the paths' BatchNorms are one ``BatchNorm2d(M·C)`` over the concatenated path outputs
+(the same parameters as M separate ones; rows ``m·C:(m+1)·C`` belong to path m), then one activation, one
+pool and one softmax for all paths; only the convs run per path, since each has its own dilation. The fcs are
+1x1 convs as in the official prototxt. ``num_paths=M`` gives path m dilation ``(m + 1) · dilation`` (the
+paper's 3x3, 5x5, 7x7, ... as dilated 3x3s).
+
+Deviations:
+
+* ``groups`` (default 32) is clamped to the largest divisor of ``gcd(in_channels, out_channels)`` that is
+  ``<= groups``, so any widths work (e.g. 48 channels → 24 groups, 3 → 3, 1 → 1); SKNet-50's widths
+  (128 ... 1024) keep 32. timm clamps to ``min(out_channels, groups)`` instead, which fails on such widths.
+* In training mode the attention BN sees one value per channel per sample, so it needs a batch of at least 2
+  (as in the official network and in timm); eval mode works with batch 1.
+
+timm's ``SelectiveKernel`` matches this block exactly with ``split_input=False``, ``kernel_size=[3, 5]``,
+``keep_3x3=True`` and ``rd_channels=max(C // 16, 32)``. Its defaults differ: ``split_input=True`` (each path
+sees half the input channels) and ``d = make_divisible(C / 16, 8)`` with no L = 32 floor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ._helpers import LayerType, get_act_layer, reduced_channels
+from ._inherit import copy_conv, copy_norm
+from ._registry import register_block
+
+__all__ = ["SelectiveKernel", "clamp_groups"]
+
+
+def clamp_groups(in_channels: int, out_channels: int, groups: int) -> int:
+    """The largest divisor of both widths that is at most ``groups`` (at least 1)."""
+    common = math.gcd(in_channels, out_channels)
+    return max(g for g in range(1, max(1, min(groups, common)) + 1) if common % g == 0)
+
+
+@register_block("sk", aliases=("selective_kernel",), kind="swap",
+                paper="Selective Kernel Networks, CVPR 2019 (arXiv:1903.06586)")
+class SelectiveKernel(nn.Module):
+    """Selective Kernel convolution: M dilated 3x3 paths mixed by a per-channel softmax attention.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels C.
+        stride: stride of every path.
+        groups: groups of the path convs (32 in SKNet-50), clamped to a divisor of both widths.
+        dilation: dilation of the first path; path m has ``(m + 1) * dilation``.
+        num_paths: number of paths M (2 in SKNet-50).
+        rd_ratio: ``1 / r`` of the attention width ``d = max(C * rd_ratio, min_channels)`` (r = 16).
+        rd_channels: attention width d; overrides ``rd_ratio`` and ``min_channels``.
+        rd_divisor: round ``C * rd_ratio`` to a multiple of this (1: truncate, as the official widths).
+        min_channels: floor L of the attention width (32 in the paper).
+        act_layer: activation of the paths and of the attention's hidden layer (ReLU in the paper).
+    """
+
+    replaces_activation = True
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        *,
+        groups: int = 32,
+        dilation: int = 1,
+        num_paths: int = 2,
+        rd_ratio: float = 1 / 16,
+        rd_channels: int | None = None,
+        rd_divisor: int = 1,
+        min_channels: int = 32,
+        act_layer: LayerType = "relu",
+    ) -> None:
+        super().__init__()
+        if num_paths < 1 or stride < 1 or dilation < 1 or groups < 1:
+            raise ValueError(f"num_paths, stride, dilation and groups must be >= 1, got "
+                             f"{num_paths}, {stride}, {dilation} and {groups}")
+        self.num_paths = num_paths
+        self.groups = clamp_groups(in_channels, out_channels, groups)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(in_channels, out_channels, 3, stride, padding=(m + 1) * dilation,
+                      dilation=(m + 1) * dilation, groups=self.groups, bias=False)
+            for m in range(num_paths)
+        )
+        self.bn = nn.BatchNorm2d(num_paths * out_channels)  # the paths' BNs, rows m*C:(m+1)*C for path m
+        act = get_act_layer(act_layer)
+        self.act = act()
+        if rd_channels is None:
+            attn_channels = max(reduced_channels(out_channels, rd_ratio, None, rd_divisor), min_channels)
+        else:
+            attn_channels = reduced_channels(out_channels, rd_ratio, rd_channels)
+        self.fc_reduce = nn.Conv2d(out_channels, attn_channels, 1, bias=False)
+        self.fc_bn = nn.BatchNorm2d(attn_channels)
+        self.fc_act = act()
+        self.fc_select = nn.Conv2d(attn_channels, num_paths * out_channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.act(self.bn(torch.cat([conv(x) for conv in self.convs], dim=1)))  # (N, M*C, H, W)
+        # the pooled sum of the paths is the sum of the pooled paths: pool before splitting
+        pooled = feats.mean((2, 3), keepdim=True).unflatten(1, (self.num_paths, -1)).sum(1)  # (N, C, 1, 1)
+        logits = self.fc_select(self.fc_act(self.fc_bn(self.fc_reduce(pooled))))  # (N, M*C, 1, 1)
+        attn = logits.unflatten(1, (self.num_paths, -1)).softmax(dim=1)  # (N, M, C, 1, 1)
+        return (feats.unflatten(1, (self.num_paths, -1)) * attn).sum(1)
+
+    def inherit_conv_weights(self, conv: nn.Conv2d, norm: nn.Module | None, *,
+                             include_dilated: bool = True) -> list[str]:
+        """Copy the replaced 3x3 conv (and its BN) into the path with its dilation and, optionally, the others.
+
+        The replaced conv has path 0's dilation, so path 0 reproduces the unit exactly (a grouped path takes
+        the replaced conv's diagonal group blocks). With ``include_dilated`` the same taps also start the
+        dilated paths (the same filter spread wider: a correlated start rather than a random one). The
+        attention keeps its initialisation.
+        """
+        if isinstance(conv, nn.Conv2d) and conv.dilation != self.convs[0].dilation:
+            return []
+        set_names: list[str] = []
+        out_channels = self.convs[0].out_channels
+        for m, path_conv in enumerate(self.convs if include_dilated else self.convs[:1]):
+            if not copy_conv(path_conv, conv):
+                break
+            set_names.append(f"convs.{m}.weight")
+            norm_names = copy_norm(self.bn, norm, start=m * out_channels)
+            set_names += [f"bn.{name}" for name in norm_names if f"bn.{name}" not in set_names]
+        return set_names

@@ -1,0 +1,64 @@
+"""The ``attn-surgeon`` command: a thin layer over the library; each command lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import SurgeonError
+from ._console import err
+
+__all__ = ["main", "cli"]
+
+
+class _Group(click.Group):
+    """Turns library errors into one line on stderr and exit code 1 (a traceback only with ``--debug``)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SurgeonError as exc:
+            if ctx.meta.get("surgeon.debug"):
+                raise
+            err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="attn-surgeon")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Insert attention blocks into existing PyTorch models, keeping every original weight.
+
+    MODEL is a spec such as torchvision:resnet50 or timm:resnet50d (random weights, nothing downloaded), or a
+    checkpoint file (with --arch SPEC when it holds only weights).
+
+    \b
+    Examples:
+      attn-surgeon sites torchvision:resnet50
+      attn-surgeon insert torchvision:resnet50 --block eca --after bottleneck -o resnet50_eca.pt
+      attn-surgeon profile torchvision:resnet50 --compare resnet50_eca.pt
+    """
+    ctx.meta["surgeon.debug"] = debug
+
+
+def _register() -> None:
+    from .blocks import blocks
+    from .insert import insert
+    from .profile import profile
+    from .sites import sites
+    from .swap import swap
+
+    for command in (insert, swap, sites, profile, blocks):
+        cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="attn-surgeon")

@@ -1,0 +1,60 @@
+"""``attn-surgeon insert``: put an attention block at every selected site."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..blocks import get_block
+from ..match import Rule, parse_site_spec
+from ._options import input_shape_option, model_options, parse_assignments
+from ._surgery import run_rule_command
+
+EXAMPLES = """\b
+Examples:
+  attn-surgeon insert torchvision:resnet50 --block eca --after bottleneck -o resnet50_eca.pt
+  attn-surgeon insert torchvision:resnet50 --block se --init paper -o se_resnet50.pt
+  attn-surgeon insert torchvision:mobilenet_v2 --block ca --after conv3x3 --stride 1 --dry-run
+  attn-surgeon insert timm:resnet50 --block gc --stage 2-4 --set rd_ratio=0.25 -o gc_r4.pt
+  attn-surgeon insert ckpt.pt --arch torchvision:resnet18 --block cbam --after 'layer3.*'
+"""
+
+
+@click.command("insert", epilog=EXAMPLES)
+@click.argument("model")
+@click.option("-b", "--block", required=True, help="Block to insert (see `attn-surgeon blocks`), or package.module:Class.")
+@click.option("--after", "site", default="bottleneck", show_default=True,
+              help="Sites: bottleneck (residual units), conv, conv3x3, a class name (C2f), a name glob "
+                   "('layer3.*'; * stays within one dotted segment) or re:REGEX.")
+@click.option("--position", type=click.Choice(["residual", "after", "before"]),
+              help="Where at each site: before the skip addition (residual; default for residual units), on its "
+                   "output (after; default otherwise) or on its input (before).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Block option (repeatable), e.g. --set k_size=3 --set rd_ratio=0.25.")
+@click.option("--init", type=click.Choice(["identity", "paper"]), default="identity", show_default=True,
+              help="identity: the patched model computes exactly what the original did until fine-tuned; "
+                   "paper: the block exactly as published.")
+@click.option("--stage", help="Only these stages (from 1), e.g. 3, 2,3 or 2-4.")
+@click.option("--stride", type=int, help="Only sites with this stride.")
+@input_shape_option
+@model_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Patched checkpoint to write [default: MODELNAME_BLOCK.pt]; a .report.json goes beside it.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change and write nothing.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def insert(model: str, block: str, site: str, position: str | None, settings: tuple[str, ...], init: str,
+           stage: str | None, stride: int | None, input_shape: tuple[int, ...], arch: str | None,
+           arch_args: tuple[str, ...], output: Path | None, dry_run: bool, force: bool, as_json: bool) -> None:
+    """Insert an attention block at every site of MODEL that --after selects.
+
+    Every original weight keeps its key and value; the new blocks add keys under their own names. The output
+    loads with torch.load(weights_only=True) and rebuilds with surgeon.load().
+    """
+    info = get_block(block)
+    selector = parse_site_spec(site, stage=stage, stride=stride)
+    rule = Rule(selector, block, "insert", position, parse_assignments(settings, "--set"), init,
+                name=f"--block {block} --after {site}")
+    run_rule_command(model, rule, arch=arch, arch_args=arch_args, input_shape=input_shape, output=output,
+                     suffix=info.name.rsplit(":", 1)[-1].lower(), dry_run=dry_run, force=force, as_json=as_json)

@@ -1,0 +1,57 @@
+"""``attn-surgeon swap``: replace convolution units by SCConv, SK or another swap block."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..blocks import get_block
+from ..errors import BlockError
+from ..match import Rule, Selector, parse_site_spec
+from ._options import input_shape_option, model_options, parse_assignments
+from ._surgery import run_rule_command
+
+EXAMPLES = """\b
+Examples:
+  attn-surgeon swap torchvision:resnet50 --conv 3x3 --stride 1 --with scconv -o resnet50_sc.pt
+  attn-surgeon swap torchvision:resnet50 --conv 3x3 --with sk --set groups=1 --dry-run
+"""
+
+
+@click.command("swap", epilog=EXAMPLES)
+@click.argument("model")
+@click.option("--with", "block", required=True, help="Swap block (see `attn-surgeon blocks`), e.g. scconv or sk.")
+@click.option("--conv", "conv", default="3x3", show_default=True,
+              help="Convolutions to replace: a kernel (3x3), or a name glob / re:REGEX of conv modules.")
+@click.option("--stride", type=int, help="Only convolutions with this stride.")
+@click.option("--stage", help="Only convolutions inside residual units of these stages, e.g. 3,4 or 2-4.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Swap block option (repeatable).")
+@input_shape_option
+@model_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Patched checkpoint to write [default: MODELNAME_BLOCK.pt]; a .report.json goes beside it.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change and write nothing.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def swap(model: str, block: str, conv: str, stride: int | None, stage: str | None, settings: tuple[str, ...],
+         input_shape: tuple[int, ...], arch: str | None, arch_args: tuple[str, ...], output: Path | None,
+         dry_run: bool, force: bool, as_json: bool) -> None:
+    """Replace each selected conv unit (conv → norm → activation) of MODEL with a swap block.
+
+    The new operator keeps the unit's channels and stride and inherits the old conv's weights where shapes
+    allow. The swapped units' keys are replaced (the documented exception); every other key is preserved, and
+    the report states the measured output deviation.
+    """
+    info = get_block(block)
+    if info.kind != "swap":
+        raise BlockError(f"{block!r} is an insert block; swap takes a swap block (scconv, sk, ...) — "
+                         f"use `attn-surgeon insert --block {block}` to insert it")
+    spec = conv if not conv[0].isdigit() else f"conv{conv}"
+    selector = parse_site_spec(spec, stride=stride, stage=stage)
+    if selector.kind is None:
+        selector = Selector(**{**selector.__dict__, "kind": "conv"})
+    rule = Rule(selector, block, "replace", None, parse_assignments(settings, "--set"), "paper",
+                name=f"--with {block} --conv {conv}")
+    run_rule_command(model, rule, arch=arch, arch_args=arch_args, input_shape=input_shape, output=output,
+                     suffix=info.name, dry_run=dry_run, force=force, as_json=as_json)

@@ -1,0 +1,207 @@
+"""The surgery pipeline: sites → match → rewrite → verify, and the public functions built on it.
+
+Every function here modifies the model **in place** and returns it (or a result holding it); pass
+``copy.deepcopy(model)`` to keep the original. Errors are raised before the model is touched.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from .checkpoint import LoadedModel, load_model, save_model
+from .errors import RewriteError, SurgeonError, VerificationError
+from .match import Plan, Rule, Selector, make_plan, parse_site_spec
+from .recipe import Recipe, plan_from_recipe, recipe_from_rewrite
+from .rewrite import RewriteResult, rewrite
+from .sites import SiteTable, find_sites, probe_input
+from .verify import Verification, capture_reference, verify
+
+__all__ = ["SurgeryResult", "run_surgery", "replay", "insert", "swap", "apply", "sites", "save", "load",
+           "recipe_of", "DEFAULT_INPUT_SHAPE"]
+
+DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
+_RECIPE_ATTR = "_surgeon_recipe"
+
+
+@dataclass
+class SurgeryResult:
+    """Everything one surgery produced; ``rewrite``, ``verification`` and ``recipe`` are ``None`` on a dry run."""
+
+    model: nn.Module
+    sites: SiteTable
+    plan: Plan
+    rewrite: RewriteResult | None = None
+    verification: Verification | None = None
+    recipe: Recipe | None = None
+    params_before: int = 0
+
+
+def recipe_of(model: nn.Module) -> Recipe | None:
+    """The recipe of every surgery applied to ``model`` so far, or ``None``."""
+    return model.__dict__.get(_RECIPE_ATTR)
+
+
+def run_surgery(
+    model: nn.Module,
+    rules: Sequence[Rule],
+    *,
+    input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE,
+    base: str | None = None,
+    arch_args: dict[str, Any] | None = None,
+    dry_run: bool = False,
+) -> SurgeryResult:
+    """Find sites, plan, rewrite ``model`` in place, and verify the guarantees.
+
+    Args:
+        model: the model to patch (modified in place unless ``dry_run``).
+        rules: what to insert where, applied in order.
+        input_shape: shape of the probe batch used to measure sites and output deviation.
+        base: architecture spec recorded in the recipe, so the saved checkpoint can be rebuilt from the file alone.
+        arch_args: keyword arguments of the base architecture, recorded likewise.
+        dry_run: plan only; the model is not changed.
+
+    Raises:
+        SurgeonError: a user error (no match, bad block options, untraceable site, ...); the model is unchanged.
+        VerificationError: the patched model lost an original tensor or cannot run (a bug, reported as such).
+    """
+    input_shape = tuple(int(v) for v in input_shape)
+    table = find_sites(model, input_shape)
+    plan = make_plan(table.sites, rules)
+    if dry_run:
+        return SurgeryResult(model, table, plan)
+    return _execute(model, table, plan, base=base, arch_args=arch_args)
+
+
+def _execute(model: nn.Module, table: SiteTable, plan: Plan, *, base: str | None,
+             arch_args: dict[str, Any] | None) -> SurgeryResult:
+    params_before = sum(p.numel() for p in model.parameters())
+    reference = capture_reference(model, probe_input(table.input_shape, model))
+    result = rewrite(model, plan)
+    removed = [key for item in result.inserted for key in item.removed_keys]
+    verification = verify(model, reference, removed_by_swap=removed)
+    if not verification.forward_ok:
+        raise VerificationError(f"the patched model fails on a probe batch of shape {list(table.input_shape)}: "
+                                f"{verification.error}")
+    if not verification.keys_preserved:
+        keys = verification.missing_keys + verification.changed_keys
+        raise VerificationError(f"surgery lost or changed {len(keys)} original tensors (e.g. {keys[0]}); "
+                                "please report this as a bug")
+    previous = recipe_of(model)
+    recipe = recipe_from_rewrite(result, base, table.input_shape, arch_args)
+    if previous is not None:
+        recipe = previous.extended(recipe)
+    model.__dict__[_RECIPE_ATTR] = recipe
+    return SurgeryResult(model, table, plan, result, verification, recipe, params_before)
+
+
+def replay(model: nn.Module, recipe: Recipe | dict[str, Any]) -> nn.Module:
+    """Apply a recorded surgery to a freshly built base model, in place, naming every block as recorded.
+
+    Raises:
+        CheckpointError: the model does not have the recorded sites (not the same base architecture).
+    """
+    recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)
+    table = find_sites(model, recipe.input_shape)
+    plan = plan_from_recipe(recipe, table)
+    result = rewrite(model, plan)
+    for step, item in zip(recipe.steps, result.inserted):
+        if step.module != item.key:
+            raise RewriteError(f"replay put {step.block!r} at {item.key!r}, the recipe recorded {step.module!r}; "
+                               "was the model patched before?")
+    model.__dict__[_RECIPE_ATTR] = recipe
+    return model
+
+
+def _selector(after: str | Selector, **filters: Any) -> Selector:
+    return after if isinstance(after, Selector) else parse_site_spec(after, **filters)
+
+
+def insert(
+    model: nn.Module,
+    block: str,
+    after: str | Selector = "bottleneck",
+    position: str | None = None,
+    *,
+    init: str = "identity",
+    input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE,
+    **block_args: Any,
+) -> nn.Module:
+    """Insert ``block`` at every site that ``after`` selects; modifies ``model`` in place and returns it.
+
+    Args:
+        model: any ``nn.Module`` taking an NCHW image batch.
+        block: registry name (``"eca"``, see :func:`list_blocks`) or ``"package.module:ClassName"``.
+        after: the sites: ``"bottleneck"``, ``"conv3x3"``, a class name, a name glob (``"layer3.*"``),
+            ``"re:REGEX"``, or a :class:`~surgeon.match.Selector`.
+        position: ``"residual"`` (before the skip addition; default for residual units), ``"after"`` (default
+            otherwise) or ``"before"``.
+        init: ``"identity"`` (the patched model computes the same function) or ``"paper"``.
+        input_shape: probe batch shape.
+        **block_args: options of the block (e.g. ``k_size=3``).
+
+    Example:
+        >>> model = surgeon.insert(torchvision.models.resnet50(), "eca", after="bottleneck")
+    """
+    rule = Rule(_selector(after), block, "insert", position, dict(block_args), init, name=f"--block {block}")
+    return run_surgery(model, [rule], input_shape=input_shape).model
+
+
+def swap(
+    model: nn.Module,
+    block: str,
+    conv: str | Selector = "conv3x3",
+    *,
+    input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE,
+    stride: int | None = None,
+    **block_args: Any,
+) -> nn.Module:
+    """Replace every selected conv unit (conv → norm → activation) by a swap block; in place.
+
+    The swapped convolutions' keys are replaced by the new operator's (their weights are inherited where
+    shapes allow); every other key is preserved.
+    """
+    selector = _selector(conv, stride=stride)
+    if selector.kind not in (None, "conv"):
+        raise SurgeonError(f"swap replaces convolutions; {conv!r} selects {selector.kind} sites")
+    if selector.kind is None:
+        selector = Selector(**{**selector.__dict__, "kind": "conv"})
+    rule = Rule(selector, block, "replace", None, dict(block_args), "paper", name=f"--with {block}")
+    return run_surgery(model, [rule], input_shape=input_shape).model
+
+
+def apply(model: nn.Module, rules_or_recipe: Recipe | dict[str, Any] | Sequence[Rule], *,
+          input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE) -> nn.Module:
+    """Apply rules, or replay a recipe (a :class:`Recipe` or its dict), to ``model`` in place."""
+    if isinstance(rules_or_recipe, Recipe) or (isinstance(rules_or_recipe, dict) and "steps" in rules_or_recipe):
+        return replay(model, rules_or_recipe)
+    if isinstance(rules_or_recipe, dict):
+        raise SurgeonError("a dict must be a recipe (with 'format' and 'steps')")
+    return run_surgery(model, list(rules_or_recipe), input_shape=input_shape).model
+
+
+def sites(model: nn.Module, input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE) -> SiteTable:
+    """Every candidate site of ``model``; the model is not changed."""
+    return find_sites(model, tuple(input_shape))
+
+
+def save(model: nn.Module, path: str | os.PathLike[str], *, force: bool = False) -> None:
+    """Save a patched model's state_dict with its recipe (``torch.load(weights_only=True)``-safe, atomic).
+
+    Raises:
+        SurgeonError: the model was not patched by attn-surgeon, or ``path`` exists and ``force`` is false.
+    """
+    recipe = recipe_of(model)
+    if recipe is None:
+        raise SurgeonError("this model was not patched by attn-surgeon; save it with torch.save(model.state_dict())")
+    save_model(model, path, recipe, force=force)
+
+
+def load(path: str | os.PathLike[str], *, arch: str | None = None, trust_code: bool = False) -> nn.Module:
+    """Rebuild a patched model from a checkpoint written by attn-surgeon (base architecture + recipe + weights)."""
+    loaded: LoadedModel = load_model(path, arch=arch, trust_code=trust_code)
+    return loaded.module

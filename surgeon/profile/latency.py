@@ -1,0 +1,316 @@
+"""Latency and peak memory of a forward pass.
+
+Latency: ``warmup`` untimed forward passes, then ``runs`` timed ones, reported as median and spread. Every pass
+runs in eval mode under ``torch.inference_mode`` with the intra-op thread count fixed (``torch.set_num_threads``);
+the train/eval flag of every submodule and the thread count are restored afterwards. CPU passes are timed with
+``time.perf_counter``; CUDA passes with CUDA events, synchronising after each pass so that a timing never includes
+queued work of another. :func:`compare_latency` interleaves the two models' passes (A, B, A, B, ...) so that slow
+phases of a shared or throttling machine hit both alike; compare the medians.
+
+Peak memory (:func:`peak_memory`) is the most memory that one forward pass holds at once *beyond what was
+allocated before it*: weights, buffers and inputs are not included, activations, workspaces and the output are.
+
+- CUDA: ``torch.cuda.reset_peak_memory_stats`` before the pass, ``max_memory_allocated`` after it, minus the bytes
+  allocated before it. This resets the device's peak statistic for the whole process.
+- CPU: the torch profiler with ``profile_memory=True`` records every allocation and free of PyTorch's CPU
+  allocator; the peak is the maximum of their running sum in time order. Limits: memory that does not go through
+  that allocator (oneDNN/MKL scratch space, Python objects, allocator caching in other libraries) is not seen;
+  freeing a tensor allocated before the pass lowers the running sum, so the result is the peak *increase*. One
+  untimed pass first keeps one-off allocations (lazily built caches) out of the figure.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from itertools import chain
+
+import torch
+from torch import Tensor, nn
+
+from .counting import eval_mode
+
+__all__ = ["LatencyResult", "compare_latency", "measure_latency", "peak_memory"]
+
+
+@dataclass
+class LatencyResult:
+    """Timings of ``runs`` forward passes, in milliseconds.
+
+    Attributes:
+        median_ms: the median pass; the figure to compare.
+        p10_ms: 10th percentile (linear interpolation between samples).
+        p90_ms: 90th percentile.
+        mean_ms: arithmetic mean.
+        std_ms: sample standard deviation (0 for a single run).
+        runs: timed passes.
+        warmup: untimed passes before them.
+        threads: intra-op CPU threads used.
+        device: the device the passes ran on.
+        batch_size: the first input's leading dimension.
+        images_per_s: ``batch_size`` per median pass.
+        torch_version: ``torch.__version__``.
+        machine: the CPU or GPU model.
+        samples_ms: every timed pass, in order.
+    """
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mean_ms: float
+    std_ms: float
+    runs: int
+    warmup: int
+    threads: int
+    device: str
+    batch_size: int
+    images_per_s: float
+    torch_version: str
+    machine: str
+    samples_ms: list[float] = field(default_factory=list)
+
+
+def measure_latency(
+    model: nn.Module,
+    inputs: tuple[Tensor, ...] | Tensor,
+    *,
+    runs: int = 20,
+    warmup: int = 5,
+    threads: int | None = None,
+    device: str | torch.device | None = None,
+) -> LatencyResult:
+    """Time the forward pass of ``model`` on ``inputs``.
+
+    Args:
+        model: the module to time; it is not moved (pass it on ``device`` already).
+        inputs: positional inputs of the forward (a single tensor is accepted too); copied to ``device``.
+        runs: timed passes.
+        warmup: untimed passes first.
+        threads: intra-op CPU threads for the measurement; ``None`` keeps the current number.
+        device: where to run; ``None`` takes the model's device.
+
+    Returns:
+        Median, spread and the conditions of the measurement.
+    """
+    (result,) = _measure([model], inputs, runs=runs, warmup=warmup, threads=threads, device=device)
+    return result
+
+
+def compare_latency(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    inputs: tuple[Tensor, ...] | Tensor,
+    *,
+    runs: int = 20,
+    warmup: int = 5,
+    threads: int | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[LatencyResult, LatencyResult]:
+    """Time two models on the same inputs with their passes interleaved (A, B, A, B, ...).
+
+    Arguments as :func:`measure_latency`; both models must be on the same device.
+    """
+    result_a, result_b = _measure([model_a, model_b], inputs, runs=runs, warmup=warmup, threads=threads, device=device)
+    return result_a, result_b
+
+
+def peak_memory(model: nn.Module, inputs: tuple[Tensor, ...] | Tensor, device: str | torch.device | None = None) -> int:
+    """Peak bytes that one forward pass allocates beyond what was allocated before it (see the module docstring).
+
+    Args:
+        model: the module to measure; it is not moved.
+        inputs: positional inputs of the forward (a single tensor is accepted too); copied to ``device``.
+        device: where to run; ``None`` takes the model's device.
+    """
+    device = _resolve_device([model], device)
+    inputs = tuple(tensor.to(device) for tensor in _as_tuple(inputs))
+    with torch.inference_mode(), eval_mode(model):
+        model(*inputs)  # one-off allocations (lazy caches, first-call workspaces) stay out of the figure
+        if device.type == "cuda":
+            return _cuda_peak(model, inputs, device)
+        return _profiled_peak(model, inputs)
+
+
+# --- helpers ----------------------------------------------------------------------------------------------------
+
+
+def _measure(
+    models: list[nn.Module],
+    inputs: tuple[Tensor, ...] | Tensor,
+    *,
+    runs: int,
+    warmup: int,
+    threads: int | None,
+    device: str | torch.device | None,
+) -> list[LatencyResult]:
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    device = _resolve_device(models, device)
+    inputs = tuple(tensor.to(device) for tensor in _as_tuple(inputs))
+    time_pass = _cuda_timer(device) if device.type == "cuda" else _wall_timer(device)
+    samples: list[list[float]] = [[] for _ in models]
+    with ExitStack() as stack:
+        used_threads = stack.enter_context(_fixed_threads(threads))
+        stack.enter_context(torch.inference_mode())
+        for model in models:
+            stack.enter_context(eval_mode(model))
+        for _ in range(warmup):
+            for model in models:
+                time_pass(model, inputs)
+        for _ in range(runs):
+            for model, model_samples in zip(models, samples):
+                model_samples.append(time_pass(model, inputs))
+    batch_size = int(inputs[0].shape[0]) if inputs and inputs[0].dim() > 0 else 1
+    machine = _machine_name(device)
+    return [_summarise(s, warmup, used_threads, device, batch_size, machine) for s in samples]
+
+
+def _summarise(
+    samples: list[float], warmup: int, threads: int, device: torch.device, batch_size: int, machine: str
+) -> LatencyResult:
+    ordered = sorted(samples)
+    median = statistics.median(ordered)
+    return LatencyResult(
+        median_ms=median,
+        p10_ms=_percentile(ordered, 0.10),
+        p90_ms=_percentile(ordered, 0.90),
+        mean_ms=statistics.fmean(ordered),
+        std_ms=statistics.stdev(ordered) if len(ordered) > 1 else 0.0,
+        runs=len(samples),
+        warmup=warmup,
+        threads=threads,
+        device=str(device),
+        batch_size=batch_size,
+        images_per_s=batch_size * 1000.0 / median if median > 0 else float("inf"),
+        torch_version=torch.__version__,
+        machine=machine,
+        samples_ms=list(samples),
+    )
+
+
+def _percentile(ordered: list[float], fraction: float) -> float:
+    """Percentile of sorted samples with linear interpolation (numpy's default method)."""
+    position = fraction * (len(ordered) - 1)
+    lower = int(position)
+    upper = min(lower + 1, len(ordered) - 1)
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
+
+
+Timer = Callable[[nn.Module, tuple[Tensor, ...]], float]
+
+
+def _wall_timer(device: torch.device) -> Timer:
+    backend = getattr(torch, device.type, None)
+    synchronize = getattr(backend, "synchronize", None) if device.type != "cpu" else None
+
+    def time_pass(model: nn.Module, inputs: tuple[Tensor, ...]) -> float:
+        start = time.perf_counter()
+        model(*inputs)
+        if synchronize is not None:
+            synchronize()
+        return (time.perf_counter() - start) * 1000.0
+
+    return time_pass
+
+
+def _cuda_timer(device: torch.device) -> Timer:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def time_pass(model: nn.Module, inputs: tuple[Tensor, ...]) -> float:
+        with torch.cuda.device(device):
+            start.record()
+            model(*inputs)
+            end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end)
+
+    return time_pass
+
+
+@contextmanager
+def _fixed_threads(threads: int | None) -> Iterator[int]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _as_tuple(inputs: tuple[Tensor, ...] | Tensor) -> tuple[Tensor, ...]:
+    return (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+
+
+def _resolve_device(models: list[nn.Module], device: str | torch.device | None) -> torch.device:
+    """The device to run on: ``device`` if given, else the models'; every model must already be there."""
+    model_devices = {
+        _normalise(tensor.device)
+        for model in models
+        for tensor in chain(model.parameters(), model.buffers())
+        if not tensor.is_meta
+    }
+    if device is None:
+        if len(model_devices) > 1:
+            raise ValueError(f"the models' tensors are on several devices ({sorted(map(str, model_devices))}); pass device=")
+        device = next(iter(model_devices), torch.device("cpu"))
+    device = _normalise(torch.device(device))
+    stray = model_devices - {device}
+    if stray:
+        raise ValueError(f"model tensors are on {', '.join(sorted(map(str, stray)))}, not on {device}; move the model first")
+    return device
+
+
+def _normalise(device: torch.device) -> torch.device:
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    return device
+
+
+def _machine_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return cpu if device.type == "cpu" else f"{device.type} ({cpu})"
+
+
+def _cuda_peak(model: nn.Module, inputs: tuple[Tensor, ...], device: torch.device) -> int:
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    output = model(*inputs)  # held until the peak is read: the output is part of the pass's memory
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    del output
+    return peak
+
+
+def _profiled_peak(model: nn.Module, inputs: tuple[Tensor, ...]) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        output = model(*inputs)  # alive until profiling stops, so its allocation is never matched by a free
+    del output
+    allocations = sorted(
+        ((event.start_ns(), event.nbytes())
+         for event in prof.profiler.kineto_results.events()
+         if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU),
+        key=lambda allocation: allocation[0],  # stable: simultaneous events keep their recorded order
+    )
+    live = peak = 0
+    for _, nbytes in allocations:
+        live += nbytes
+        peak = max(peak, live)
+    return peak

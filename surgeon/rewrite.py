@@ -1,0 +1,339 @@
+"""Apply a plan to a model, in place.
+
+Each action gets a *host*: the module whose forward is rewritten. For residual units and module sites the host is
+the site itself, so ``before``, ``after`` and ``residual`` are realised inside its own graph and the parent is
+never traced. A conv is a leaf: its host is the smallest enclosing module that traces (containers whose forward
+iterates their children are skipped, since a new child would change their length and iteration), traced through
+only along the path to the conv. A site that cannot be traced still takes ``before``/``after`` blocks, applied
+around its original forward.
+
+The inserted block becomes a submodule of the host, named ``{block}_{position}`` (plus ``_{conv path}`` for conv
+sites, and ``_1``, ``_2``... if taken), so its keys sit next to the host's own and no original key moves.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .blocks import create_block, get_block
+from .codegen import graph_source, is_patched, patch_class, wrapped_blocks, wrapper_source
+from .errors import RewriteError, TraceError
+from .match import Action, Plan
+from .trace import describe_trace_error, find_residual_add, is_container, trace_module
+
+__all__ = ["Inserted", "RewriteResult", "rewrite", "conv_unit"]
+
+_ACTIVATIONS = (
+    nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU, nn.LeakyReLU, nn.ELU, nn.Mish, nn.PReLU, nn.Hardtanh,
+    nn.SELU, nn.CELU, nn.Sigmoid, nn.Hardsigmoid, nn.Tanh,
+)
+_ACTIVATION_FUNCTIONS = {torch.relu, torch.nn.functional.relu, torch.nn.functional.relu6, torch.nn.functional.silu,
+                         torch.nn.functional.gelu, torch.nn.functional.hardswish, torch.sigmoid}
+_ACTIVATION_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_"}
+
+
+@dataclass
+class Inserted:
+    """One realised action.
+
+    Attributes:
+        action: the plan's action.
+        key: qualified name of the new module (its state_dict keys start with ``key + "."``).
+        host: qualified name of the module whose forward now calls it.
+        mode: ``graph`` (rewritten fx graph), ``graph-dual`` (separate train/eval graphs) or ``wrapper``.
+        params: parameters the new module holds.
+        removed_keys: original keys that a swap removed (swaps only).
+        inherited: parameters a swap copied from the replaced conv unit.
+    """
+
+    action: Action
+    key: str
+    host: str
+    mode: Literal["graph", "graph-dual", "wrapper"]
+    params: int
+    removed_keys: list[str] = field(default_factory=list)
+    inherited: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RewriteResult:
+    """What :func:`rewrite` did: the inserted modules in plan order, and for each host the modules tried."""
+
+    inserted: list[Inserted]
+    attempts: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    @property
+    def params_added(self) -> int:
+        return sum(item.params for item in self.inserted)
+
+
+def _qualify(host: str, name: str) -> str:
+    return f"{host}.{name}" if host else name
+
+
+def _relative(name: str, host: str) -> str:
+    return name[len(host) + 1:] if host else name
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts) - 1, -1, -1)]
+
+
+def _path_to(relative_name: str) -> set[str]:
+    parts = relative_name.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts))}
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)) or (
+        "norm" in type(module).__name__.lower() and not isinstance(module, nn.Conv2d))
+
+
+def _is_activation(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(str(node.target)), _ACTIVATIONS)
+    if node.op == "call_function":
+        return node.target in _ACTIVATION_FUNCTIONS
+    return node.op == "call_method" and node.target in _ACTIVATION_METHODS
+
+
+def conv_unit(graph: fx.Graph, host: nn.Module, conv_target: str) -> list[fx.Node]:
+    """The conv's node followed by the norm and activation nodes that directly and only consume it."""
+    calls = [n for n in graph.nodes if n.op == "call_module" and n.target == conv_target]
+    if len(calls) != 1:
+        raise RewriteError(f"{conv_target} is called {len(calls)} times in its enclosing module's forward")
+    modules = dict(host.named_modules())
+    unit = [calls[0]]
+    users = list(unit[-1].users)
+    if len(users) == 1 and users[0].op == "call_module" and _is_norm(modules.get(str(users[0].target), nn.Module())):
+        unit.append(users[0])
+        users = list(unit[-1].users)
+    norm_acts = unit[-1] is not unit[0] and isinstance(getattr(modules[str(unit[-1].target)], "act", None), nn.Module)
+    if not norm_acts and len(users) == 1 and _is_activation(users[0], modules):
+        unit.append(users[0])
+    return unit
+
+
+def _unique_name(host: nn.Module, base: str) -> str:
+    name, i = base, 0
+    while hasattr(host, name):
+        i += 1
+        name = f"{base}_{i}"
+    return name
+
+
+def _block_label(block: str) -> str:
+    return block.rsplit(":", 1)[-1].lower() if ":" in block else block
+
+
+def _build_block(action: Action, channels: int, size: tuple[int, int], like: nn.Module) -> nn.Module:
+    info = get_block(action.block)
+    args = dict(action.args)
+    if "feat_size" in inspect.signature(info.factory).parameters and "feat_size" not in args:
+        args["feat_size"] = tuple(size)
+    if action.op == "replace":
+        raise AssertionError("swaps are built by _swap")
+    if info.kind != "insert":
+        raise RewriteError(f"{action.site.name}: {info.name!r} is a swap; use `swap` or a replace rule")
+    block = create_block(info, channels, init=action.init, **args)
+    return _like(block, like)
+
+
+def _like(block: nn.Module, like: nn.Module) -> nn.Module:
+    reference = next(iter(like.parameters()), None)
+    if reference is None:
+        reference = next(iter(like.buffers()), None)
+    if reference is not None:
+        block = block.to(device=reference.device, dtype=reference.dtype if reference.is_floating_point() else None)
+    return block.train(like.training)
+
+
+def _site_io(action: Action) -> tuple[int, tuple[int, int]]:
+    site = action.site
+    if action.position == "before":
+        return site.in_channels, site.in_size
+    if action.position == "residual":
+        return site.residual_channels or site.out_channels, site.out_size
+    return site.out_channels, site.out_size
+
+
+def _insert_node(graph: fx.Graph, action: Action, target: str, rel_site: str | None, host: nn.Module) -> None:
+    """Edit one graph: put ``call_module(target)`` at the action's position."""
+    position = action.position
+    if rel_site is not None:  # a conv inside the host
+        unit = conv_unit(graph, host, rel_site)
+        if position == "before":
+            anchor = unit[0].args[0]
+            with graph.inserting_before(unit[0]):
+                new = graph.call_module(target, (anchor,))
+            unit[0].replace_input_with(anchor, new)
+            return
+        end = unit[-1]
+        with graph.inserting_after(end):
+            new = graph.call_module(target, (end,))
+        end.replace_all_uses_with(new, delete_user_cb=lambda user: user is not new)
+        return
+    if position == "before":
+        placeholder = next(n for n in graph.nodes if n.op == "placeholder")
+        last_placeholder = [n for n in graph.nodes if n.op == "placeholder"][-1]
+        with graph.inserting_after(last_placeholder):
+            new = graph.call_module(target, (placeholder,))
+        placeholder.replace_all_uses_with(new, delete_user_cb=lambda user: user is not new)
+    elif position == "after":
+        output = next(n for n in graph.nodes if n.op == "output")
+        result = output.args[0]
+        if not isinstance(result, fx.Node):
+            raise RewriteError(f"{action.site.name}: its forward returns {type(result).__name__}, not one tensor")
+        with graph.inserting_before(output):
+            new = graph.call_module(target, (result,))
+        output.replace_input_with(result, new)
+    else:
+        found = find_residual_add(graph, host)
+        if found is None:
+            raise RewriteError(f"{action.site.name}: no skip addition found in its forward")
+        add, branch = found
+        with graph.inserting_before(add):
+            new = graph.call_module(target, (branch,))
+        add.replace_input_with(branch, new)
+
+
+def _swap(action: Action, graph_edits: list[fx.Graph], host: nn.Module, rel_site: str,
+          host_name: str) -> Inserted:
+    """Replace a conv unit: the conv's attribute holds the new operator; the norm (and activation, if the
+    operator applies its own) leave the forward."""
+    info = get_block(action.block)
+    if info.kind != "swap":
+        raise RewriteError(f"{action.site.name}: {info.name!r} is not a swap block; valid swaps are registered "
+                           "with kind='swap' (see `attn-surgeon blocks`)")
+    modules = dict(host.named_modules())
+    conv = modules[rel_site]
+    unit = conv_unit(graph_edits[0], host, rel_site)
+    norm_name = str(unit[1].target) if len(unit) > 1 and _is_norm(modules[str(unit[1].target)]) else None
+    norm = modules[norm_name] if norm_name else None
+    args = dict(action.args)
+    if "groups" in inspect.signature(info.factory).parameters and "groups" not in args and conv.groups > 1:
+        args["groups"] = conv.groups
+    new = create_block(info, conv.in_channels, conv.out_channels, conv.stride[0], **args)
+    inherited = new.inherit_conv_weights(conv, norm) if hasattr(new, "inherit_conv_weights") else []
+    new = _like(new, conv)
+    replaces_activation = bool(getattr(new, "replaces_activation", False))
+    removed = [_qualify(action.site.name, key) for key in conv.state_dict()]
+
+    def set_module(path: str, module: nn.Module) -> None:
+        parent_path, _, attr = path.rpartition(".")
+        setattr(host.get_submodule(parent_path) if parent_path else host, attr, module)
+
+    set_module(rel_site, new)
+    if norm_name is not None:
+        removed += [_qualify(_qualify(host_name, norm_name), key) for key in norm.state_dict()]
+        keep_act = not replaces_activation and isinstance(getattr(norm, "act", None), nn.Module)
+        set_module(norm_name, norm.act if keep_act else nn.Identity())
+    if replaces_activation:
+        for graph in graph_edits:
+            unit = conv_unit(graph, host, rel_site)
+            act = unit[-1] if len(unit) > 1 and _is_activation(unit[-1], modules) else None
+            if act is not None:
+                act.replace_all_uses_with(act.args[0])
+                graph.erase_node(act)
+    return Inserted(action, action.site.name, host_name, "graph", sum(p.numel() for p in new.parameters()),
+                    removed_keys=removed, inherited=list(inherited))
+
+
+def _choose_host(action: Action, modules: dict[str, nn.Module],
+                 attempts: dict[str, list[tuple[str, str]]]) -> tuple[str, str | None, bool]:
+    """``(host name, site path relative to host or None, traceable)`` for an action."""
+    site = action.site
+    if not isinstance(modules[site.name], nn.Conv2d):
+        try:
+            trace_module(modules[site.name])
+            return site.name, None, True
+        except Exception as exc:
+            reason = describe_trace_error(exc)
+            attempts.setdefault(site.name, []).append((site.name, reason))
+            if action.position == "residual":
+                raise TraceError(f"{site.name}: cannot trace its forward ({reason}); the residual position needs "
+                                 "it — use --position after or before") from None
+            return site.name, None, False
+    tried = attempts.setdefault(site.name, [])
+    for parent in _parents(site.name):
+        module = modules[parent]
+        if is_container(module):
+            continue
+        relative = _relative(site.name, parent)
+        try:
+            traced = trace_module(module, _path_to(relative))
+            conv_unit(traced.graph, module, relative)
+            return parent, relative, True
+        except RewriteError as exc:
+            tried.append((parent or "(model)", str(exc)))
+        except Exception as exc:
+            tried.append((parent or "(model)", describe_trace_error(exc)))
+    detail = "; ".join(f"{name}: {reason}" for name, reason in tried) or "every enclosing module is a container"
+    raise TraceError(f"{site.name}: no enclosing module could be traced ({detail})")
+
+
+def rewrite(model: nn.Module, plan: Plan) -> RewriteResult:
+    """Apply ``plan`` to ``model`` **in place** and return what was inserted.
+
+    Hosts are rewritten deepest first; each host is traced once, with every action that lands in it.
+
+    Raises:
+        TraceError: a site that no enclosing module lets us rewrite (the message lists each module tried).
+        RewriteError: an action that cannot be realised (e.g. a forward that returns a tuple, for ``after``).
+        BlockError: a block that cannot be built with the given options.
+    """
+    modules = dict(model.named_modules())
+    attempts: dict[str, list[tuple[str, str]]] = {}
+    per_host: dict[str, list[tuple[int, Action, str | None]]] = defaultdict(list)
+    wrapped: dict[str, list[tuple[int, Action]]] = defaultdict(list)
+    for i, action in enumerate(plan.actions):
+        host, relative, traceable = _choose_host(action, modules, attempts)
+        (per_host[host].append((i, action, relative)) if traceable else wrapped[host].append((i, action)))
+
+    results: dict[int, Inserted] = {}
+    for host_name in sorted(per_host, key=lambda name: name.count(".") + bool(name), reverse=True):
+        host = modules[host_name]
+        jobs = per_host[host_name]
+        through = set().union(*(_path_to(rel) for _, _, rel in jobs if rel is not None))
+        traced = trace_module(host, through)
+        mode = "graph-dual" if traced.mode_dependent else "graph"
+        for i, action, relative in jobs:
+            if action.op == "replace":
+                results[i] = _swap(action, traced.graphs, host, relative, host_name)
+                continue
+            channels, size = _site_io(action)
+            block = _build_block(action, channels, size, host)
+            suffix = f"_{relative.replace('.', '_')}" if relative else ""
+            attr = _unique_name(host, f"{_block_label(action.block)}_{action.position}{suffix}")
+            host.add_module(attr, block)
+            for graph in traced.graphs:
+                _insert_node(graph, action, attr, relative, host)
+            results[i] = Inserted(action, _qualify(host_name, attr), host_name, mode,
+                                  sum(p.numel() for p in block.parameters()))
+        for graph in traced.graphs:
+            graph.lint()
+        patch_class(host, graph_source(traced.graphs))
+
+    for host_name, jobs in wrapped.items():
+        host = modules[host_name]
+        before, after = wrapped_blocks(host)
+        for i, action in jobs:
+            channels, size = _site_io(action)
+            block = _build_block(action, channels, size, host)
+            attr = _unique_name(host, f"{_block_label(action.block)}_{action.position}")
+            host.add_module(attr, block)
+            (before if action.position == "before" else after).append(attr)
+            results[i] = Inserted(action, _qualify(host_name, attr), host_name, "wrapper",
+                                  sum(p.numel() for p in block.parameters()))
+        if is_patched(host) and not wrapped_blocks(host)[0] and not wrapped_blocks(host)[1]:
+            raise RewriteError(f"{host_name}: already rewritten from a graph but no longer traceable")
+        patch_class(host, wrapper_source(before, after))
+    return RewriteResult([results[i] for i in sorted(results)], attempts)

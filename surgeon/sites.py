@@ -1,0 +1,256 @@
+"""Find every place a block can go: residual units, convolutions, and any module with a 4-D output.
+
+One probe forward pass in eval mode under ``no_grad`` measures shapes (the model's BatchNorm statistics are not
+touched and every train/eval flag is restored); each module that holds a convolution is traced on its own with
+its children as leaves to decide, from the graph, whether it is a residual unit.
+
+Stages: residual units in execution order, grouped while their output resolution stays the same; numbered from 1
+(torchvision's ``layer1`` is stage 1). ``index`` counts units within a stage from 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .trace import contains_conv, describe_trace_error, find_residual_add, is_container, trace_module
+
+__all__ = ["Site", "SiteTable", "find_sites", "probe_input"]
+
+SiteKind = Literal["block", "conv", "module"]
+
+
+@dataclass(frozen=True)
+class Site:
+    """One candidate place for surgery.
+
+    Attributes:
+        name: qualified module name (``layer3.1``, ``features.2.conv.1.0``).
+        kind: ``block`` (residual unit), ``conv`` (an ``nn.Conv2d``) or ``module`` (anything else with 4-D I/O).
+        cls: class name of the module.
+        in_channels, out_channels: channels of the module's input and output.
+        in_size, out_size: spatial size (H, W) of input and output.
+        stride: spatial reduction from input to output (1 if unchanged).
+        stage, index: stage number (from 1) and position within it, for residual units and what they contain.
+        residual_channels: channels at the skip addition (residual units only).
+        kernel_size, groups, dilation: convolution settings (conv sites only).
+        order: execution order of the module's first call in the probe pass.
+    """
+
+    name: str
+    kind: SiteKind
+    cls: str
+    in_channels: int
+    out_channels: int
+    in_size: tuple[int, int]
+    out_size: tuple[int, int]
+    stride: int
+    stage: int | None = None
+    index: int | None = None
+    residual_channels: int | None = None
+    kernel_size: tuple[int, int] | None = None
+    groups: int | None = None
+    dilation: tuple[int, int] | None = None
+    order: int = 0
+
+    @property
+    def channels(self) -> int:
+        return self.out_channels
+
+
+@dataclass
+class SiteTable:
+    """Result of :func:`find_sites`.
+
+    Attributes:
+        sites: every site in execution order.
+        input_shape: the probe input's shape.
+        untraceable: modules that hold a convolution but could not be traced, with the reason.
+    """
+
+    sites: list[Site]
+    input_shape: tuple[int, ...]
+    untraceable: dict[str, str] = field(default_factory=dict)
+
+    def by_name(self) -> dict[str, Site]:
+        return {site.name: site for site in self.sites}
+
+    def of_kind(self, kind: SiteKind) -> list[Site]:
+        return [site for site in self.sites if site.kind == kind]
+
+
+def probe_input(input_shape: tuple[int, ...], module: nn.Module | None = None, seed: int = 0) -> torch.Tensor:
+    """A deterministic probe batch on the module's device and floating dtype."""
+    device, dtype = torch.device("cpu"), torch.float32
+    if module is not None:
+        tensor = next((t for t in module.parameters()), None)
+        if tensor is not None and tensor.is_floating_point():
+            device, dtype = tensor.device, tensor.dtype
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(input_shape, generator=generator).to(device=device, dtype=dtype)
+
+
+@dataclass
+class _Record:
+    order: int
+    in_shape: tuple[int, ...] | None = None
+    out_shape: tuple[int, ...] | None = None
+
+
+def _first_tensor(value: object) -> torch.Tensor | None:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+        return value[0]
+    return None
+
+
+class _ShapeRecorder(fx.Interpreter):
+    """Runs a residual unit's graph to read the shape of the branch tensor at the skip addition."""
+
+    def __init__(self, module: nn.Module, graph: fx.Graph, target: fx.Node) -> None:
+        super().__init__(fx.GraphModule(module, graph), garbage_collect_values=True)
+        self.target = target
+        self.shape: tuple[int, ...] | None = None
+
+    def run_node(self, n: fx.Node) -> object:
+        result = super().run_node(n)
+        if n is self.target and isinstance(result, torch.Tensor):
+            self.shape = tuple(result.shape)
+        return result
+
+
+def _residual_candidates(model: nn.Module) -> tuple[dict[str, tuple[fx.Graph, fx.Node]], dict[str, str]]:
+    """Trace each module that holds a convolution; keep those whose graph has a residual addition."""
+    residual: dict[str, tuple[fx.Graph, fx.Node]] = {}
+    untraceable: dict[str, str] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) or is_container(module) or not contains_conv(module):
+            continue
+        if not any(True for _ in module.children()):
+            continue
+        try:
+            traced = trace_module(module)
+        except Exception as exc:  # any fx failure is a fact about the user's module, reported per module
+            untraceable[name] = describe_trace_error(exc)
+            continue
+        found = find_residual_add(traced.graph, module)
+        if found is not None:
+            residual[name] = (traced.graph, found[1])
+    return residual, untraceable
+
+
+def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)) -> SiteTable:
+    """List every site of ``model`` with its shapes, measured on a probe batch of ``input_shape``.
+
+    The model is not modified: it runs once in eval mode under ``no_grad`` and every submodule's train/eval
+    flag is restored afterwards.
+    """
+    residual, untraceable = _residual_candidates(model)
+    records: dict[str, _Record] = {}
+    branch_shapes: dict[str, tuple[int, ...]] = {}
+    names = {module: name for name, module in model.named_modules()}
+    busy = [False]
+
+    def pre_hook(module: nn.Module, args: tuple) -> None:
+        if busy[0]:
+            return
+        name = names[module]
+        if name not in records:
+            tensor = _first_tensor(args)
+            records[name] = _Record(order=len(records), in_shape=tuple(tensor.shape) if tensor is not None else None)
+
+    def post_hook(module: nn.Module, args: tuple, output: object) -> None:
+        if busy[0]:
+            return
+        name = names[module]
+        record = records[name]
+        if record.out_shape is None:
+            tensor = _first_tensor(output)
+            record.out_shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else None
+        if name in residual and name not in branch_shapes:
+            graph, branch = residual[name]
+            recorder = _ShapeRecorder(module, graph, branch)
+            busy[0] = True
+            try:
+                recorder.run(*args)
+            finally:
+                busy[0] = False
+            if recorder.shape is not None:
+                branch_shapes[name] = recorder.shape
+
+    handles = []
+    saved = [(m, m.training) for m in model.modules()]
+    try:
+        for module in names:
+            handles.append(module.register_forward_pre_hook(pre_hook))
+            handles.append(module.register_forward_hook(post_hook))
+        model.eval()
+        with torch.no_grad():
+            model(probe_input(input_shape, model))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, training in saved:
+            m.training = training
+
+    return SiteTable(_build_sites(model, records, residual, branch_shapes), tuple(input_shape), untraceable)
+
+
+def _build_sites(
+    model: nn.Module,
+    records: dict[str, _Record],
+    residual: dict[str, tuple[fx.Graph, fx.Node]],
+    branch_shapes: dict[str, tuple[int, ...]],
+) -> list[Site]:
+    modules = dict(model.named_modules())
+    sites: list[Site] = []
+    for name, record in sorted(records.items(), key=lambda item: item[1].order):
+        if not name or record.in_shape is None or record.out_shape is None:
+            continue
+        if len(record.in_shape) != 4 or len(record.out_shape) != 4:
+            continue
+        module = modules[name]
+        in_size, out_size = tuple(record.in_shape[2:]), tuple(record.out_shape[2:])
+        stride = max(1, in_size[0] // out_size[0]) if out_size[0] else 1
+        common = dict(
+            name=name, cls=type(module).__name__, in_channels=record.in_shape[1], out_channels=record.out_shape[1],
+            in_size=in_size, out_size=out_size, stride=stride, order=record.order,
+        )
+        if isinstance(module, nn.Conv2d):
+            sites.append(Site(kind="conv", kernel_size=tuple(module.kernel_size), groups=module.groups,
+                              dilation=tuple(module.dilation), **common))
+        elif name in branch_shapes and len(branch_shapes[name]) == 4:
+            sites.append(Site(kind="block", residual_channels=branch_shapes[name][1], **common))
+        else:
+            sites.append(Site(kind="module", **common))
+    return _assign_stages(sites)
+
+
+def _assign_stages(sites: list[Site]) -> list[Site]:
+    from dataclasses import replace
+
+    stage_of: dict[str, tuple[int, int]] = {}
+    stage, index, size = 0, 0, None
+    for site in sites:
+        if site.kind != "block":
+            continue
+        if site.out_size != size:
+            stage, index, size = stage + 1, 0, site.out_size
+        else:
+            index += 1
+        stage_of[site.name] = (stage, index)
+    blocks = sorted(stage_of, key=len, reverse=True)
+    result = []
+    for site in sites:
+        if site.name in stage_of:
+            stage_no, idx = stage_of[site.name]
+            result.append(replace(site, stage=stage_no, index=idx))
+            continue
+        owner = next((b for b in blocks if site.name.startswith(b + ".")), None)
+        result.append(replace(site, stage=stage_of[owner][0]) if owner else site)
+    return result

@@ -1,0 +1,120 @@
+"""Check the guarantees of a patched model against a reference taken before surgery.
+
+The reference holds no copy of the weights: for each original tensor it keeps the tensor itself (a view that
+shares storage) with its storage pointer and autograd version counter. A tensor still under its key, with the
+same storage and an unchanged version counter, cannot have changed; only otherwise are values compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten
+
+__all__ = ["Reference", "Verification", "capture_reference", "verify", "output_deviation"]
+
+
+@dataclass
+class Reference:
+    """Original tensors by key and the original outputs on the probe batch."""
+
+    tensors: dict[str, tuple[torch.Tensor, int, int]]
+    outputs: list[torch.Tensor]
+    probe: torch.Tensor
+
+
+@dataclass
+class Verification:
+    """Result of :func:`verify`.
+
+    Attributes:
+        missing_keys: original keys no longer in the state_dict (other than those a swap removed on purpose).
+        changed_keys: original keys whose tensor changed value.
+        added_keys: keys that are new (the inserted blocks').
+        removed_by_swap: original keys that swaps replaced, as documented.
+        max_abs_diff: largest absolute output difference on the probe batch.
+        rel_diff: ``max_abs_diff`` over the largest absolute original output.
+        forward_ok: the patched model ran on the probe batch.
+        error: the forward's error, if it failed.
+    """
+
+    missing_keys: list[str] = field(default_factory=list)
+    changed_keys: list[str] = field(default_factory=list)
+    added_keys: list[str] = field(default_factory=list)
+    removed_by_swap: list[str] = field(default_factory=list)
+    max_abs_diff: float = float("nan")
+    rel_diff: float = float("nan")
+    forward_ok: bool = False
+    error: str | None = None
+
+    @property
+    def keys_preserved(self) -> bool:
+        return not self.missing_keys and not self.changed_keys
+
+    @property
+    def ok(self) -> bool:
+        return self.forward_ok and self.keys_preserved
+
+
+def _run(model: nn.Module, probe: torch.Tensor) -> list[torch.Tensor]:
+    saved = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            leaves, _ = tree_flatten(model(probe))
+    finally:
+        for m, training in saved:
+            m.training = training
+    return [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
+
+
+def capture_reference(model: nn.Module, probe: torch.Tensor) -> Reference:
+    """Record the original tensors (no copies) and the eval-mode outputs on ``probe``."""
+    tensors = {key: (tensor, tensor.data_ptr(), tensor._version) for key, tensor in model.state_dict().items()}
+    return Reference(tensors, _run(model, probe), probe)
+
+
+def output_deviation(reference: Iterable[torch.Tensor], outputs: Iterable[torch.Tensor]) -> tuple[float, float]:
+    """``(max abs diff, relative diff)`` over matching output tensors; ``inf`` if their structure differs."""
+    reference, outputs = list(reference), list(outputs)
+    if len(reference) != len(outputs) or any(a.shape != b.shape for a, b in zip(reference, outputs)):
+        return float("inf"), float("inf")
+    max_abs, scale = 0.0, 0.0
+    for a, b in zip(reference, outputs):
+        if a.numel() == 0:
+            continue
+        if not a.is_floating_point():
+            max_abs = max(max_abs, 0.0 if torch.equal(a, b) else float("inf"))
+            continue
+        max_abs = max(max_abs, (a.float() - b.float()).abs().max().item())
+        scale = max(scale, a.float().abs().max().item())
+    return max_abs, (max_abs / scale if scale > 0 else max_abs)
+
+
+def verify(model: nn.Module, reference: Reference, removed_by_swap: Iterable[str] = ()) -> Verification:
+    """Compare the patched ``model`` with ``reference``: keys, values, and outputs on the same probe batch."""
+    removed = set(removed_by_swap)
+    state = model.state_dict()
+    result = Verification(removed_by_swap=sorted(removed & set(reference.tensors)))
+    for key, (tensor, pointer, version) in reference.tensors.items():
+        if key in removed:
+            continue
+        current = state.get(key)
+        if current is None:
+            result.missing_keys.append(key)
+        elif current.data_ptr() == pointer and current._version == version and current.shape == tensor.shape:
+            continue
+        elif current.shape != tensor.shape or current.dtype != tensor.dtype or not torch.equal(current, tensor):
+            result.changed_keys.append(key)
+    result.added_keys = [key for key in state if key not in reference.tensors]
+    try:
+        outputs = _run(model, reference.probe)
+    except Exception as exc:  # the report states the failure; the caller decides whether it is fatal
+        result.error = f"{type(exc).__name__}: {exc}"
+        return result
+    result.forward_ok = True
+    result.max_abs_diff, result.rel_diff = output_deviation(reference.outputs, outputs)
+    return result
