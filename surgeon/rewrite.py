@@ -122,9 +122,9 @@ def conv_unit(graph: fx.Graph, host: nn.Module, conv_target: str) -> list[fx.Nod
     return unit
 
 
-def _unique_name(host: nn.Module, base: str) -> str:
+def _unique_name(host: nn.Module, base: str, taken: set[str]) -> str:
     name, i = base, 0
-    while hasattr(host, name):
+    while hasattr(host, name) or name in taken:
         i += 1
         name = f"{base}_{i}"
     return name
@@ -205,17 +205,18 @@ def _insert_node(graph: fx.Graph, action: Action, target: str, rel_site: str | N
         add.replace_input_with(branch, new)
 
 
-def _swap(action: Action, graph_edits: list[fx.Graph], host: nn.Module, rel_site: str,
-          host_name: str) -> Inserted:
-    """Replace a conv unit: the conv's attribute holds the new operator; the norm (and activation, if the
-    operator applies its own) leave the forward."""
+def _swap(action: Action, graphs: list[fx.Graph], host: nn.Module, rel_site: str,
+          host_name: str) -> tuple[Inserted, list[tuple[str, nn.Module]]]:
+    """Plan a conv unit's replacement: the conv's attribute will hold the new operator; the norm (and the
+    activation, if the operator applies its own) leave the forward. Edits ``graphs``; returns the module
+    assignments (paths relative to ``host``) to commit."""
     info = get_block(action.block)
     if info.kind != "swap":
         raise RewriteError(f"{action.site.name}: {info.name!r} is not a swap block; valid swaps are registered "
                            "with kind='swap' (see `attn-surgeon blocks`)")
     modules = dict(host.named_modules())
     conv = modules[rel_site]
-    unit = conv_unit(graph_edits[0], host, rel_site)
+    unit = conv_unit(graphs[0], host, rel_site)
     norm_name = str(unit[1].target) if len(unit) > 1 and _is_norm(modules[str(unit[1].target)]) else None
     norm = modules[norm_name] if norm_name else None
     args = dict(action.args)
@@ -226,25 +227,21 @@ def _swap(action: Action, graph_edits: list[fx.Graph], host: nn.Module, rel_site
     new = _like(new, conv)
     replaces_activation = bool(getattr(new, "replaces_activation", False))
     removed = [_qualify(action.site.name, key) for key in conv.state_dict()]
-
-    def set_module(path: str, module: nn.Module) -> None:
-        parent_path, _, attr = path.rpartition(".")
-        setattr(host.get_submodule(parent_path) if parent_path else host, attr, module)
-
-    set_module(rel_site, new)
+    assignments: list[tuple[str, nn.Module]] = [(rel_site, new)]
     if norm_name is not None:
         removed += [_qualify(_qualify(host_name, norm_name), key) for key in norm.state_dict()]
         keep_act = not replaces_activation and isinstance(getattr(norm, "act", None), nn.Module)
-        set_module(norm_name, norm.act if keep_act else nn.Identity())
+        assignments.append((norm_name, norm.act if keep_act else nn.Identity()))
     if replaces_activation:
-        for graph in graph_edits:
+        for graph in graphs:
             unit = conv_unit(graph, host, rel_site)
             act = unit[-1] if len(unit) > 1 and _is_activation(unit[-1], modules) else None
             if act is not None:
                 act.replace_all_uses_with(act.args[0])
                 graph.erase_node(act)
-    return Inserted(action, action.site.name, host_name, "graph", sum(p.numel() for p in new.parameters()),
-                    removed_keys=removed, inherited=list(inherited))
+    inserted = Inserted(action, action.site.name, host_name, "graph", sum(p.numel() for p in new.parameters()),
+                        removed_keys=removed, inherited=list(inherited))
+    return inserted, assignments
 
 
 def _choose_host(action: Action, modules: dict[str, nn.Module],
@@ -280,10 +277,17 @@ def _choose_host(action: Action, modules: dict[str, nn.Module],
     raise TraceError(f"{site.name}: no enclosing module could be traced ({detail})")
 
 
+def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, attr = path.rpartition(".")
+    setattr(root.get_submodule(parent_path) if parent_path else root, attr, module)
+
+
 def rewrite(model: nn.Module, plan: Plan) -> RewriteResult:
     """Apply ``plan`` to ``model`` **in place** and return what was inserted.
 
-    Hosts are rewritten deepest first; each host is traced once, with every action that lands in it.
+    All-or-nothing: every host is traced, every block built and every graph edited before the model is touched,
+    so an error leaves the model exactly as it was. Hosts are handled deepest first; each is traced once, with
+    every action that lands in it.
 
     Raises:
         TraceError: a site that no enclosing module lets us rewrite (the message lists each module tried).
@@ -299,41 +303,52 @@ def rewrite(model: nn.Module, plan: Plan) -> RewriteResult:
         (per_host[host].append((i, action, relative)) if traceable else wrapped[host].append((i, action)))
 
     results: dict[int, Inserted] = {}
+    commits: list[tuple[nn.Module, list[tuple[str, nn.Module]], str]] = []
     for host_name in sorted(per_host, key=lambda name: name.count(".") + bool(name), reverse=True):
         host = modules[host_name]
         jobs = per_host[host_name]
         through = set().union(*(_path_to(rel) for _, _, rel in jobs if rel is not None))
         traced = trace_module(host, through)
         mode = "graph-dual" if traced.mode_dependent else "graph"
+        assignments: list[tuple[str, nn.Module]] = []
         for i, action, relative in jobs:
             if action.op == "replace":
-                results[i] = _swap(action, traced.graphs, host, relative, host_name)
+                results[i], swapped = _swap(action, traced.graphs, host, relative, host_name)
+                assignments += swapped
                 continue
             channels, size = _site_io(action)
             block = _build_block(action, channels, size, host)
             suffix = f"_{relative.replace('.', '_')}" if relative else ""
-            attr = _unique_name(host, f"{_block_label(action.block)}_{action.position}{suffix}")
-            host.add_module(attr, block)
+            attr = _unique_name(host, f"{_block_label(action.block)}_{action.position}{suffix}",
+                                {name for name, _ in assignments})
+            assignments.append((attr, block))
             for graph in traced.graphs:
                 _insert_node(graph, action, attr, relative, host)
             results[i] = Inserted(action, _qualify(host_name, attr), host_name, mode,
                                   sum(p.numel() for p in block.parameters()))
         for graph in traced.graphs:
             graph.lint()
-        patch_class(host, graph_source(traced.graphs))
+        commits.append((host, assignments, graph_source(traced.graphs)))
 
     for host_name, jobs in wrapped.items():
         host = modules[host_name]
         before, after = wrapped_blocks(host)
+        if is_patched(host) and not (before or after):
+            raise RewriteError(f"{host_name}: was rewritten from its graph before but no longer traces")
+        assignments = []
         for i, action in jobs:
             channels, size = _site_io(action)
             block = _build_block(action, channels, size, host)
-            attr = _unique_name(host, f"{_block_label(action.block)}_{action.position}")
-            host.add_module(attr, block)
+            attr = _unique_name(host, f"{_block_label(action.block)}_{action.position}",
+                                {name for name, _ in assignments})
+            assignments.append((attr, block))
             (before if action.position == "before" else after).append(attr)
             results[i] = Inserted(action, _qualify(host_name, attr), host_name, "wrapper",
                                   sum(p.numel() for p in block.parameters()))
-        if is_patched(host) and not wrapped_blocks(host)[0] and not wrapped_blocks(host)[1]:
-            raise RewriteError(f"{host_name}: already rewritten from a graph but no longer traceable")
-        patch_class(host, wrapper_source(before, after))
+        commits.append((host, assignments, wrapper_source(before, after)))
+
+    for host, assignments, source in commits:
+        for path, module in assignments:
+            _set_module(host, path, module)
+        patch_class(host, source)
     return RewriteResult([results[i] for i in sorted(results)], attempts)
