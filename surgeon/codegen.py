@@ -52,6 +52,8 @@ def graph_source(graphs: Sequence[fx.Graph]) -> str:
     imports: dict[str, str] = {}
     bodies = []
     for i, graph in enumerate(graphs):
+        for node in graph.nodes:
+            node.type = None  # annotations are cosmetic, and a re-traced string annotation is not importable
         code = graph.python_code(root_module="self")
         for name, obj in code.globals.items():
             line = _import_line(name, obj)

@@ -8,7 +8,8 @@ defaults in ``lib/core/config.py``; the block is added after residual blocks in 
 ``(C/2)^-0.5`` (``NONLOCAL.USE_SCALE = True``) and softmax-normalised over the positions j; the response
 ``y_i = Σ_j softmax_ij g(x_j)`` goes through a 1x1 conv (C/2 → C, bias) and BatchNorm whose γ starts at 0
 (``BN_INIT_GAMMA = 0``), and is added to the input: ``z = x + BN(W(y))``. With ``use_pool`` (``USE_MAXPOOL =
-True``) the input of ``phi`` and ``g`` is first max-pooled with kernel and stride 2, a quarter of the keys. Official
+True``) the input of ``phi`` and ``g`` is first max-pooled with kernel and stride 2, a quarter of the keys (the
+code pools the block input before the two convs; the paper's text places the pooling after them). Official
 initialisation: conv weights normal with std 0.01 (``CONV_INIT_STD``), conv biases 0, BN β 0; so the block is an
 exact identity at creation in both init modes. The inner width is ``int(C / 2)`` as in ``resnet_helper.py``.
 

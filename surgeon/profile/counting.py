@@ -27,8 +27,9 @@ Conventions (also in :data:`CONVENTIONS`, which the report prints):
   2) plus 1 for the weight and 1 for the bias when present; RMS norm 3 per element plus 1 for the weight.
 - Interpolation per output element: linear 3, bilinear 7, trilinear 15, bicubic 31 (the 2^d, resp. 16, weighted
   inputs: multiplies plus adds); antialiased variants as the plain ones; nearest is data movement (free).
-- Attention: MACs of Q K^T and of the weights times V, plus 1 per score for the scale and 3 per score for the
-  softmax (and 1 per score for an additive mask); causal attention is counted as dense (an upper bound).
+- Attention: MACs of Q K^T and of the weights times V; 1 per element of Q and of K for the scale (applied as
+  sqrt(scale) to both, like torch's reference implementation), 3 per score for the softmax and 1 per score for an
+  additive mask; causal attention is counted as dense (an upper bound).
 - Free: views and reshapes, permutes, copies and dtype casts, cat/stack/split, padding, indexing and gathers,
   nearest upsampling, pixel/channel shuffles, tensor factories (empty/zeros/ones/full/arange/random).
 
@@ -38,8 +39,9 @@ milliseconds, not a forward pass. A model whose Python code needs values (``.ite
 ``nonzero``) or an operator without a meta kernel makes the meta run fail, and the count is redone with a real
 forward. Attributes that the forward assigns with a meta tensor in them (lazily built caches, lazily registered
 buffers) are put back afterwards; a cache filled in place inside a container attribute is not: count such a model
-with ``execution="real"``. Code that branches on ``x.device`` sees ``meta`` (``nn.MultiheadAttention`` then takes
-its decomposed path instead of the fused kernel: same MACs, element-wise FLOPs within a fraction of a percent).
+with ``execution="real"``. Code that branches on ``x.device`` sees ``meta`` (``nn.MultiheadAttention`` and
+``scaled_dot_product_attention`` then take their decomposed paths instead of the fused kernels: the attention
+formulas are written to count those paths alike).
 
 Limits: counts follow the ops that actually run, so they depend on the input shape and on the branches taken;
 ops in a custom kernel or a compiled graph are priced only if the dispatcher sees them; a module's share is known
@@ -53,6 +55,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from itertools import chain
 
 import torch
 from torch import Tensor, nn
@@ -74,7 +77,7 @@ FLOPs = 2 x MACs, plus:
   batch norm, eval (running stats): 2 per element; layer/group/instance norm and training batch norm:
     5 per element + 1 for weight + 1 for bias; RMS norm: 3 per element + 1 for weight
   interpolation per output element: linear 3, bilinear 7, trilinear 15, bicubic 31; nearest is free
-  attention: + 1 (scale) + 3 (softmax) per score, + 1 per score for an additive mask; causal counted dense
+  attention: 1 per element of Q and K (scale), 3 per score (softmax), + 1 per score for a mask; causal counted dense
 free: views, reshapes, permutes, copies, casts, cat/stack/split, padding, indexing, factories, nearest upsampling
 any other op is listed as uncounted, not treated as free"""
 
@@ -184,10 +187,15 @@ def _convolution(func, args, kwargs, out):
 
 
 def _attention_cost(query: Tensor, key: Tensor, value: Tensor, mask: bool) -> tuple[int, int]:
-    """Cost of softmax(scale * Q K^T [+ mask]) V for Q: (..., Lq, E), K: (..., Lk, E), V: (..., Lk, Ev)."""
+    """Cost of softmax(scale * Q K^T [+ mask]) V for Q: (..., Lq, E), K: (..., Lk, E), V: (..., Lk, Ev).
+
+    The scale is applied as torch's reference implementation does, sqrt(scale) to Q and to K, so that a fused
+    kernel and its decomposition (e.g. on the meta device) count the same.
+    """
     scores = _prod(query.shape[:-1]) * key.shape[-2]
     macs = scores * (query.shape[-1] + value.shape[-1])
-    return macs, scores * (4 + int(mask))
+    scaled = _prod(query.shape) + _prod(query.shape[:-2]) * key.shape[-2] * key.shape[-1]
+    return macs, scaled + scores * (3 + int(mask))
 
 
 def _sdpa(func, args, kwargs, out):
@@ -205,7 +213,8 @@ def _native_mha(func, args, kwargs, out):
     projected = batch * (2 * lq + 2 * lk)
     scores = batch * heads * lq * lk
     macs = projected * embed_dim * embed_dim + scores * 2 * (embed_dim // heads)
-    return macs, projected * embed_dim + scores * (4 + int(isinstance(mask, Tensor)))
+    scaled = batch * (lq + lk) * embed_dim  # sqrt(scale) on Q and on K, as in _attention_cost
+    return macs, projected * embed_dim + scaled + scores * (3 + int(isinstance(mask, Tensor)))
 
 
 # --- element-wise, reductions, pooling, normalisation ----------------------------------------------------------
@@ -247,7 +256,7 @@ def _adaptive_pool(func, args, kwargs, out):
     x, out_tensor = args[0], _first_tensor(out)
     spatial_dims = len(_arg(args, kwargs, 1, "output_size"))
     window_total = 1
-    for size_in, size_out in zip(x.shape[-spatial_dims:], out_tensor.shape[-spatial_dims:]):
+    for size_in, size_out in zip(x.shape[-spatial_dims:], out_tensor.shape[-spatial_dims:], strict=True):
         # torch's adaptive windows: [floor(i * in / out), ceil((i + 1) * in / out))
         window_total *= sum(-(-(i + 1) * size_in // size_out) - (i * size_in // size_out) for i in range(size_out))
     return 0, x.numel() // _prod(x.shape[-spatial_dims:]) * window_total
@@ -380,25 +389,67 @@ _FORMULAS: dict[str, Formula] = {
 }
 
 
+# --- meta outputs without meta kernels -----------------------------------------------------------------------
+# Several meta kernels are Python references that take milliseconds (hardtanh_, batch norm, addmm), slower than the
+# real op on a small tensor. For these ops the output's shape, dtype and strides are known outright.
+
+_NOT_SAME_DTYPE = set("""
+    eq ne lt le gt ge logical_and logical_or logical_xor logical_not bitwise_and bitwise_or bitwise_xor bitwise_not
+    where isnan isinf isfinite
+""".split())
+_SAME_DTYPE_ELEMENTWISE = {name for name in _ELEMENTWISE if name not in _NOT_SAME_DTYPE} | {"addcmul", "addcdiv",
+                                                                                            "lerp"}
+
+
+def _meta_shortcut(func: torch._ops.OpOverload, base: str, args: Sequence, kwargs: dict) -> object:
+    """The output ``func`` would return on these meta arguments, or ``None`` to run its meta kernel."""
+    first = args[0] if args else None
+    if not isinstance(first, Tensor) or not first.is_floating_point():
+        return None
+    others = [value for value in chain(args[1:], kwargs.values()) if isinstance(value, Tensor)]
+    if base in _SAME_DTYPE_ELEMENTWISE:
+        if func._overloadpacket.__name__ != base:
+            return first  # in place: the result is ``self``, whatever broadcasts into it
+        same_layout = all(
+            (o.shape, o.dtype, o.stride()) == (first.shape, first.dtype, first.stride()) for o in others
+        )
+        return torch.empty_like(first) if same_layout else None
+    if any(o.dtype != first.dtype for o in others):
+        return None
+    if base in ("mm", "addmm", "bmm"):
+        a, b = (first, others[0]) if base != "addmm" else (others[0], others[1])
+        return first.new_empty((*a.shape[:-1], b.shape[-1]))
+    evaluating = base == "_native_batch_norm_legit_no_training" or (
+        base == "native_batch_norm" and not _arg(args, kwargs, 5, "training", True)
+    )
+    if evaluating and first.dim() >= 2:
+        channels = first.shape[1]
+        return torch.empty_like(first), first.new_empty((channels,)), first.new_empty((channels,))
+    return None
+
+
 # --- counting ---------------------------------------------------------------------------------------------------
 
 _COUNTED, _FREE_OP, _UNKNOWN = "counted", "free", "unknown"
 
 
-def _classify(func: torch._ops.OpOverload) -> tuple[str, Formula | None, str]:
-    """Say how an operator is priced: by a formula, as free, or unknown (decomposed if possible, else listed)."""
+def _classify(func: torch._ops.OpOverload) -> tuple[str, Formula | None, str, str]:
+    """Say how an operator is priced: by a formula, as free, or unknown (decomposed if possible, else listed).
+
+    Returns the kind, the formula, the operator's name for the report and its functional (not in-place) name.
+    """
     name = func._overloadpacket.__name__
     key = f"{func.namespace}.{name}"
-    if func.namespace not in ("aten", "prim"):
-        return _UNKNOWN, None, key
     # in-place variants (relu_, add_) cost what their functional forms cost
     base = name[:-1] if name.endswith("_") and not name.endswith("__") else name
+    if func.namespace not in ("aten", "prim"):
+        return _UNKNOWN, None, key, base
     formula = _FORMULAS.get(name) or _FORMULAS.get(base)
     if formula is not None:
-        return _COUNTED, formula, key
+        return _COUNTED, formula, key, base
     if name in _FREE or base in _FREE or func.is_view or torch.Tag.inplace_view in func.tags:
-        return _FREE_OP, None, key
-    return _UNKNOWN, None, key
+        return _FREE_OP, None, key, base
+    return _UNKNOWN, None, key, base
 
 
 class _OpCounter(TorchDispatchMode):
@@ -411,7 +462,7 @@ class _OpCounter(TorchDispatchMode):
         self.active_modules: list[str] = []
         self.by_operator: dict[str, OpCount] = {}
         self.uncounted: Counter[str] = Counter()
-        self._classified: dict[torch._ops.OpOverload, tuple[str, Formula | None, str]] = {}
+        self._classified: dict[torch._ops.OpOverload, tuple[str, Formula | None, str, str]] = {}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -420,7 +471,7 @@ class _OpCounter(TorchDispatchMode):
         classified = self._classified.get(func)
         if classified is None:
             classified = self._classified[func] = _classify(func)
-        kind, formula, key = classified
+        kind, formula, key, base = classified
         if kind == _UNKNOWN:
             # a composite op (matmul, linear, einsum outside autograd) is priced through the ops it lowers to
             with self:
@@ -428,7 +479,9 @@ class _OpCounter(TorchDispatchMode):
             if decomposed is not NotImplemented:
                 return decomposed
             self.uncounted[key] += 1
-        out = func(*args, **kwargs)
+        out = _meta_shortcut(func, base, args, kwargs) if self.on_meta and kind == _COUNTED else None
+        if out is None:
+            out = func(*args, **kwargs)
         if kind == _COUNTED:
             macs, extra_flops = formula(func, args, kwargs, out)
             self._record(key, int(macs), int(2 * macs + extra_flops))

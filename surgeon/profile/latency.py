@@ -166,7 +166,7 @@ def _measure(
             for model in models:
                 time_pass(model, inputs)
         for _ in range(runs):
-            for model, model_samples in zip(models, samples):
+            for model, model_samples in zip(models, samples, strict=True):
                 model_samples.append(time_pass(model, inputs))
     batch_size = int(inputs[0].shape[0]) if inputs and inputs[0].dim() > 0 else 1
     machine = _machine_name(device)
@@ -259,12 +259,14 @@ def _resolve_device(models: list[nn.Module], device: str | torch.device | None) 
     }
     if device is None:
         if len(model_devices) > 1:
-            raise ValueError(f"the models' tensors are on several devices ({sorted(map(str, model_devices))}); pass device=")
+            devices = ", ".join(sorted(map(str, model_devices)))
+            raise ValueError(f"the models' tensors are on several devices ({devices}); pass device=")
         device = next(iter(model_devices), torch.device("cpu"))
     device = _normalise(torch.device(device))
     stray = model_devices - {device}
     if stray:
-        raise ValueError(f"model tensors are on {', '.join(sorted(map(str, stray)))}, not on {device}; move the model first")
+        stray_devices = ", ".join(sorted(map(str, stray)))
+        raise ValueError(f"model tensors are on {stray_devices}, not on {device}; move the model first")
     return device
 
 
