@@ -15,7 +15,7 @@ from ..report import surgery_summary
 from ._console import out, print_json, progress, warn
 from ._options import default_output, load_source
 
-__all__ = ["run_rule_command", "report_path"]
+__all__ = ["run_rules_command", "report_path", "render_plan"]
 
 
 def report_path(output: Path) -> Path:
@@ -39,7 +39,7 @@ def render_plan(summary: dict, title: str) -> None:
     out.print(table)
 
 
-def run_rule_command(source: str, rule: Rule, *, arch: str | None, arch_args: tuple[str, ...],
+def run_rules_command(source: str, rules: list[Rule], *, arch: str | None, arch_args: tuple[str, ...],
                      input_shape: tuple[int, ...], output: Path | None, suffix: str, dry_run: bool, force: bool,
                      as_json: bool) -> None:
     output = output or default_output(source, suffix)
@@ -48,7 +48,7 @@ def run_rule_command(source: str, rule: Rule, *, arch: str | None, arch_args: tu
         _check_outputs([output, report], force)
     loaded = load_source(source, arch, arch_args)
     with progress("Finding sites and rewriting"):
-        result = run_surgery(loaded.module, [rule], input_shape=input_shape, base=loaded.spec,
+        result = run_surgery(loaded.module, rules, input_shape=input_shape, base=loaded.spec,
                              arch_args=loaded.arch_args, dry_run=dry_run)
     summary = surgery_summary(result, source, None if dry_run else str(output))
     if dry_run:
@@ -64,9 +64,8 @@ def run_rule_command(source: str, rule: Rule, *, arch: str | None, arch_args: tu
         print_json(summary)
         return
     params, check = summary["parameters"], summary["verification"]
-    positions = sorted({row["position"] or row["op"] for row in summary["plan"]})
-    out.print(f"Patched [bold]{summary['sites_patched']}[/bold] sites of {source} with {rule.block} "
-              f"({', '.join(positions)}).")
+    what = sorted({f"{row['block']} ({row['position'] or row['op']})" for row in summary["plan"]})
+    out.print(f"Patched [bold]{summary['sites_patched']}[/bold] sites of {source} with {', '.join(what)}.")
     out.print(f"Parameters: {params['before']:,} → {params['after']:,} ({params['added']:+,})")
     out.print(f"Output deviation on the probe batch: max abs {check['max_abs_diff']:.3g} "
               f"(relative {check['rel_diff']:.3g}); original keys preserved: {check['keys_preserved']}")

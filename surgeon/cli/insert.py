@@ -9,7 +9,7 @@ import click
 from ..blocks import get_block
 from ..match import Rule, parse_site_spec
 from ._options import input_shape_option, model_options, parse_assignments
-from ._surgery import run_rule_command
+from ._surgery import run_rules_command
 
 EXAMPLES = """\b
 Examples:
@@ -56,5 +56,5 @@ def insert(model: str, block: str, site: str, position: str | None, settings: tu
     selector = parse_site_spec(site, stage=stage, stride=stride)
     rule = Rule(selector, block, "insert", position, parse_assignments(settings, "--set"), init,
                 name=f"--block {block} --after {site}")
-    run_rule_command(model, rule, arch=arch, arch_args=arch_args, input_shape=input_shape, output=output,
+    run_rules_command(model, [rule], arch=arch, arch_args=arch_args, input_shape=input_shape, output=output,
                      suffix=info.name.rsplit(":", 1)[-1].lower(), dry_run=dry_run, force=force, as_json=as_json)

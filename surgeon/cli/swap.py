@@ -10,7 +10,7 @@ from ..blocks import get_block
 from ..errors import BlockError
 from ..match import Rule, Selector, parse_site_spec
 from ._options import input_shape_option, model_options, parse_assignments
-from ._surgery import run_rule_command
+from ._surgery import run_rules_command
 
 EXAMPLES = """\b
 Examples:
@@ -53,5 +53,5 @@ def swap(model: str, block: str, conv: str, stride: int | None, stage: str | Non
         selector = Selector(**{**selector.__dict__, "kind": "conv"})
     rule = Rule(selector, block, "replace", None, parse_assignments(settings, "--set"), "paper",
                 name=f"--with {block} --conv {conv}")
-    run_rule_command(model, rule, arch=arch, arch_args=arch_args, input_shape=input_shape, output=output,
+    run_rules_command(model, [rule], arch=arch, arch_args=arch_args, input_shape=input_shape, output=output,
                      suffix=info.name, dry_run=dry_run, force=force, as_json=as_json)

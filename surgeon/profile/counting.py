@@ -364,7 +364,7 @@ _FORMULAS: dict[str, Formula] = {
     "softmax": _per_input(3),
     "log_softmax": _per_input(3),
     **{f"max_pool{d}d": _pool_window(d) for d in (1, 2, 3)},
-    **{f"max_pool{d}d_with_indices": _pool_window(d) for d in (2, 3)},
+    **{f"max_pool{d}d_with_indices": _pool_window(d) for d in (1, 2, 3)},
     **{f"avg_pool{d}d": _pool_window(d) for d in (1, 2, 3)},
     "_adaptive_avg_pool2d": _adaptive_pool,
     "_adaptive_avg_pool3d": _adaptive_pool,
@@ -404,8 +404,8 @@ _SAME_DTYPE_ELEMENTWISE = {name for name in _ELEMENTWISE if name not in _NOT_SAM
 def _meta_shortcut(func: torch._ops.OpOverload, base: str, args: Sequence, kwargs: dict) -> object:
     """The output ``func`` would return on these meta arguments, or ``None`` to run its meta kernel."""
     first = args[0] if args else None
-    if not isinstance(first, Tensor) or not first.is_floating_point():
-        return None
+    if not isinstance(first, Tensor) or not first.is_floating_point() or "out" in kwargs:
+        return None  # an out= variant returns the tensor it was given
     others = [value for value in chain(args[1:], kwargs.values()) if isinstance(value, Tensor)]
     if base in _SAME_DTYPE_ELEMENTWISE:
         if func._overloadpacket.__name__ != base:
