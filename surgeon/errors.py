@@ -17,6 +17,7 @@ __all__ = [
     "RewriteError",
     "VerificationError",
     "OutputExistsError",
+    "RuleError",
 ]
 
 
@@ -58,3 +59,8 @@ class VerificationError(SurgeonError):
 
 class OutputExistsError(SurgeonError, FileExistsError):
     """The output path exists and ``force`` was not given."""
+
+
+class RuleError(SurgeonError):
+    """A rules file that cannot be read, or a rule that cannot be applied; the message starts with
+    ``file:line:column: rule 'name':``."""

@@ -205,42 +205,73 @@ def _insert_node(graph: fx.Graph, action: Action, target: str, rel_site: str | N
         add.replace_input_with(branch, new)
 
 
+def _next_unit(graph: fx.Graph, host: nn.Module, unit: list[fx.Node], site: str) -> list[fx.Node]:
+    """The conv unit that directly and only consumes ``unit`` (for swaps that replace two units)."""
+    users = list(unit[-1].users)
+    modules = dict(host.named_modules())
+    if len(users) != 1 or users[0].op != "call_module" or not isinstance(modules.get(str(users[0].target)), nn.Conv2d):
+        raise RewriteError(f"{site}: a two-unit swap needs the conv unit to feed exactly one convolution")
+    return conv_unit(graph, host, str(users[0].target))
+
+
 def _swap(action: Action, graphs: list[fx.Graph], host: nn.Module, rel_site: str,
           host_name: str) -> tuple[Inserted, list[tuple[str, nn.Module]]]:
-    """Plan a conv unit's replacement: the conv's attribute will hold the new operator; the norm (and the
-    activation, if the operator applies its own) leave the forward. Edits ``graphs``; returns the module
-    assignments (paths relative to ``host``) to commit."""
+    """Plan a swap: the selected conv's attribute will hold the new operator, and the replaced units' other modules
+    leave the forward (norms become ``nn.Identity``; activations stay unless the operator applies its own).
+
+    A swap block with ``units = 2`` (SCBottleneck) replaces the selected conv unit and the conv unit it feeds.
+    Edits ``graphs``; returns the module assignments (paths relative to ``host``) to commit.
+    """
     info = get_block(action.block)
     if info.kind != "swap":
         raise RewriteError(f"{action.site.name}: {info.name!r} is not a swap block; valid swaps are registered "
                            "with kind='swap' (see `attn-surgeon blocks`)")
     modules = dict(host.named_modules())
-    conv = modules[rel_site]
-    unit = conv_unit(graphs[0], host, rel_site)
-    norm_name = str(unit[1].target) if len(unit) > 1 and _is_norm(modules[str(unit[1].target)]) else None
-    norm = modules[norm_name] if norm_name else None
+    units = [conv_unit(graphs[0], host, rel_site)]
+    if getattr(info.factory, "units", 1) == 2:
+        units.append(_next_unit(graphs[0], host, units[0], action.site.name))
+    convs = [modules[str(unit[0].target)] for unit in units]
+    norms = [str(unit[1].target) if len(unit) > 1 and _is_norm(modules[str(unit[1].target)]) else None
+             for unit in units]
     args = dict(action.args)
-    if "groups" in inspect.signature(info.factory).parameters and "groups" not in args and conv.groups > 1:
-        args["groups"] = conv.groups
-    new = create_block(info, conv.in_channels, conv.out_channels, conv.stride[0], **args)
-    inherited = new.inherit_conv_weights(conv, norm) if hasattr(new, "inherit_conv_weights") else []
-    new = _like(new, conv)
-    replaces_activation = bool(getattr(new, "replaces_activation", False))
-    removed = [_qualify(action.site.name, key) for key in conv.state_dict()]
+    if "groups" in inspect.signature(info.factory).parameters and "groups" not in args:
+        args["groups"] = convs[-1].groups  # keep the replaced conv's capacity unless the user asks otherwise
+    new = create_block(info, convs[0].in_channels, convs[-1].out_channels, convs[-1].stride[0], **args)
+    inherited: list[str] = []
+    if hasattr(new, "inherit_conv_weights"):
+        for conv, norm in zip(convs, norms):
+            inherited += new.inherit_conv_weights(conv, modules[norm] if norm else None)
+    new = _like(new, convs[0])
+    keep_activation = not getattr(new, "replaces_activation", False)
+
     assignments: list[tuple[str, nn.Module]] = [(rel_site, new)]
-    if norm_name is not None:
-        removed += [_qualify(_qualify(host_name, norm_name), key) for key in norm.state_dict()]
-        keep_act = not replaces_activation and isinstance(getattr(norm, "act", None), nn.Module)
-        assignments.append((norm_name, norm.act if keep_act else nn.Identity()))
-    if replaces_activation:
-        for graph in graphs:
-            unit = conv_unit(graph, host, rel_site)
-            act = unit[-1] if len(unit) > 1 and _is_activation(unit[-1], modules) else None
-            if act is not None:
-                act.replace_all_uses_with(act.args[0])
-                graph.erase_node(act)
+    removed: list[str] = []
+    for unit, norm in zip(units, norms):
+        conv_path = str(unit[0].target)
+        removed += [_qualify(_qualify(host_name, conv_path), key) for key in modules[conv_path].state_dict()]
+        if conv_path != rel_site:
+            assignments.append((conv_path, nn.Identity()))
+        if norm is not None:
+            removed += [_qualify(_qualify(host_name, norm), key) for key in modules[norm].state_dict()]
+            fused_act = getattr(modules[norm], "act", None)  # timm's BatchNormAct2d carries the activation
+            keep = keep_activation and unit is units[-1] and isinstance(fused_act, nn.Module)
+            assignments.append((norm, fused_act if keep else nn.Identity()))
+
+    for graph in graphs:
+        chain = [conv_unit(graph, host, rel_site)]
+        if len(units) == 2:
+            chain.append(_next_unit(graph, host, chain[0], action.site.name))
+        nodes = [node for unit in chain for node in unit]
+        last = nodes[-1]
+        if keep_activation and _is_activation(last, modules):
+            last = nodes[-2]  # the last unit's activation stays and now follows the new operator
+        dropped = nodes[1:nodes.index(last) + 1]
+        if dropped:
+            last.replace_all_uses_with(nodes[0])
+            for node in reversed(dropped):
+                graph.erase_node(node)
     inserted = Inserted(action, action.site.name, host_name, "graph", sum(p.numel() for p in new.parameters()),
-                        removed_keys=removed, inherited=list(inherited))
+                        removed_keys=removed, inherited=inherited)
     return inserted, assignments
 
 

@@ -143,6 +143,7 @@ class SCBottleneckStem(nn.Module):
     """
 
     replaces_activation = True
+    units = 2  # replaces two consecutive conv units: the bottleneck's conv1 (1x1) and conv2 (3x3) stages
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *, groups: int = 1,
                  dilation: int = 1, pooling_r: int = 4, upsample: str = "nearest", avd: bool = False,

@@ -1,0 +1,1 @@
+"""Runnable examples of attn-surgeon in training code (importable from the repository root as ``examples``)."""
