@@ -24,7 +24,7 @@ from torch import nn
 
 from .blocks import create_block, get_block
 from .codegen import graph_source, is_patched, patch_class, wrapped_blocks, wrapper_source
-from .errors import RewriteError, TraceError
+from .errors import BlockError, RewriteError, TraceError
 from .match import Action, Plan
 from .trace import describe_trace_error, find_residual_add, is_container, trace_module
 
@@ -143,8 +143,28 @@ def _build_block(action: Action, channels: int, size: tuple[int, int], like: nn.
         raise AssertionError("swaps are built by _swap")
     if info.kind != "insert":
         raise RewriteError(f"{action.site.name}: {info.name!r} is a swap; use `swap` or a replace rule")
-    block = create_block(info, channels, init=action.init, **args)
-    return _like(block, like)
+    block = _like(create_block(info, channels, init=action.init, **args), like)
+    if not info.factory.__module__.startswith("surgeon.blocks."):
+        _check_shape_contract(info.name, block, channels, size, like)
+    return block
+
+
+def _check_shape_contract(name: str, block: nn.Module, channels: int, size: tuple[int, int], like: nn.Module) -> None:
+    """A user block must map (N, C, H, W) to the same shape; check once on a zero batch at the site's size."""
+    reference = next(iter(like.parameters()), None)
+    probe = torch.zeros(1, channels, *size, device=reference.device if reference is not None else None)
+    training = block.training
+    try:
+        with torch.no_grad():
+            out = block.eval()(probe)
+    except Exception as exc:
+        raise BlockError(f"block {name!r} fails on a (1, {channels}, {size[0]}, {size[1]}) input: {exc}") from None
+    finally:
+        block.train(training)
+    if not isinstance(out, torch.Tensor) or out.shape != probe.shape:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise BlockError(f"block {name!r} maps {tuple(probe.shape)} to {shape}; an inserted block must keep the "
+                         "input's shape (N, C, H, W)")
 
 
 def _like(block: nn.Module, like: nn.Module) -> nn.Module:
