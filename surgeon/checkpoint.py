@@ -1,24 +1,33 @@
 """Model sources in, patched checkpoints out.
 
-Sources: ``torchvision:NAME`` and ``timm:NAME`` (random init, nothing downloaded), ``package.module:factory``,
-or a checkpoint file: a bare state_dict, or a container holding one under ``state_dict``/``model``/
-``state_dict_ema``/``model_ema``/``module``, with or without DDP's ``module.`` prefix. Every file is read with
-``torch.load(weights_only=True)``: nothing in it can run code.
+Sources: ``torchvision:NAME`` and ``timm:NAME`` (random init, nothing downloaded), ``package.module:factory``, or a
+file: a bare state_dict; a container holding one under ``state_dict``/``model``/``state_dict_ema``/``model_ema``/
+``module`` (PyTorch Lightning ``.ckpt`` and timm training checkpoints are such containers); a ``.safetensors`` file;
+or, only with ``trust_pickle``, a whole pickled module (``torch.save(model)``). A key prefix common to every tensor
+(DDP's ``module.``, Lightning's ``model.``, ``torch.compile``'s ``_orig_mod.``) is found by fitting the keys to the
+architecture, removed on load and restored on save. Without ``arch``, the architecture is detected from the keys
+and shapes (:mod:`surgeon.detect`). Every file is first read with ``torch.load(weights_only=True)``: nothing in it
+can run code unless the caller trusts it. TorchScript archives and ``torch.export`` programs are refused with the
+reason: their Python modules are gone, so there is nothing left to rewrite.
 
-Saved files keep the input's layout (a bare state_dict stays bare; a container keeps its other entries and key
-prefix). The recipe travels inside the state_dict's ``_metadata`` (the mapping torch itself uses for per-module
-versions, which survives ``weights_only=True`` and is ignored by ``load_state_dict``), so even a bare file
-rebuilds with :func:`load`. Writes are atomic and never overwrite without ``force``.
+Saved files keep the input's layout (a bare state_dict stays bare; a container keeps its other entries, and EMA
+copies of the weights get the same new keys). The recipe travels inside the state_dict's ``_metadata`` (the
+mapping torch itself uses for per-module versions, which survives ``weights_only=True`` and is ignored by
+``load_state_dict``), or in the safetensors header, so that :func:`load` rebuilds from the file alone. Writes are
+atomic and never overwrite without ``force``.
 """
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import importlib
 import inspect
-import io
+import json
 import os
 import pickle
+import re
+import struct
 import tempfile
 import zipfile
 from collections import OrderedDict
@@ -30,26 +39,22 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .detect import Detection, common_prefixes, detect_arch, fit_prefix, meta_model
 from .errors import CheckpointError, ModelLoadError, OutputExistsError
 from .recipe import Recipe
 
-__all__ = [
-    "Layout",
-    "LoadedModel",
-    "RECIPE_KEY",
-    "CONTAINER_KEYS",
-    "build_arch",
-    "is_spec",
-    "load_model",
-    "read_checkpoint",
-    "save_model",
-    "atomic_write",
-]
+__all__ = ["CONTAINER_KEYS", "FORMATS", "RECIPE_KEY", "Layout", "LoadedModel", "SaveResult", "atomic_write",
+           "build_arch", "is_spec", "load_model", "read_checkpoint", "save_model"]
 
 RECIPE_KEY = "__surgeon__"
 CONTAINER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")
+FORMATS = ("pt", "safetensors")
 _OPTIMIZER_KEYS = ("optimizer", "optimizers", "optimizer_state_dict", "optimizer_states", "opt", "scaler",
                    "lr_scheduler", "scheduler", "lr_schedulers")
+# timm's training script stores its argparse arguments; a Namespace holds only data, so it is safe to rebuild.
+_SAFE_GLOBALS = [argparse.Namespace]
+_PICKLE_RISK = ("refusing to unpickle code: the file holds more than tensors and plain data{what}, and loading it "
+                "would run code it contains. Save a state_dict instead, or pass --trust-pickle if you trust this file")
 
 
 @dataclass
@@ -57,21 +62,28 @@ class Layout:
     """How the input stored its weights, so the output stores them the same way.
 
     Attributes:
-        kind: ``spec`` (built from a name), ``bare`` (the file was a state_dict) or ``container``.
-        key: the container entry that held the state_dict.
+        kind: ``spec`` (built from a name), ``bare`` (the file was the weights) or ``container``.
+        key: the container entry that held the weights.
         prefix: a key prefix common to every tensor (``module.``), removed on load and restored on save.
-        extras: the container's other entries, written back unchanged.
+        extras: the container's other entries (or a safetensors header's metadata), written back unchanged.
+        format: ``pt`` (``torch.save``) or ``safetensors``.
+        pickled: the weights were a whole pickled module (``torch.save(model)``), written back the same way.
+        siblings: other entries holding the same weights (EMA copies), by name, with their own key prefix; they get
+            the new blocks' keys too.
     """
 
     kind: Literal["spec", "bare", "container"] = "spec"
     key: str | None = None
     prefix: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
+    format: Literal["pt", "safetensors"] = "pt"
+    pickled: bool = False
+    siblings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class LoadedModel:
-    """Result of :func:`load_model`."""
+    """Result of :func:`load_model`; ``detection`` is set when the architecture was detected from the keys."""
 
     module: nn.Module
     spec: str | None
@@ -79,6 +91,15 @@ class LoadedModel:
     layout: Layout = field(default_factory=Layout)
     path: Path | None = None
     recipe: Recipe | None = None
+    detection: Detection | None = None
+
+
+class SaveResult(list):
+    """The container entries dropped as optimizer state (a list, as before), plus ``notes`` worth telling."""
+
+    def __init__(self, dropped: list[str] | None = None, notes: list[str] | None = None) -> None:
+        super().__init__(dropped or [])
+        self.notes = notes or []
 
 
 def is_spec(source: str) -> bool:
@@ -135,13 +156,85 @@ def _call(spec: str, factory: Any, *args: Any, **kwargs: Any) -> nn.Module:
     return model
 
 
-def _is_state_dict(value: Any) -> bool:
-    return isinstance(value, Mapping) and bool(value) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+# ---------------------------------------------------------------------------------------------------- reading
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> Any:
-    """``torch.load(path, weights_only=True)`` with every failure turned into one clear :class:`CheckpointError`."""
+def _sniff(path: Path) -> str:
+    """``safetensors``, ``torchscript``, ``exported-program``, ``onnx`` or ``torch`` (anything else torch may read)."""
+    with path.open("rb") as file:
+        head = file.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < path.stat().st_size:
+        return "safetensors"
+    if head.startswith(b"PK") and zipfile.is_zipfile(path):
+        names = zipfile.ZipFile(path).namelist()
+        if any(n.endswith("/archive_format") or "/models/" in n and n.endswith(".json") for n in names):
+            return "exported-program"
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "torchscript"
+    return "onnx" if path.suffix.lower() == ".onnx" else "torch"
+
+
+def _refuse_compiled(path: Path, kind: str) -> None:
+    what = {
+        "torchscript": "a TorchScript archive: its modules were compiled to TorchScript code, which torch.fx cannot "
+                       "trace or rewrite",
+        "exported-program": "a torch.export program: its modules were flattened into one ATen graph, so there are no "
+                            "modules left to rewrite",
+        "onnx": "an ONNX model: it holds an operator graph, not PyTorch modules",
+    }[kind]
+    raise CheckpointError(f"{path}: is {what}. Pass the eager model instead: a spec (torchvision:NAME) or its "
+                          "state_dict saved with torch.save(model.state_dict()), with --arch SPEC if needed")
+
+
+def _read_safetensors(path: Path) -> OrderedDict[str, torch.Tensor]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as file:
+            metadata = dict(file.metadata() or {})
+            state = OrderedDict((key, file.get_tensor(key)) for key in file.keys())  # noqa: SIM118  (a safe_open handle, not a dict)
+    except (SafetensorError, OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable safetensors file, or truncated ({reason})") from None
+    recipe = metadata.pop(RECIPE_KEY, None)
+    state._metadata = OrderedDict()  # type: ignore[attr-defined]
+    if recipe is not None:
+        try:
+            state._metadata[RECIPE_KEY] = json.loads(recipe)  # type: ignore[attr-defined]
+        except ValueError:
+            raise CheckpointError(f"{path}: its attn-surgeon recipe is not valid JSON") from None
+    state._surgeon_header = metadata  # type: ignore[attr-defined]
+    return state
+
+
+def _torch_load(path: Path, trust_pickle: bool) -> Any:
+    try:
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).splitlines()[0]
+        if "Weights only load failed" not in reason and "weights_only" not in str(exc):
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+        if not trust_pickle:
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            raise CheckpointError(f"{path}: " + _PICKLE_RISK.format(
+                what=f" (it refers to {found.group(1)})" if found else "")) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated ({reason})") from None
+    try:  # the user vouched for this file
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001  (unpickling runs arbitrary code: any error may come out)
+        raise CheckpointError(f"{path}: cannot unpickle it ({type(exc).__name__}: {exc}); is the code it was saved "
+                              "with importable here?") from None
+
+
+def read_checkpoint(path: str | os.PathLike[str], *, trust_pickle: bool = False) -> Any:
+    """Read a checkpoint file safely, every failure turned into one clear :class:`CheckpointError`.
+
+    ``torch.load(path, weights_only=True)`` unless ``trust_pickle`` (then a file that needs code is unpickled);
+    a safetensors file gives an ``OrderedDict`` whose ``_metadata`` holds the recipe, if any.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file")
@@ -151,71 +244,136 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(f"{path}: not readable (permission denied)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0]
-        if "Weights only load failed" in reason or "weights_only" in str(exc):
-            raise CheckpointError(
-                f"{path}: refusing to unpickle code; the file holds more than tensors and plain data, and loading "
-                "it would run code it contains. Save a state_dict instead, or pass --trust-pickle if you trust "
-                "this file") from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated ({reason})") from None
+    kind = _sniff(path)
+    if kind == "safetensors":
+        return _read_safetensors(path)
+    if kind != "torch":
+        _refuse_compiled(path, kind)
+    return _torch_load(path, trust_pickle)
 
 
-def _split_container(obj: Any, path: Path) -> tuple[Mapping[str, torch.Tensor], Layout]:
-    if _is_state_dict(obj):
-        return obj, Layout("bare")
+def _is_state_dict(value: Any) -> bool:
+    return isinstance(value, Mapping) and bool(value) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+def _weights_of(value: Any) -> Mapping[str, torch.Tensor] | None:
+    if _is_state_dict(value):
+        return value
+    return value.state_dict() if isinstance(value, nn.Module) else None
+
+
+def _split_container(obj: Any, path: Path) -> tuple[Any, Layout]:
+    """The entry holding the weights (a state_dict, or a module when pickled) and the layout around it."""
+    if _is_state_dict(obj) or isinstance(obj, nn.Module):
+        header = getattr(obj, "_surgeon_header", None)
+        if header is not None:
+            return obj, Layout("bare", extras=dict(header), format="safetensors")
+        return obj, Layout("bare", pickled=isinstance(obj, nn.Module))
     if isinstance(obj, Mapping):
         for key in CONTAINER_KEYS:
-            if _is_state_dict(obj.get(key)):
+            if _weights_of(obj.get(key)) is not None:
                 extras = {k: v for k, v in obj.items() if k != key}
-                return obj[key], Layout("container", key=key, extras=extras)
+                return obj[key], Layout("container", key=key, extras=extras, pickled=isinstance(obj[key], nn.Module))
     found = ", ".join(map(repr, list(obj)[:8])) if isinstance(obj, Mapping) else type(obj).__name__
     raise CheckpointError(f"{path}: no state_dict found (looked for a mapping of tensors, or one under "
                           f"{', '.join(CONTAINER_KEYS)}; found {found})")
 
 
-def _strip_prefix(state: Mapping[str, torch.Tensor]) -> tuple[OrderedDict[str, torch.Tensor], str]:
-    prefix = "module." if all(key.startswith("module.") for key in state) else ""
+def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> OrderedDict[str, torch.Tensor]:
     stripped = OrderedDict((key[len(prefix):], value) for key, value in state.items())
     metadata = getattr(state, "_metadata", None)
     if metadata is not None:
         stripped._metadata = OrderedDict(  # type: ignore[attr-defined]
-            (key[len(prefix):] if key.startswith(prefix) else ("" if key == prefix[:-1] else key), value)
-            for key, value in metadata.items())
-    return stripped, prefix
+            (key if key == RECIPE_KEY else "" if key == prefix[:-1] else key[len(prefix):], value)
+            for key, value in metadata.items()
+            if key == RECIPE_KEY or not prefix or key.startswith(prefix) or key == prefix[:-1])
+    return stripped
 
 
-def _load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+def _with_prefix(state: OrderedDict[str, torch.Tensor], prefix: str) -> OrderedDict[str, torch.Tensor]:
+    if not prefix:
+        return state
+    prefixed = OrderedDict((prefix + key, value) for key, value in state.items())
+    prefixed._metadata = OrderedDict(  # type: ignore[attr-defined]
+        (RECIPE_KEY if key == RECIPE_KEY else (prefix + key if key else prefix[:-1]), value)
+        for key, value in getattr(state, "_metadata", {}).items())
+    return prefixed
+
+
+def _load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> str:
+    """Load ``state`` strictly after removing the common prefix that makes it fit; return that prefix."""
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [k for k in own if k in state and own[k].shape != state[k].shape]
+    prefix = fit_prefix(state, own)
+    if prefix is None:  # report against the prefix that explains the most keys
+        prefix = max(common_prefixes(state), key=lambda p: sum(k[len(p):] in own for k in state))
+    stripped = _strip(state, prefix)
+    missing = [k for k in own if k not in stripped]
+    unexpected = [prefix + k for k in stripped if k not in own]
+    mismatched = [k for k in own if k in stripped and own[k].shape != stripped[k].shape]
     if missing or unexpected or mismatched:
         parts = []
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("with other shapes", mismatched)):
             if keys:
                 parts.append(f"{len(keys)} {label} (e.g. {keys[0]})")
         raise CheckpointError(f"the checkpoint's tensors do not fit {what}: {'; '.join(parts)}")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(stripped, strict=True)
+    return prefix
+
+
+def _find_siblings(layout: Layout, keys: set[str]) -> dict[str, str]:
+    """Container entries holding another copy of the same weights (EMA), with the prefix that fits each."""
+    siblings = {}
+    for name, value in layout.extras.items():
+        weights = _weights_of(value)
+        prefix = fit_prefix(weights, keys) if weights else None
+        if prefix is not None:
+            siblings[name] = prefix
+    return siblings
+
+
+def _timm_hint(obj: Any) -> str | None:
+    """timm's training checkpoints name their model under ``arch``."""
+    arch = obj.get("arch") if isinstance(obj, Mapping) else None
+    if not isinstance(arch, str):
+        return None
+    import timm
+
+    return f"timm:{arch}" if timm.is_model(arch) else None
+
+
+def _loaded_module(module: nn.Module, layout: Layout, path: Path, arch: str | None,
+                   arch_args: dict[str, Any]) -> LoadedModel:
+    """A whole pickled module: used as it is; its spec comes from its recipe, ``arch``, or detection by class."""
+    from .pipeline import recipe_of
+
+    recipe = recipe_of(module)
+    spec, detection = arch or (recipe.base if recipe else None), None
+    if spec is None and type(module).__module__.split(".")[0] in ("torchvision", "timm"):
+        try:
+            found = detect_arch(module.state_dict(), arch_args=arch_args, where=str(path))
+            if type(meta_model(found.spec, found.arch_args)) is type(module):
+                spec, detection, arch_args = found.spec, found, {**found.arch_args, **arch_args}
+        except ModelLoadError:
+            pass  # the spec only names the base in the recipe; the module itself is complete
+    layout.siblings = _find_siblings(layout, set(module.state_dict()))
+    return LoadedModel(module, spec, arch_args, layout, path, recipe, detection)
 
 
 def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_args: dict[str, Any] | None = None,
-               trust_code: bool = False) -> LoadedModel:
+               trust_code: bool = False, *, trust_pickle: bool = False) -> LoadedModel:
     """Turn a spec or a checkpoint file into a model with its weights.
 
     A checkpoint written by attn-surgeon is rebuilt from its recipe (base architecture + the same surgery) and
-    then loaded with ``strict=True``.
+    then loaded with ``strict=True``. A file that holds only weights is loaded into ``arch``, or, without it, into
+    the architecture detected from its keys and shapes.
 
     Args:
         source: a spec (``torchvision:resnet50``) or a file path.
         arch: architecture spec for a file that holds only weights.
         arch_args: keyword arguments for the architecture's factory.
         trust_code: allow a recipe whose base is a ``package.module:factory`` (imports and runs that factory).
+        trust_pickle: allow a file that holds pickled code (``torch.save(model)``); unpickling runs that code.
 
     Raises:
         ModelLoadError, CheckpointError: with one line that says what is wrong and what to do.
@@ -225,10 +383,13 @@ def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_arg
     if is_spec(source):
         return LoadedModel(build_arch(source, **arch_args), source, arch_args)
     path = Path(source)
-    state, layout = _split_container(read_checkpoint(path), path)
-    state, layout.prefix = _strip_prefix(state)
-    raw_recipe = getattr(state, "_metadata", {}).get(RECIPE_KEY)
+    obj = read_checkpoint(path, trust_pickle=trust_pickle)
+    weights, layout = _split_container(obj, path)
+    if isinstance(weights, nn.Module):
+        return _loaded_module(weights, layout, path, arch, arch_args)
+    raw_recipe = getattr(weights, "_metadata", {}).get(RECIPE_KEY)
     recipe = Recipe.from_dict(raw_recipe) if raw_recipe is not None else None
+    detection = None
     if recipe is not None and arch is None:
         arch, arch_args = recipe.base, {**recipe.arch_args, **arch_args}
         if arch is None:
@@ -236,16 +397,22 @@ def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_arg
         if arch.split(":", 1)[0] not in ("torchvision", "timm") and not trust_code:
             raise ModelLoadError(f"{path}: its recipe builds {arch!r}, which imports and runs code; pass "
                                  "--trust-code if you trust it, or --arch SPEC")
-    if arch is None:
-        raise ModelLoadError(f"{path}: the file holds only weights; pass --arch SPEC "
-                             "(e.g. --arch torchvision:resnet50)")
+    elif arch is None:
+        detection = detect_arch(weights, arch_args=arch_args, hint=_timm_hint(obj), where=str(path))
+        arch, arch_args = detection.spec, {**detection.arch_args, **arch_args}
     model = build_arch(arch, **arch_args)
     if recipe is not None:
         from .pipeline import replay
 
         replay(model, recipe)
-    _load_weights(model, state, f"--arch {arch}" if recipe is None else f"{arch} patched by its recipe")
-    return LoadedModel(model, arch, arch_args, layout, path, recipe)
+    layout.prefix = _load_weights(model, weights, f"--arch {arch}" if recipe is None else
+                                  f"{arch} patched by its recipe")
+    if layout.kind == "container":
+        layout.siblings = _find_siblings(layout, {k[len(layout.prefix):] for k in weights})
+    return LoadedModel(model, arch, arch_args, layout, path, recipe, detection)
+
+
+# ---------------------------------------------------------------------------------------------------- writing
 
 
 def atomic_write(path: str | os.PathLike[str], write: Any, force: bool = False,
@@ -287,40 +454,87 @@ def atomic_write(path: str | os.PathLike[str], write: Any, force: bool = False,
     return path
 
 
-def _with_prefix(state: OrderedDict[str, torch.Tensor], prefix: str) -> OrderedDict[str, torch.Tensor]:
-    if not prefix:
-        return state
-    prefixed = OrderedDict((prefix + key, value) for key, value in state.items())
-    prefixed._metadata = OrderedDict(  # type: ignore[attr-defined]
-        (RECIPE_KEY if key == RECIPE_KEY else (prefix + key if key else prefix[:-1]), value)
-        for key, value in state._metadata.items())  # type: ignore[attr-defined]
-    return prefixed
+def _sibling_state(value: Any, prefix: str, patched: OrderedDict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
+    """An EMA copy with the patched model's keys: its own tensors where they still fit, the new blocks' otherwise."""
+    own = _strip(_weights_of(value), prefix)
+    merged = OrderedDict((key, own[key] if key in own and own[key].shape == tensor.shape else tensor)
+                         for key, tensor in patched.items())
+    merged._metadata = getattr(patched, "_metadata", OrderedDict())  # type: ignore[attr-defined]
+    return _with_prefix(merged, prefix)
+
+
+def _sibling_module(value: nn.Module, model: nn.Module, recipe: Recipe) -> nn.Module:
+    from .pipeline import replay
+
+    own = value.state_dict()
+    replay(value, recipe)
+    value.load_state_dict({k: v for k, v in model.state_dict().items() if k not in own}, strict=False)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    return vars(value).copy() if isinstance(value, argparse.Namespace) else value
+
+
+def _safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    from safetensors.torch import save
+
+    seen: set[int] = set()
+    tensors = {}
+    for key, tensor in state.items():
+        tensor = tensor.detach().contiguous()
+        pointer = tensor.untyped_storage().data_ptr()
+        if pointer in seen and tensor.numel():  # safetensors refuses tensors sharing memory (tied weights)
+            tensor = tensor.clone()
+        seen.add(tensor.untyped_storage().data_ptr())
+        tensors[key] = tensor
+    return save(tensors, metadata)
 
 
 def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, layout: Layout | None = None,
-               force: bool = False, protect: tuple[str | os.PathLike[str], ...] = ()) -> list[str]:
-    """Write ``model``'s state_dict with ``recipe``, in ``layout``; return the container entries dropped.
+               force: bool = False, protect: tuple[str | os.PathLike[str], ...] = (),
+               fmt: str | None = None) -> SaveResult:
+    """Write ``model``'s weights with ``recipe``, in ``layout``; return the container entries dropped.
 
     Optimizer and scheduler state is dropped (it refers to parameters by position and cannot match the new
-    parameter list); the caller warns about it.
+    parameter list); the caller warns about it, and about the result's ``notes``.
+
+    Args:
+        fmt: ``pt`` or ``safetensors``; by default ``safetensors`` for a ``.safetensors`` path or a safetensors
+            input, else ``pt``. A safetensors file holds tensors only, so other container entries are dropped.
     """
     layout = layout or Layout()
+    path = Path(path)
+    fmt = fmt or ("safetensors" if path.suffix == ".safetensors" or layout.format == "safetensors" else "pt")
+    if fmt not in FORMATS:
+        raise CheckpointError(f"unknown format {fmt!r}; choose {' or '.join(FORMATS)}")
     state = model.state_dict()
     state._metadata[RECIPE_KEY] = recipe.to_dict()  # type: ignore[attr-defined]
-    state = _with_prefix(state, layout.prefix)
-    dropped: list[str] = []
-    payload: Any = state
+    result = SaveResult()
+    if fmt == "safetensors":
+        header = {k: str(v) for k, v in layout.extras.items()} if layout.format == "safetensors" else {}
+        header.update({"format": "pt", RECIPE_KEY: json.dumps(recipe.to_dict(), default=str)})
+        if layout.kind == "container" and layout.extras:
+            result.notes.append(f"safetensors holds tensors only: left out {', '.join(layout.extras)}")
+        payload = _safetensors_bytes(_with_prefix(state, layout.prefix), header)
+        atomic_write(path, lambda file: file.write(payload), force=force, protect=protect)
+        return result
+    entry: Any = model if layout.pickled else _with_prefix(state, layout.prefix)
+    if layout.pickled:
+        result.notes.append("the output pickles the whole model, as the input did: it loads only with "
+                            "torch.load(weights_only=False) / --trust-pickle, and needs attn-surgeon installed")
+    payload: Any = entry
     if layout.kind == "container":
         payload = {}
         for key, value in layout.extras.items():
             if key in _OPTIMIZER_KEYS:
-                dropped.append(key)
+                result.append(key)
+            elif key in layout.siblings:
+                payload[key] = (_sibling_module(value, model, recipe) if isinstance(value, nn.Module)
+                                else _sibling_state(value, layout.siblings[key], state))
+                result.notes.append(f"{key}: holds the same weights (EMA), given the new blocks' keys too")
             else:
-                payload[key] = value
-        payload[layout.key or "state_dict"] = state
-
-    def write(file: io.BufferedWriter) -> None:
-        torch.save(payload, file)
-
-    atomic_write(path, write, force=force, protect=protect)
-    return dropped
+                payload[key] = _plain(value)
+        payload[layout.key or "state_dict"] = entry
+    atomic_write(path, lambda file: torch.save(payload, file), force=force, protect=protect)
+    return result

@@ -174,14 +174,40 @@ def swap(
     return run_surgery(model, [rule], input_shape=input_shape).model
 
 
-def apply(model: nn.Module, rules_or_recipe: Recipe | dict[str, Any] | Sequence[Rule], *,
-          input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE) -> nn.Module:
-    """Apply rules, or replay a recipe (a :class:`Recipe` or its dict), to ``model`` in place."""
-    if isinstance(rules_or_recipe, Recipe) or (isinstance(rules_or_recipe, dict) and "steps" in rules_or_recipe):
-        return replay(model, rules_or_recipe)
-    if isinstance(rules_or_recipe, dict):
-        raise SurgeonError("a dict must be a recipe (with 'format' and 'steps')")
-    return run_surgery(model, list(rules_or_recipe), input_shape=input_shape).model
+def apply(model: nn.Module, rules_or_recipe: Any, *, input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE,
+          init: str | None = None, trust_code: bool = False) -> nn.Module:
+    """Apply rules, or replay a recipe, to ``model`` in place and return it.
+
+    Args:
+        model: the model to patch.
+        rules_or_recipe: rules — a rules file path, a preset name (``"se_resnet"``, see
+            :func:`surgeon.rules.list_presets`), YAML text, a rules document as a dict (``{"version": 1,
+            "rules": [...]}``) or a list of :class:`Rule` — or a recipe: a :class:`Recipe`, its dict (with
+            ``steps``), or the path of a checkpoint written by attn-surgeon, whose recipe is replayed.
+        input_shape: probe batch shape for rules (a recipe records its own).
+        init: ``"identity"`` or ``"paper"`` for every insert rule, overriding the document (rules only).
+        trust_code: allow blocks given as ``package.module:Class`` in a rules document (importing runs code).
+
+    Raises:
+        RuleError: a rules document that cannot be read, or a rule that matches nothing or conflicts with another;
+            the message starts with ``file:line:column: rule 'name':``.
+        CheckpointError: a recipe whose sites the model does not have.
+    """
+    from .errors import NoMatchError, SelectorError
+    from .rules import is_checkpoint, load_rules, locate, read_recipe
+
+    source = rules_or_recipe
+    if isinstance(source, (str, os.PathLike)) and is_checkpoint(source):
+        source = read_recipe(source)
+    if isinstance(source, Recipe) or (isinstance(source, dict) and "steps" in source):
+        if init is not None:
+            raise SurgeonError("init applies to rules; a recipe replays the recorded init of each block")
+        return replay(model, source)
+    rules = load_rules(source, init=init, trust_code=trust_code)
+    try:
+        return run_surgery(model, rules, input_shape=input_shape).model
+    except (NoMatchError, SelectorError) as exc:
+        raise locate(exc, rules) from None
 
 
 def sites(model: nn.Module, input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE) -> SiteTable:

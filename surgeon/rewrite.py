@@ -14,7 +14,10 @@ sites, and ``_1``, ``_2``... if taken), so its keys sit next to the host's own a
 from __future__ import annotations
 
 import inspect
+import zlib
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -134,7 +137,16 @@ def _block_label(block: str) -> str:
     return block.rsplit(":", 1)[-1].lower() if ":" in block else block
 
 
-def _build_block(action: Action, channels: int, size: tuple[int, int], like: nn.Module) -> nn.Module:
+@contextmanager
+def _seeded(key: str) -> Iterator[None]:
+    """Initialise a new block from a seed derived from its qualified name and block, leaving the caller's RNG as it
+    was: the same surgery gives bit-identical weights whatever the global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(zlib.crc32(key.encode()))
+        yield
+
+
+def _build_block(action: Action, channels: int, size: tuple[int, int], like: nn.Module, key: str) -> nn.Module:
     info = get_block(action.block)
     args = dict(action.args)
     if "feat_size" in inspect.signature(info.factory).parameters and "feat_size" not in args:
@@ -143,7 +155,8 @@ def _build_block(action: Action, channels: int, size: tuple[int, int], like: nn.
         raise AssertionError("swaps are built by _swap")
     if info.kind != "insert":
         raise RewriteError(f"{action.site.name}: {info.name!r} is a swap; use `swap` or a replace rule")
-    block = _like(create_block(info, channels, init=action.init, **args), like)
+    with _seeded(f"{key}|{action.block}"):
+        block = _like(create_block(info, channels, init=action.init, **args), like)
     if not info.factory.__module__.startswith("surgeon.blocks."):
         _check_shape_contract(info.name, block, channels, size, like)
     return block
@@ -256,7 +269,8 @@ def _swap(action: Action, graphs: list[fx.Graph], host: nn.Module, rel_site: str
     args = dict(action.args)
     if "groups" in inspect.signature(info.factory).parameters and "groups" not in args:
         args["groups"] = convs[-1].groups  # keep the replaced conv's capacity unless the user asks otherwise
-    new = create_block(info, convs[0].in_channels, convs[-1].out_channels, convs[-1].stride[0], **args)
+    with _seeded(f"{action.site.name}|{action.block}"):
+        new = create_block(info, convs[0].in_channels, convs[-1].out_channels, convs[-1].stride[0], **args)
     inherited: list[str] = []
     if hasattr(new, "inherit_conv_weights"):
         for conv, norm in zip(convs, norms):
@@ -368,10 +382,10 @@ def rewrite(model: nn.Module, plan: Plan) -> RewriteResult:
                 assignments += swapped
                 continue
             channels, size = _site_io(action)
-            block = _build_block(action, channels, size, host)
             suffix = f"_{relative.replace('.', '_')}" if relative else ""
             attr = _unique_name(host, f"{_block_label(action.block)}_{action.position}{suffix}",
                                 {name for name, _ in assignments})
+            block = _build_block(action, channels, size, host, _qualify(host_name, attr))
             assignments.append((attr, block))
             for graph in traced.graphs:
                 _insert_node(graph, action, attr, relative, host)
@@ -389,9 +403,9 @@ def rewrite(model: nn.Module, plan: Plan) -> RewriteResult:
         assignments = []
         for i, action in jobs:
             channels, size = _site_io(action)
-            block = _build_block(action, channels, size, host)
             attr = _unique_name(host, f"{_block_label(action.block)}_{action.position}",
                                 {name for name, _ in assignments})
+            block = _build_block(action, channels, size, host, _qualify(host_name, attr))
             assignments.append((attr, block))
             (before if action.position == "before" else after).append(attr)
             results[i] = Inserted(action, _qualify(host_name, attr), host_name, "wrapper",

@@ -13,7 +13,12 @@ __all__ = ["seed_everything", "evaluate", "train"]
 
 
 def seed_everything(seed: int) -> None:
-    """Fix every source of randomness the example uses, and make CPU kernels deterministic."""
+    """Fix every source of randomness the example uses, and make CPU kernels deterministic.
+
+    One thread, because a CPU reduction split over another number of threads sums in another order: the
+    digits would then train to other weights on a machine with more cores.
+    """
+    torch.set_num_threads(1)
     random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)

@@ -21,6 +21,7 @@ allocated before it*: weights, buffers and inputs are not included, activations,
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
@@ -34,7 +35,8 @@ from torch import Tensor, nn
 
 from .counting import eval_mode
 
-__all__ = ["LatencyResult", "compare_latency", "measure_latency", "peak_memory"]
+__all__ = ["LatencyResult", "compare_latency", "machine_name", "measure_latency", "peak_memory",
+           "quiet_profiler_logs"]
 
 
 @dataclass
@@ -169,7 +171,7 @@ def _measure(
             for model, model_samples in zip(models, samples, strict=True):
                 model_samples.append(time_pass(model, inputs))
     batch_size = int(inputs[0].shape[0]) if inputs and inputs[0].dim() > 0 else 1
-    machine = _machine_name(device)
+    machine = machine_name(device)
     return [_summarise(s, warmup, used_threads, device, batch_size, machine) for s in samples]
 
 
@@ -276,7 +278,18 @@ def _normalise(device: torch.device) -> torch.device:
     return device
 
 
-def _machine_name(device: torch.device) -> str:
+def quiet_profiler_logs() -> None:
+    """Silence the log lines kineto (the torch profiler's backend) prints on stderr at every profile.
+
+    Peak memory on CPU runs the profiler, and kineto logs ``profiler_start``/``profiler_stop`` and a failed GPU
+    query each time, which would garble a command's output. Takes effect only before the profiler first starts in
+    this process, and never overrides a ``KINETO_LOG_LEVEL`` the user set.
+    """
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+
+
+def machine_name(device: torch.device) -> str:
+    """The CPU model (from ``/proc/cpuinfo`` where there is one) or the GPU's name."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     cpu = platform.processor() or platform.machine()

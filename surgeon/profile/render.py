@@ -1,54 +1,80 @@
-"""Terminal rendering of a profile report."""
+"""The profile report as rich tables for the terminal (the CLI prints what :func:`render_profile` returns)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from rich import box
+from rich.console import Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
-from ..cli._console import out
+from .format import (TableData, deviation_line, latency_table, model_labels, shape, site_summary, site_table,
+                     size_table, uncounted_ops)
 
-__all__ = ["render_profile", "human"]
-
-
-def human(value: float | int | None, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
-            return f"{value / factor:.3f}{suffix}{unit}"
-    return f"{value:g}{unit}"
+__all__ = ["render_profile"]
 
 
-def render_profile(report: dict[str, Any]) -> None:
-    env = report["environment"]
-    table = Table(title=f"Profile at input {','.join(map(str, report['input_shape']))} — {env['machine']}, "
-                        f"{env['device']}, {env['threads']} threads, torch {env['torch']}", title_justify="left")
-    for column in ("model", "params", "MACs", "FLOPs", "latency median", "p10–p90", "img/s", "peak mem"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for row in report["models"]:
-        latency = row["latency"]
-        table.add_row(str(row["name"]), f"{row['parameters']:,}", human(row["macs"]), human(row["flops"]),
-                      f"{latency['median_ms']:.2f} ms", f"{latency['p10_ms']:.2f}–{latency['p90_ms']:.2f}",
-                      f"{latency['images_per_s']:.1f}", human(row["peak_memory_bytes"], "B"))
-    out.print(table)
-    delta = report.get("delta")
-    if delta:
-        out.print(f"Δ parameters {delta['parameters']:+,}   Δ MACs {human(delta['macs'])}   Δ FLOPs "
-                  f"{human(delta['flops'])}   latency ×{delta['latency_ratio']:.3f}   output deviation max abs "
-                  f"{delta['max_abs_diff']:.3g} (relative {delta['rel_diff']:.3g})")
+def render_profile(report: dict[str, Any]) -> Group:
+    """Header, sizes and counts, latency and memory per batch size, inserted blocks, deviation, conventions."""
+    parts: list[RenderableType] = [_header(report), _table("Size and work per image", size_table(report))]
+    if report["input"]["batch_sizes"]:
+        parts.append(_table("Latency (median of the timed passes) and peak memory of one forward pass",
+                            latency_table(report)))
     if report.get("sites"):
-        sites = Table(title="Per inserted block", title_justify="left")
-        for column in ("site", "block", "position", "params", "MACs", "FLOPs", "FLOPs share"):
-            sites.add_column(column, justify="left" if column in ("site", "block", "position") else "right")
-        for row in report["sites"]:
-            share = row["flops_share"]
-            sites.add_row(row["site"], row["block"], str(row["position"] or row["op"]), f"{row['parameters']:,}",
-                          human(row["macs"]), human(row["flops"]), "-" if share is None else f"{share:.2%}")
-        out.print(sites)
-    uncounted = {k: v for row in report["models"] for k, v in row["uncounted_ops"].items()}
-    if uncounted:
-        out.print("Uncounted ops (no formula; not treated as free): "
-                  + ", ".join(f"{k} ×{v}" for k, v in sorted(uncounted.items())))
-    out.print("[dim]MACs: conv/linear/matmul multiply-accumulates. FLOPs: 2×MACs + element-wise, pooling, softmax "
-              "and normalisation work (see --json 'conventions').[/dim]")
+        parts.append(_table("Inserted blocks", site_table(report)))
+        summary = site_summary(report)
+        if summary:
+            parts.append(Text(summary))
+    deviation = deviation_line(report)
+    if deviation:
+        parts.append(Text(deviation))
+    parts += [_uncounted(report), Text(_footnote(report), style="dim")]
+    return Group(*parts)
+
+
+def _header(report: dict[str, Any]) -> Text:
+    env = report["environment"]
+    title = Text("Profile of ", style="bold")
+    title.append(" vs ".join(model_labels(report)), style="bold cyan")
+    title.append(f", image {shape(report['input']['image'])}", style="bold")
+    setting = [env["machine"], env["device"]]
+    if report["input"]["batch_sizes"]:
+        setting.append(f"{env['threads']} threads")
+    setting += [f"torch {env['torch']}", f"attn-surgeon {env['attn_surgeon']}"]
+    title.append("\n" + " · ".join(setting), style="dim")
+    return title
+
+
+def _table(title: str, data: TableData) -> Table:
+    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    for index, column in enumerate(data.header):
+        table.add_column(column, justify="left" if index < data.left else "right", no_wrap=index >= data.left)
+    for row in data.rows:
+        table.add_row(*row)
+    if data.total:
+        table.add_section()
+        table.add_row(*data.total, style="bold")
+    return table
+
+
+def _uncounted(report: dict[str, Any]) -> Text:
+    ops = uncounted_ops(report)
+    if not ops:
+        return Text("Uncounted ops: none (every operator that ran has a formula or is free data movement).")
+    text = Text("Uncounted ops (no formula, not treated as free; FLOPs are a lower bound): ", style="yellow")
+    text.append(", ".join(f"{name} x{calls}" for name, calls in ops.items()))
+    return text
+
+
+def _footnote(report: dict[str, Any]) -> str:
+    lines = ["MACs: multiply-accumulates of conv, linear and matmul. FLOPs: 2 x MACs + element-wise, pooling, "
+             "softmax and normalisation work, each op priced per element (--format json, md or html lists the rules)."]
+    if report["input"]["batch_sizes"]:
+        lines.append("Latency: " + report["conventions"]["latency"])
+    if report.get("site_timing"):
+        method = report["conventions"]["site_latency"]
+        lines.append("Time alone: " + method[:1].lower() + method[1:])
+    if any(row["uncounted_calls"] for row in report.get("sites", [])):
+        lines.append("* the block ran an uncounted op: its FLOPs are a lower bound.")
+    return "\n".join(lines)

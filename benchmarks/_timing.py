@@ -1,0 +1,133 @@
+"""Side-by-side timing shared by the benchmark scripts.
+
+Contenders are timed in one process, in rounds: each round runs every contender once, starting from a different one
+each round, so that noise from other processes on a shared machine (and drift of clock speed or memory pressure)
+hits all of them alike. A comparison is the median over rounds of the per-round ratio, with the 25th and 75th
+percentiles of those paired ratios as its spread; medians of the raw times are printed beside it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Ratio", "alternate", "configure_threads", "goal_mark", "linear_fit", "machine_line", "paired_ratio",
+           "quantile", "seconds"]
+
+
+def configure_threads(threads: int | None) -> int:
+    """Pin torch's intra-op thread count (``None`` keeps torch's default) and return the count in use.
+
+    A fixed count matters on a shared machine: with every core already busy, extra threads oversubscribe the CPU
+    and a forward pass can take ten times longer in one round than in the next.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def _cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return platform.processor() or "unknown CPU"
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Model name":
+            return value.strip()
+    return platform.processor() or "unknown CPU"
+
+
+def machine_line() -> str:
+    """One line naming the CPU, its cores, torch, the thread count and the current load (the noise to expect)."""
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return (f"{_cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} "
+            f"thread(s), load average {load}")
+
+
+def seconds(fn: Callable[[], object]) -> float:
+    """Wall-clock seconds of one call."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def alternate(contenders: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Time every contender once per round, rotating which one goes first; ``warmup`` untimed rounds first.
+
+    Returns:
+        The seconds of each contender, one entry per round, in round order.
+    """
+    names = list(contenders)
+    for _ in range(warmup):
+        for name in names:
+            contenders[name]()
+    samples: dict[str, list[float]] = {name: [0.0] * rounds for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            samples[name][r] = seconds(contenders[name])
+    return samples
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile (``q`` in [0, 1]) of a non-empty sequence."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A comparison of two contenders timed in the same rounds.
+
+    Attributes:
+        value: median over rounds of numerator time / denominator time in that round.
+        low, high: 25th and 75th percentile of those per-round ratios.
+        numerator_s, denominator_s: median seconds of each side.
+    """
+
+    value: float
+    low: float
+    high: float
+    numerator_s: float
+    denominator_s: float
+
+    def __str__(self) -> str:
+        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> Ratio:
+    """Ratio of two series of timings taken in the same rounds (see :class:`Ratio`)."""
+    if len(numerator) != len(denominator) or not numerator:
+        raise ValueError("paired_ratio needs two non-empty series of the same length")
+    ratios = [n / d for n, d in zip(numerator, denominator)]
+    return Ratio(statistics.median(ratios), quantile(ratios, 0.25), quantile(ratios, 0.75),
+                 statistics.median(numerator), statistics.median(denominator))
+
+
+def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float]:
+    """Least-squares line through ``(xs, ys)``: ``(slope, intercept, R^2)``; R^2 is NaN without spread in ``xs``."""
+    n = len(xs)
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    if n < 2 or sxx == 0:
+        return float("nan"), mean_y, float("nan")
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sxx
+    intercept = mean_y - slope * mean_x
+    ss_res = sum((y - (intercept + slope * x)) ** 2 for x, y in zip(xs, ys))
+    ss_tot = sum((y - mean_y) ** 2 for y in ys)
+    return slope, intercept, (1 - ss_res / ss_tot) if ss_tot > 0 else 1.0
+
+
+def goal_mark(value: float, goal: float) -> str:
+    """``ok`` when ``value <= goal``, else ``MISSED``."""
+    return "ok" if value <= goal else "MISSED"

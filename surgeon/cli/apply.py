@@ -1,0 +1,68 @@
+"""``attn-surgeon apply``: run a rules file, a preset, or the recipe of a patched checkpoint on a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import CheckpointError, NoMatchError, SelectorError
+from ..rules import list_presets, load_rules, locate, read_recipe, rules_from_recipe
+from ._options import input_shape_option, model_options
+from ._surgery import run_rules_command
+
+EXAMPLES = f"""\b
+Examples:
+  attn-surgeon apply torchvision:resnet18 se_resnet --dry-run
+  attn-surgeon apply torchvision:resnet18 eca_resnet -o resnet18_eca.pt
+  attn-surgeon apply torchvision:resnet18 cbam_resnet --init paper --dry-run --json
+  attn-surgeon apply ckpt.pt --arch torchvision:resnet18 --recipe resnet18_eca.pt -o ckpt_eca.pt
+
+\b
+Presets (rules/*.yaml; the language is described in rules/README.md):
+  {", ".join(list_presets())}
+"""
+
+
+@click.command("apply", epilog=EXAMPLES)
+@click.argument("model")
+@click.argument("rules", required=False)
+@click.option("--recipe", type=click.Path(dir_okay=False, path_type=Path),
+              help="Replay the surgery recorded in this patched checkpoint instead of RULES (same sites, blocks, "
+                   "options and module names).")
+@click.option("--init", type=click.Choice(["identity", "paper"]),
+              help="Override the init of every insert rule: identity (the patched model computes what the original "
+                   "did) or paper (each block exactly as published).")
+@click.option("--trust-code", is_flag=True, help="Allow blocks given as package.module:Class in RULES (imports them).")
+@input_shape_option
+@model_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Patched checkpoint to write [default: MODELNAME_RULES.pt]; a .report.json goes beside it.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change and write nothing.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan or report as JSON on stdout.")
+def apply(model: str, rules: str | None, recipe: Path | None, init: str | None, trust_code: bool,
+          input_shape: tuple[int, ...], arch: str | None, arch_args: tuple[str, ...], output: Path | None,
+          dry_run: bool, force: bool, as_json: bool) -> None:
+    """Apply RULES (a rules file or the name of a preset) to MODEL, or replay a patched checkpoint's --recipe.
+
+    Rules apply in file order; a rule that matches nothing is an error unless it says allow_empty: true, and every
+    error names the file, line, column and rule. Every original weight keeps its key and value.
+    """
+    if (rules is None) == (recipe is None):
+        raise click.UsageError("give RULES (a rules file or a preset name) or --recipe PATCHED.pt, not both"
+                               if rules else "missing RULES (a rules file or a preset name) or --recipe PATCHED.pt")
+    if recipe is not None and (init or trust_code):
+        raise click.UsageError("--init and --trust-code apply to RULES; --recipe replays what was recorded")
+    if recipe is not None:
+        ruleset, suffix = rules_from_recipe(read_recipe(recipe)), "replayed"
+    else:
+        ruleset, suffix = load_rules(rules, init=init, trust_code=trust_code), Path(rules).stem
+    try:
+        run_rules_command(model, ruleset, arch=arch, arch_args=arch_args, input_shape=input_shape, output=output,
+                          suffix=suffix, dry_run=dry_run, force=force, as_json=as_json)
+    except (NoMatchError, SelectorError) as exc:
+        if recipe is not None:
+            raise CheckpointError(f"{recipe}: its recipe does not fit {model} ({exc}); is it the same base "
+                                  "architecture?") from None
+        raise locate(exc, ruleset) from None

@@ -1,0 +1,348 @@
+"""The profile report: a model, or a model and its patched version side by side, as plain JSON-safe data.
+
+:func:`profile_models` measures everything (counts, latency per batch size, peak memory, the cost of each inserted
+block, the output deviation); :func:`count_report` builds the same report from counts alone, fast enough to run
+after every surgery. Both return the dict that every renderer (terminal, Markdown, HTML) and ``--format json``
+take; its layout is versioned by :data:`SCHEMA_VERSION` and described in :func:`profile_models`.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten
+
+from ..pipeline import recipe_of
+from ..recipe import Recipe, versions
+from ..sites import probe_input
+from ..verify import output_deviation
+from .attribution import SITE_TIMING_METHOD, time_blocks
+from .counting import CONVENTIONS, CountResult, count_ops, eval_mode
+from .latency import LatencyResult, compare_latency, machine_name, measure_latency, peak_memory
+
+__all__ = ["SCHEMA_VERSION", "Step", "ModelFacts", "model_facts", "count_report", "profile_models",
+           "adopt_original_weights"]
+
+SCHEMA_VERSION = 1
+
+Step = Callable[[str], AbstractContextManager[Any]]
+"""Wraps one long step of the profile (``step("Timing batch size 8")``); the CLI shows it as progress."""
+
+LATENCY_CONVENTION = (
+    "{warmup} untimed, then {runs} timed forward passes per batch size and model, in eval mode under "
+    "torch.inference_mode, with {threads} intra-op CPU threads{interleaved}. CPU passes are timed with "
+    "time.perf_counter, CUDA passes with CUDA events, synchronising after each pass. Reported: median, p10 and p90 "
+    "(linear interpolation) and images/s = batch size / median."
+)
+MEMORY_CONVENTION = (
+    "Peak bytes one forward pass allocates beyond what was allocated before it (activations, workspaces and the "
+    "output; not weights or inputs). CPU: the torch profiler's record of PyTorch's allocator (memory that bypasses "
+    "it, such as oneDNN scratch space, is not seen); CUDA: torch.cuda.max_memory_allocated."
+)
+COUNT_CONVENTION = "Per image: one forward pass at batch size 1 in eval mode, counted at dispatch level."
+
+
+@dataclass
+class ModelFacts:
+    """What is known about a model without running it for real: sizes and counts (per image)."""
+
+    name: str | None
+    parameters: int
+    trainable: int
+    counts: CountResult
+    recipe: Recipe | None
+    block_parameters: dict[str, int]
+
+
+def model_facts(model: nn.Module, name: str | None, image_shape: Sequence[int]) -> ModelFacts:
+    """Parameters and MACs/FLOPs of one image of ``image_shape`` (C, H, W); milliseconds on the meta device."""
+    probe = probe_input((1, *image_shape), model)
+    recipe = recipe_of(model)
+    named = dict(model.named_modules())
+    inserted = [step.module for step in recipe.steps if step.module in named] if recipe else []
+    return ModelFacts(
+        name=name,
+        parameters=sum(p.numel() for p in model.parameters()),
+        trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        counts=count_ops(model, (probe,)),
+        recipe=recipe,
+        block_parameters={module: sum(p.numel() for p in named[module].parameters()) for module in inserted},
+    )
+
+
+def count_report(before: ModelFacts, after: ModelFacts | None, *, input_shape: Sequence[int],
+                 deviation: tuple[float, float] | None = None, device: str = "cpu") -> dict[str, Any]:
+    """The report without timings: what :func:`profile_models` gives with ``runs=0``, from facts taken earlier.
+
+    Surgery uses this to report on a model it patched in place: the facts of the original are taken before the
+    surgery, the deviation comes from its verification.
+    """
+    facts = [before] if after is None else [before, after]
+    report = _skeleton(facts, input_shape, [], device)
+    if after is not None:
+        report["delta"] = _delta(report["models"])
+        if deviation is not None:
+            report["deviation"] = _deviation_entry(input_shape, deviation, {"common": None, "differ": 0})
+    report["sites"] = _site_rows(facts, None, None)
+    return _json_safe(report)
+
+
+def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_shape: Sequence[int] = (1, 3, 224, 224),
+                   batch_sizes: Sequence[int] | None = None, runs: int = 20, warmup: int = 5,
+                   threads: int | None = None, names: tuple[str | None, str | None] = ("model", "other"),
+                   share_weights: bool = False, step: Step = lambda message: nullcontext()) -> dict[str, Any]:
+    """Profile ``model`` (and ``other`` beside it): sizes, counts, latency, peak memory, inserted blocks, deviation.
+
+    Both models run where their weights are and are not modified (train/eval flags and the thread count are
+    restored). With ``other``, the two models' timed passes are interleaved so that machine noise hits both alike.
+
+    Args:
+        model: the model (usually the original).
+        other: a second model (usually the patched one); deltas are ``other`` minus ``model``.
+        input_shape: probe batch N, C, H, W; counts are per image of C, H, W; the deviation is measured on it.
+        batch_sizes: batch sizes to time and measure memory at; ``None`` times batch size N only.
+        runs: timed passes per batch size and model; 0 skips latency, memory and block timing.
+        warmup: untimed passes first.
+        threads: intra-op CPU threads while timing; ``None`` keeps the current number.
+        names: labels of the two models in the report.
+        share_weights: first copy into ``model`` the tensors of ``other`` it has under the same key and shape
+            (``model`` is modified): for a ``model`` built with random weights, so that the deviation measures the
+            surgery rather than two random draws. The report's ``deviation.weights.adopted`` counts them.
+        step: wraps each long step (the CLI passes a progress spinner).
+
+    Returns:
+        ``schema_version``; ``conventions`` (how each figure is obtained); ``input``; ``environment`` (machine,
+        device, threads, versions); ``models`` (per model: ``parameters``, ``trainable``, ``macs``, ``flops``,
+        ``operators``, ``uncounted_ops``, ``latency`` and ``peak_memory`` per batch size); with ``other``,
+        ``delta`` and ``deviation``; ``sites``: one row per inserted block of the patched model (where it went,
+        parameters, MACs, FLOPs, measured time and share of the model's latency); ``site_timing``.
+    """
+    input_shape = tuple(int(v) for v in input_shape)
+    batch_sizes = tuple(int(b) for b in batch_sizes) if batch_sizes else (input_shape[0],)
+    models = [model] if other is None else [model, other]
+    adopted = adopt_original_weights(model, other) if share_weights and other is not None else None
+    with step("Counting MACs and FLOPs"):
+        facts = [model_facts(m, names[i], input_shape[1:]) for i, m in enumerate(models)]
+    latencies: list[list[LatencyResult]] = [[] for _ in models]
+    memories: list[list[dict[str, int]]] = [[] for _ in models]
+    for batch_size in batch_sizes if runs > 0 else ():
+        probe = probe_input((batch_size, *input_shape[1:]), model)
+        with step(f"Timing batch size {batch_size}: {warmup} + {runs} passes x {len(models)} model(s)"):
+            timed = (compare_latency(model, other, (probe,), runs=runs, warmup=warmup, threads=threads)
+                     if other is not None else [measure_latency(model, (probe,), runs=runs, warmup=warmup,
+                                                                threads=threads)])
+        with step(f"Measuring peak memory at batch size {batch_size}"):
+            for i, m in enumerate(models):
+                latencies[i].append(timed[i])
+                memories[i].append({"batch_size": batch_size, "bytes": peak_memory(m, (probe,))})
+    device = str(_device_of(model))
+    report = _skeleton(facts, input_shape, batch_sizes if runs > 0 else [], device)
+    for row, model_latencies, model_memories in zip(report["models"], latencies, memories, strict=True):
+        row["latency"] = [_latency_entry(result) for result in model_latencies]
+        row["peak_memory"] = model_memories
+    if runs > 0:
+        first = latencies[0][0]
+        report["environment"].update(machine=first.machine, device=first.device, threads=first.threads)
+        report["conventions"]["latency"] = LATENCY_CONVENTION.format(
+            warmup=warmup, runs=runs, threads=first.threads,
+            interleaved="; the two models' passes alternate (A, B, A, B, ...)" if other is not None else "")
+        report["conventions"]["memory"] = MEMORY_CONVENTION
+    if other is not None:
+        report["delta"] = _delta(report["models"])
+        with step("Measuring the output deviation"):
+            report["deviation"] = _deviation(model, other, input_shape, adopted)
+    patched_index = 1 if other is not None and facts[1].recipe is not None else 0
+    block_times = None
+    if runs > 0 and facts[patched_index].recipe is not None:
+        block_times = _time_sites(models[patched_index], facts[patched_index].recipe, input_shape, batch_sizes[0],
+                                  runs=runs, warmup=warmup, threads=threads, step=step)
+        report["conventions"]["site_latency"] = SITE_TIMING_METHOD
+    model_ms = latencies[patched_index][0].median_ms if runs > 0 else None
+    report["sites"] = _site_rows(facts, block_times, model_ms)
+    if block_times is not None:
+        report["site_timing"] = _site_timing_summary(report, latencies, batch_sizes[0], block_times, patched_index)
+    return _json_safe(report)
+
+
+def adopt_original_weights(model: nn.Module, patched: nn.Module) -> int:
+    """Copy into ``model`` every tensor of ``patched`` stored under one of ``model``'s keys with the same shape.
+
+    For ``profile SPEC --compare PATCHED.pt``: a spec is built with random weights, so without this the output
+    deviation would compare two different random draws instead of measuring the surgery. Returns the number of
+    tensors copied.
+    """
+    target = model.state_dict()
+    source = {key: value for key, value in patched.state_dict().items()
+              if key in target and value.shape == target[key].shape}
+    model.load_state_dict(source, strict=False)
+    return len(source)
+
+
+# --- building blocks of the report ------------------------------------------------------------------------------
+
+
+def _skeleton(facts: list[ModelFacts], input_shape: Sequence[int], batch_sizes: Sequence[int],
+              device: str) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "conventions": {"counts": COUNT_CONVENTION, "flops": CONVENTIONS},
+        "input": {"shape": list(input_shape), "image": list(input_shape[1:]), "batch_sizes": list(batch_sizes)},
+        "environment": {**versions(), "python": platform.python_version(), "platform": platform.platform(),
+                        "machine": machine_name(torch.device(device)), "device": device,
+                        "threads": torch.get_num_threads()},
+        "models": [_model_row(f) for f in facts],
+    }
+
+
+def _model_row(facts: ModelFacts) -> dict[str, Any]:
+    counts = facts.counts
+    return {
+        "name": facts.name,
+        "patched": facts.recipe is not None,
+        "parameters": facts.parameters,
+        "trainable": facts.trainable,
+        "macs": counts.macs,
+        "flops": counts.flops,
+        "execution": counts.execution,
+        "operators": {key: {"calls": op.calls, "macs": op.macs, "flops": op.flops}
+                      for key, op in counts.by_operator.items()},
+        "uncounted_ops": dict(counts.uncounted),
+        "latency": [],
+        "peak_memory": [],
+    }
+
+
+def _latency_entry(result: LatencyResult) -> dict[str, Any]:
+    keys = ("batch_size", "median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "images_per_s", "runs", "warmup")
+    return {key: getattr(result, key) for key in keys}
+
+
+def _delta(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    before, after = rows
+    delta: dict[str, Any] = {key: after[key] - before[key] for key in ("parameters", "trainable", "macs", "flops")}
+    delta["latency"] = [
+        {"batch_size": a["batch_size"], "ms": a["median_ms"] - b["median_ms"], "ratio": a["median_ms"] / b["median_ms"]}
+        for b, a in zip(before["latency"], after["latency"], strict=True)
+    ]
+    delta["peak_memory"] = [
+        {"batch_size": a["batch_size"], "bytes": a["bytes"] - b["bytes"]}
+        for b, a in zip(before["peak_memory"], after["peak_memory"], strict=True)
+    ]
+    return delta
+
+
+def _outputs(model: nn.Module, probe: torch.Tensor) -> list[torch.Tensor]:
+    with torch.inference_mode(), eval_mode(model):
+        leaves, _ = tree_flatten(model(probe))
+    return [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
+
+
+def _weights_in_common(model: nn.Module, other: nn.Module) -> dict[str, int]:
+    theirs = other.state_dict()
+    common = differ = 0
+    for key, tensor in model.state_dict().items():
+        value = theirs.get(key)
+        if value is None or value.shape != tensor.shape:
+            continue
+        common += 1
+        differ += not torch.equal(tensor, value.to(tensor.device))
+    return {"common": common, "differ": differ}
+
+
+def _deviation(model: nn.Module, other: nn.Module, input_shape: Sequence[int], adopted: int | None) -> dict[str, Any]:
+    probe = probe_input(tuple(input_shape), model)
+    deviation = output_deviation(_outputs(model, probe), _outputs(other, probe.to(_device_of(other))))
+    entry = _deviation_entry(input_shape, deviation, _weights_in_common(model, other))
+    if adopted is not None:
+        entry["weights"]["adopted"] = adopted
+        entry["note"] = (f"the first model, built with random weights, took the second's {adopted} original tensors; "
+                         + entry["note"])
+    return entry
+
+
+def _deviation_entry(input_shape: Sequence[int], deviation: tuple[float, float],
+                     weights: dict[str, int | None]) -> dict[str, Any]:
+    max_abs, relative = deviation
+    if weights["common"] is None:
+        note = "the patched model keeps every original tensor (verified): the deviation measures the surgery alone"
+    elif weights["common"] == 0:
+        note = "the two models share no tensor: the deviation compares unrelated models"
+    elif weights["differ"]:
+        note = (f"{weights['differ']} of the {weights['common']} tensors the models have in common differ: the "
+                "deviation measures different weights, not only the surgery")
+    else:
+        note = "every tensor the models have in common is equal: the deviation measures the surgery alone"
+    if not math.isfinite(max_abs):
+        note = "the outputs differ in structure or shape"
+    return {"probe_shape": list(input_shape), "max_abs": max_abs, "relative": relative, "weights": weights,
+            "note": note}
+
+
+def _time_sites(model: nn.Module, recipe: Recipe, input_shape: Sequence[int], batch_size: int, *, runs: int,
+                warmup: int, threads: int | None, step: Step) -> dict[str, LatencyResult | None]:
+    modules = [s.module for s in recipe.steps]
+    probe = probe_input((batch_size, *input_shape[1:]), model)
+    with step(f"Timing {len(modules)} inserted block(s) alone at batch size {batch_size}"):
+        return time_blocks(model, modules, (probe,), runs=runs, warmup=warmup, threads=threads)
+
+
+def _site_rows(facts: list[ModelFacts], block_times: dict[str, LatencyResult | None] | None,
+               model_ms: float | None) -> list[dict[str, Any]]:
+    """One row per inserted block of the patched model (the second model if it is patched, else the first)."""
+    patched = facts[1] if len(facts) > 1 and facts[1].recipe is not None else facts[0]
+    if patched.recipe is None:
+        return []
+    counts = patched.counts
+    rows = []
+    for recipe_step in patched.recipe.steps:
+        count = counts.per_module.get(recipe_step.module)
+        timed = block_times.get(recipe_step.module) if block_times else None
+        rows.append({
+            "site": recipe_step.site, "module": recipe_step.module, "block": recipe_step.block, "op": recipe_step.op,
+            "position": recipe_step.position, "init": recipe_step.init, "args": dict(recipe_step.args),
+            "input_shape": list(count.input_shape[1:]) if count and count.input_shape else None,
+            "parameters": patched.block_parameters.get(recipe_step.module),
+            "macs": count.macs if count else None,
+            "flops": count.flops if count else None,
+            "flops_share": count.flops / counts.flops if count and counts.flops else None,
+            "uncounted_calls": count.uncounted_calls if count else None,
+            "latency_ms": timed.median_ms if timed else None,
+            "latency_share": timed.median_ms / model_ms if timed and model_ms else None,
+        })
+    return rows
+
+
+def _site_timing_summary(report: dict[str, Any], latencies: list[list[LatencyResult]], batch_size: int,
+                         block_times: dict[str, LatencyResult | None], patched_index: int) -> dict[str, Any]:
+    blocks_ms = sum(t.median_ms for t in block_times.values() if t is not None)
+    model_ms = latencies[patched_index][0].median_ms
+    summary: dict[str, Any] = {"batch_size": batch_size, "blocks_ms": blocks_ms, "model_ms": model_ms,
+                               "blocks_share": blocks_ms / model_ms if model_ms else None,
+                               "untimed": [name for name, t in block_times.items() if t is None]}
+    if len(latencies) == 2 and patched_index == 1:
+        summary["measured_delta_ms"] = model_ms - latencies[0][0].median_ms
+    return summary
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    tensor = next(chain(model.parameters(), model.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats become ``None``: strict JSON has no NaN or infinity."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
