@@ -329,6 +329,11 @@ def make_plan(sites: Sequence[Site], rules: Sequence[Rule]) -> Plan:
             if rule.allow_empty:
                 empty.append(rule.name)
                 continue
+            if rule.selector.kind == "block" and not any(site.kind == "block" for site in sites):
+                raise NoMatchError(
+                    f"rule {rule.name!r}: this model has no residual units with convolutions (a pure transformer "
+                    "or a plain CNN); select sites by class name or name glob instead (--after ClassName, "
+                    "--after 'features.*'), or convolutions (--after conv3x3)")
             raise NoMatchError(
                 f"rule {rule.name!r}: no site matches ({rule.selector.describe()}"
                 f"{', position=residual' if rule.position == 'residual' else ''}); "

@@ -80,7 +80,7 @@ def run_surgery(
 def _execute(model: nn.Module, table: SiteTable, plan: Plan, *, base: str | None,
              arch_args: dict[str, Any] | None) -> SurgeryResult:
     params_before = sum(p.numel() for p in model.parameters())
-    reference = capture_reference(model, probe_input(table.input_shape, model))
+    reference = capture_reference(model, probe_input(table.input_shape, model), table.probe_outputs)
     result = rewrite(model, plan)
     removed = [key for item in result.inserted for key in item.removed_keys]
     verification = verify(model, reference, removed_by_swap=removed)

@@ -1,16 +1,30 @@
-"""Plain-data summaries of a surgery, shared by the JSON report, ``--json`` and the terminal tables."""
+"""Plain-data summaries of a surgery, shared by the JSON report, ``--json`` and the terminal tables.
+
+A surgery's report (``X.report.json`` beside the checkpoint) is :func:`surgery_summary` plus, under ``profile``,
+the profile report of the original against the patched model (:func:`surgery_profile`; the same layout as
+``attn-surgeon profile --format json``).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any, Literal
 
 from torch import nn
 
 from .match import Plan
 from .pipeline import SurgeryResult
+from .profile.report import ModelFacts, Step, count_report, model_facts, profile_models
 from .recipe import versions
 
-__all__ = ["SCHEMA_VERSION", "plan_rows", "surgery_summary", "count_parameters"]
+__all__ = ["SCHEMA_VERSION", "PROFILE_MODES", "FULL_PROFILE_RUNS", "FULL_PROFILE_WARMUP", "plan_rows",
+           "surgery_summary", "surgery_profile", "count_parameters"]
+
+ProfileMode = Literal["counts", "full", "off"]
+PROFILE_MODES: tuple[str, ...] = ("counts", "full", "off")
+FULL_PROFILE_RUNS = 10
+FULL_PROFILE_WARMUP = 3
 
 SCHEMA_VERSION = 1
 
@@ -70,3 +84,40 @@ def surgery_summary(result: SurgeryResult, source: str, output: str | None = Non
         "recipe": result.recipe.to_dict() if result.recipe else None,
     })
     return summary
+
+
+def surgery_profile(mode: ProfileMode, result: SurgeryResult, *, before: ModelFacts | None,
+                    original: nn.Module | None, names: tuple[str, str], input_shape: Sequence[int],
+                    step: Step = lambda message: nullcontext()) -> dict[str, Any] | None:
+    """The profile report of a surgery: original against patched.
+
+    Args:
+        mode: ``counts`` (sizes, MACs/FLOPs and per-block counts, from ``before`` taken before surgery and the
+            patched model; milliseconds), ``full`` (also latency, peak memory and the time of each block, with
+            :data:`FULL_PROFILE_RUNS` timed runs at the probe's batch size; needs ``original``, an unpatched copy),
+            or ``off`` (``None``).
+        result: the surgery's result (not a dry run).
+        before: :func:`~surgeon.profile.report.model_facts` of the model before surgery (``counts``).
+        original: an unpatched copy of the model (``full``).
+        names: labels of the original and the patched model.
+        input_shape: the probe batch shape of the surgery.
+        step: wraps each long step (the CLI passes a progress spinner).
+    """
+    if mode == "off":
+        return None
+    if mode == "full":
+        if original is None:
+            raise ValueError("a full profile needs an unpatched copy of the model (original=)")
+        return profile_models(original, result.model, input_shape=input_shape, runs=FULL_PROFILE_RUNS,
+                              warmup=FULL_PROFILE_WARMUP, names=names, step=step)
+    if mode != "counts" or before is None:
+        raise ValueError(f"profile mode must be one of {', '.join(PROFILE_MODES)} (counts needs before=)")
+    verification = result.verification
+    after = model_facts(result.model, names[1], tuple(input_shape)[1:])
+    report = count_report(before, after, input_shape=input_shape,
+                          deviation=(verification.max_abs_diff, verification.rel_diff),
+                          replaced=len(verification.removed_by_swap))
+    report["notes"].append("Latency, peak memory and the time of each block were not measured (the surgery's "
+                           "default --profile counts); pass --profile full, or run `attn-surgeon profile ORIGINAL "
+                           "--compare PATCHED`.")
+    return report

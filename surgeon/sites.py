@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
 from .trace import contains_conv, describe_trace_error, find_residual_add, is_container, trace_module
 
@@ -70,11 +71,14 @@ class SiteTable:
         sites: every site in execution order.
         input_shape: the probe input's shape.
         untraceable: modules that hold a convolution but could not be traced, with the reason.
+        probe_outputs: the model's eval-mode output tensors on the probe batch (flattened), so that verification
+            needs no second forward pass of the original model.
     """
 
     sites: list[Site]
     input_shape: tuple[int, ...]
     untraceable: dict[str, str] = field(default_factory=dict)
+    probe_outputs: list[torch.Tensor] = field(default_factory=list, repr=False)
 
     def by_name(self) -> dict[str, Site]:
         return {site.name: site for site in self.sites}
@@ -144,6 +148,16 @@ def _residual_candidates(model: nn.Module) -> tuple[dict[str, tuple[fx.Graph, fx
     return residual, untraceable
 
 
+def _branch_module(name: str, graph: fx.Graph, branch: fx.Node) -> str | None:
+    """The qualified name of the module whose output is the branch tensor, if it is called once in the unit: then
+    its recorded output shape is the branch's shape and the unit need not be re-run."""
+    if branch.op != "call_module":
+        return None
+    if sum(1 for node in graph.nodes if node.op == "call_module" and node.target == branch.target) != 1:
+        return None
+    return f"{name}.{branch.target}" if name else str(branch.target)
+
+
 def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)) -> SiteTable:
     """List every site of ``model`` with its shapes, measured on a probe batch of ``input_shape``.
 
@@ -151,7 +165,9 @@ def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)
     flag is restored afterwards.
     """
     residual, untraceable = _residual_candidates(model)
+    branch_modules = {name: _branch_module(name, graph, branch) for name, (graph, branch) in residual.items()}
     records: dict[str, _Record] = {}
+    calls: dict[str, int] = {}
     branch_shapes: dict[str, tuple[int, ...]] = {}
     names = {module: name for name, module in model.named_modules()}
     busy = [False]
@@ -160,6 +176,7 @@ def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)
         if busy[0]:
             return
         name = names[module]
+        calls[name] = calls.get(name, 0) + 1
         if name not in records:
             tensor = _first_tensor(args)
             records[name] = _Record(order=len(records), in_shape=tuple(tensor.shape) if tensor is not None else None)
@@ -172,7 +189,7 @@ def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)
         if record.out_shape is None:
             tensor = _first_tensor(output)
             record.out_shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else None
-        if name in residual and name not in branch_shapes:
+        if name in residual and branch_modules[name] is None and name not in branch_shapes:
             graph, branch = residual[name]
             recorder = _ShapeRecorder(module, graph, branch)
             busy[0] = True
@@ -191,14 +208,20 @@ def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)
             handles.append(module.register_forward_hook(post_hook))
         model.eval()
         with torch.no_grad():
-            model(probe_input(input_shape, model))
+            outputs, _ = tree_flatten(model(probe_input(input_shape, model)))
     finally:
         for handle in handles:
             handle.remove()
         for m, training in saved:
             m.training = training
 
-    return SiteTable(_build_sites(model, records, residual, branch_shapes), tuple(input_shape), untraceable)
+    for name, module_name in branch_modules.items():
+        record = records.get(module_name) if module_name else None
+        if record is not None and record.out_shape is not None and calls.get(module_name) == calls.get(name):
+            branch_shapes[name] = record.out_shape
+    sites = _build_sites(model, records, residual, branch_shapes)
+    tensors = [t for t in outputs if isinstance(t, torch.Tensor)]
+    return SiteTable(sites, tuple(input_shape), untraceable, tensors)
 
 
 def _build_sites(

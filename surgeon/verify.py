@@ -71,10 +71,10 @@ def _run(model: nn.Module, probe: torch.Tensor) -> list[torch.Tensor]:
     return [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
 
 
-def capture_reference(model: nn.Module, probe: torch.Tensor) -> Reference:
-    """Record the original tensors (no copies) and the eval-mode outputs on ``probe``."""
+def capture_reference(model: nn.Module, probe: torch.Tensor, outputs: list[torch.Tensor] | None = None) -> Reference:
+    """Record the original tensors (no copies) and the eval-mode outputs on ``probe`` (run now unless given)."""
     tensors = {key: (tensor, tensor.data_ptr(), tensor._version) for key, tensor in model.state_dict().items()}
-    return Reference(tensors, _run(model, probe), probe)
+    return Reference(tensors, _run(model, probe) if outputs is None else list(outputs), probe)
 
 
 def output_deviation(reference: Iterable[torch.Tensor], outputs: Iterable[torch.Tensor]) -> tuple[float, float]:

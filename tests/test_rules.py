@@ -486,7 +486,7 @@ def test_surgeon_apply_takes_presets_documents_rules_and_recipes(tmp_path: Path)
     text = (PRESET_DIR / "eca_resnet_k3557.yaml").read_text()
     document = yaml.safe_load(text)
     for source in (PRESET_DIR / "eca_resnet_k3557.yaml", text, document, list(load_rules(document))):
-        assert list(surgeon.apply(r18(), source, input_shape=SHAPE).state_dict()) == keys
+        assert list(surgeon.apply(r18(), source, input_shape=SHAPE, init="paper").state_dict()) == keys
     surgeon.save(reference, tmp_path / "patched.pt")
     for recipe in (surgeon.recipe_of(reference), surgeon.recipe_of(reference).to_dict(), tmp_path / "patched.pt"):
         assert list(surgeon.apply(r18(), recipe).state_dict()) == keys
@@ -499,7 +499,7 @@ def test_surgeon_apply_takes_presets_documents_rules_and_recipes(tmp_path: Path)
 def invoke(*args: str):
     group = cli
     if "apply" not in cli.commands:  # until the command is registered in surgeon/cli/__init__.py
-        group = click.Group("attn-surgeon", cls=_Group, commands={"apply": apply_command})
+        group = _Group("attn-surgeon", commands={"apply": apply_command})
     return CliRunner().invoke(group, ["apply", *args])
 
 
@@ -518,8 +518,10 @@ def test_cli_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, monkeypa
 def test_cli_recipe_reproduces_a_patch_exactly(tmp_path: Path) -> None:
     base = tmp_path / "base.pt"
     torch.save(r18().state_dict(), base)
-    patched, replayed = tmp_path / "patched.pt", tmp_path / "replayed.pt"
-    result = invoke(str(base), "--arch", "torchvision:resnet18", "danet_head", "--init", "paper", "-o", str(patched),
+    patched, replayed, rules = tmp_path / "patched.pt", tmp_path / "replayed.pt", tmp_path / "mine.yaml"
+    rules.write_text((PRESET_DIR / "danet_head.yaml").read_text()
+                     + "  - {name: se, match: {kind: block}, insert: {block: se, init: paper}}\n")
+    result = invoke(str(base), "--arch", "torchvision:resnet18", str(rules), "-o", str(patched),
                     "--input-shape", "1,3,64,64")
     assert result.exit_code == 0, result.output
     result = invoke(str(base), "--arch", "torchvision:resnet18", "--recipe", str(patched), "-o", str(replayed),
@@ -528,14 +530,14 @@ def test_cli_recipe_reproduces_a_patch_exactly(tmp_path: Path) -> None:
     first, second = surgeon.load(patched), surgeon.load(replayed)
     assert list(first.state_dict()) == list(second.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
-    assert [step.module for step in surgeon.recipe_of(first).steps] == ["layer4.1.danet_pam_after",
-                                                                          "layer4.1.danet_cam_after"]
+    assert [step.module for step in surgeon.recipe_of(first).steps][:3] == [
+        "layer4.1.danet_pam_after", "layer4.1.danet_cam_after", "layer1.0.se_residual"]
     assert [s.to_dict() for s in surgeon.recipe_of(first).steps] == [s.to_dict() for s in surgeon.recipe_of(second).steps]
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        assert torch.equal(first.eval()(x), second.eval()(x))
-    result = invoke("torchvision:resnet34", "--recipe", str(patched), "--dry-run", "--input-shape", "1,3,64,64")
-    assert result.exit_code == 1 and "its recipe does not fit torchvision:resnet34" in result.stderr
+        assert torch.equal(first.eval()(x), second.eval()(x)) and not torch.equal(first(x), r18()(x))
+    result = invoke("torchvision:resnet50", "--recipe", str(patched), "--dry-run", "--input-shape", "1,3,64,64")
+    assert result.exit_code == 1 and "its recipe does not fit torchvision:resnet50" in result.stderr
 
 
 def test_cli_errors_are_one_located_line(tmp_path: Path) -> None:

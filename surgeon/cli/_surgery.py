@@ -1,25 +1,52 @@
-"""What ``insert`` and ``swap`` share: run one rule on a model source, save, report."""
+"""What ``insert``, ``swap`` and ``apply`` share: run rules on a model source, save, report.
+
+Beside the checkpoint ``X.pt`` go ``X.report.json`` (the surgery summary, with the profile report of original
+against patched under ``profile``) and ``X.report.html`` (that profile as a self-contained page). ``--profile``
+chooses how much is measured: ``counts`` (default; sizes, MACs/FLOPs and per-block counts on the meta device, so
+surgery stays fast), ``full`` (also latency, peak memory and the time of each block: a few seconds to minutes), or
+``off`` (the JSON summary only, no HTML).
+"""
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import click
 from rich.table import Table
 
 from ..checkpoint import atomic_write, save_model
 from ..errors import OutputExistsError
 from ..match import Rule
 from ..pipeline import run_surgery
-from ..report import surgery_summary
+from ..profile.latency import quiet_profiler_logs
+from ..profile.output import render_text
+from ..profile.report import model_facts
+from ..report import FULL_PROFILE_RUNS, PROFILE_MODES, surgery_profile, surgery_summary
 from ._console import out, print_json, progress, warn
 from ._options import default_output, load_source
 
-__all__ = ["run_rules_command", "report_path", "render_plan"]
+__all__ = ["run_rules_command", "report_path", "html_report_path", "render_plan", "profile_option"]
 
 
 def report_path(output: Path) -> Path:
     return output.with_name(output.stem + ".report.json")
+
+
+def html_report_path(output: Path) -> Path:
+    return output.with_name(output.stem + ".report.html")
+
+
+def profile_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--profile counts|full|off``: how much the report beside the checkpoint measures."""
+    return click.option(
+        "--profile", "profile", type=click.Choice(PROFILE_MODES), default="counts", show_default=True,
+        help="Report written beside the checkpoint (.report.json and .report.html): counts (parameters, MACs, "
+             f"FLOPs per block; milliseconds), full (also latency, peak memory and block times; {FULL_PROFILE_RUNS} "
+             "timed runs) or off (no profile, no HTML).")(func)
 
 
 def _check_outputs(paths: list[Path], force: bool) -> None:
@@ -41,12 +68,19 @@ def render_plan(summary: dict, title: str) -> None:
 
 def run_rules_command(source: str, rules: list[Rule], *, arch: str | None, arch_args: tuple[str, ...],
                      input_shape: tuple[int, ...], output: Path | None, suffix: str, dry_run: bool, force: bool,
-                     as_json: bool) -> None:
+                     as_json: bool, profile: str = "counts") -> None:
     output = output or default_output(source, suffix)
     report = report_path(output)
+    html = html_report_path(output) if profile != "off" else None
     if not dry_run:
-        _check_outputs([output, report], force)
+        _check_outputs([output, report, *([html] if html else [])], force)
     loaded = load_source(source, arch, arch_args)
+    before = original = None
+    if not dry_run and profile == "counts":
+        with progress("Counting the original model"):
+            before = model_facts(loaded.module, source, input_shape[1:])
+    elif not dry_run and profile == "full":
+        original = copy.deepcopy(loaded.module)  # surgery is in place; the full profile times both models
     with progress("Finding sites and rewriting"):
         result = run_surgery(loaded.module, rules, input_shape=input_shape, base=loaded.spec,
                              arch_args=loaded.arch_args, dry_run=dry_run)
@@ -54,10 +88,17 @@ def run_rules_command(source: str, rules: list[Rule], *, arch: str | None, arch_
     if dry_run:
         print_json(summary) if as_json else render_plan(summary, f"Plan for {source} (dry run, nothing written)")
         return
+    quiet_profiler_logs()
+    summary["profile"] = surgery_profile(profile, result, before=before, original=original,
+                                         names=(source, "patched"), input_shape=input_shape, step=progress)
+    del original
     with progress(f"Saving {output}"):
         dropped = save_model(result.model, output, result.recipe, loaded.layout, force=force,
                              protect=(loaded.path,) if loaded.path else ())
         atomic_write(report, lambda f: f.write(json.dumps(summary, indent=2, default=str).encode()), force=force)
+        if html is not None:
+            page = render_text(summary["profile"], "html").encode("utf-8")
+            atomic_write(html, lambda f: f.write(page), force=force)
     if dropped:
         warn(f"dropped {', '.join(dropped)} from the container: optimizer state cannot match the new parameters")
     if as_json:
@@ -69,4 +110,4 @@ def run_rules_command(source: str, rules: list[Rule], *, arch: str | None, arch_
     out.print(f"Parameters: {params['before']:,} → {params['after']:,} ({params['added']:+,})")
     out.print(f"Output deviation on the probe batch: max abs {check['max_abs_diff']:.3g} "
               f"(relative {check['rel_diff']:.3g}); original keys preserved: {check['keys_preserved']}")
-    out.print(f"Wrote {output} and {report}")
+    out.print(f"Wrote {output}, {report}" + (f" and {html}" if html else ""), highlight=False)

@@ -9,7 +9,7 @@ import click
 from ..errors import CheckpointError, NoMatchError, SelectorError
 from ..rules import list_presets, load_rules, locate, read_recipe, rules_from_recipe
 from ._options import input_shape_option, model_options
-from ._surgery import run_rules_command
+from ._surgery import profile_option, run_rules_command
 
 EXAMPLES = f"""\b
 Examples:
@@ -33,34 +33,36 @@ Presets (rules/*.yaml; the language is described in rules/README.md):
 @click.option("--init", type=click.Choice(["identity", "paper"]),
               help="Override the init of every insert rule: identity (the patched model computes what the original "
                    "did) or paper (each block exactly as published).")
-@click.option("--trust-code", is_flag=True, help="Allow blocks given as package.module:Class in RULES (imports them).")
 @input_shape_option
 @model_options
+@profile_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Patched checkpoint to write [default: MODELNAME_RULES.pt]; a .report.json goes beside it.")
+              help="Patched checkpoint to write [default: MODELNAME_RULES.pt]; the report goes beside it.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change and write nothing.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan or report as JSON on stdout.")
-def apply(model: str, rules: str | None, recipe: Path | None, init: str | None, trust_code: bool,
-          input_shape: tuple[int, ...], arch: str | None, arch_args: tuple[str, ...], output: Path | None,
-          dry_run: bool, force: bool, as_json: bool) -> None:
+def apply(model: str, rules: str | None, recipe: Path | None, init: str | None, input_shape: tuple[int, ...],
+          arch: str | None, arch_args: tuple[str, ...], profile: str, output: Path | None, dry_run: bool, force: bool,
+          as_json: bool) -> None:
     """Apply RULES (a rules file or the name of a preset) to MODEL, or replay a patched checkpoint's --recipe.
 
     Rules apply in file order; a rule that matches nothing is an error unless it says allow_empty: true, and every
-    error names the file, line, column and rule. Every original weight keeps its key and value.
+    error names the file, line, column and rule. Every original weight keeps its key and value. --trust-code also
+    allows blocks given as package.module:Class in RULES (importing them runs code).
     """
+    trust_code = bool(click.get_current_context().meta.get("surgeon.trust_code"))
     if (rules is None) == (recipe is None):
         raise click.UsageError("give RULES (a rules file or a preset name) or --recipe PATCHED.pt, not both"
                                if rules else "missing RULES (a rules file or a preset name) or --recipe PATCHED.pt")
-    if recipe is not None and (init or trust_code):
-        raise click.UsageError("--init and --trust-code apply to RULES; --recipe replays what was recorded")
+    if recipe is not None and init:
+        raise click.UsageError("--init applies to RULES; --recipe replays the recorded init of each block")
     if recipe is not None:
         ruleset, suffix = rules_from_recipe(read_recipe(recipe)), "replayed"
     else:
         ruleset, suffix = load_rules(rules, init=init, trust_code=trust_code), Path(rules).stem
     try:
         run_rules_command(model, ruleset, arch=arch, arch_args=arch_args, input_shape=input_shape, output=output,
-                          suffix=suffix, dry_run=dry_run, force=force, as_json=as_json)
+                          suffix=suffix, dry_run=dry_run, force=force, as_json=as_json, profile=profile)
     except (NoMatchError, SelectorError) as exc:
         if recipe is not None:
             raise CheckpointError(f"{recipe}: its recipe does not fit {model} ({exc}); is it the same base "

@@ -96,6 +96,6 @@ def profile(model: str, compare: str | None, input_shape: tuple[int, ...], batch
         write_report(report, output, fmt, force=force)
         out.print(f"Wrote {output}", highlight=False)
     elif fmt == "table":
-        out.print(render_profile(report))
+        out.print(render_profile(report), width=None if out.is_terminal else 120)  # a pipe or file has no edge
     else:
         click.echo(render_text(report, fmt), nl=False)

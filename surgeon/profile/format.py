@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
-__all__ = ["TableData", "si", "signed_si", "count", "signed_count", "ms", "percent", "nbytes", "shape", "short_name",
-           "where", "latency_rows", "site_summary", "deviation_line", "uncounted_ops", "model_labels", "size_table",
-           "latency_table", "site_table", "operator_table"]
+__all__ = ["TableData", "si", "signed_si", "count", "signed_count", "ms", "percent", "threads", "nbytes", "shape",
+           "short_name", "where", "latency_rows", "site_summary", "deviation_line", "uncounted_ops", "model_labels",
+           "size_table", "latency_table", "site_table", "operator_table"]
 
 
 def si(value: float | None, unit: str = "", digits: int = 4) -> str:
@@ -49,9 +49,16 @@ def ms(value: float | None) -> str:
 
 
 def percent(value: float | None) -> str:
+    """``12.34%``; below 0.1 % two significant digits (``0.00034%``), so a tiny share does not read as zero."""
     if value is None:
         return "-"
-    return f"{value:.3%}" if abs(value) < 0.001 else f"{value:.2%}"
+    if value == 0 or abs(value) >= 0.001:
+        return f"{value:.2%}"
+    return f"{value * 100:.2g}%"
+
+
+def threads(number: int) -> str:
+    return f"{number} thread" + ("" if number == 1 else "s")
 
 
 def nbytes(value: int | None) -> str:

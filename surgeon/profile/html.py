@@ -9,8 +9,23 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from .format import (TableData, deviation_line, latency_table, model_labels, ms, operator_table, percent, shape,
-                     signed_count, signed_si, site_summary, site_table, size_table, uncounted_ops)
+from .format import (
+    TableData,
+    deviation_line,
+    latency_table,
+    model_labels,
+    ms,
+    operator_table,
+    percent,
+    shape,
+    signed_count,
+    signed_si,
+    site_summary,
+    site_table,
+    size_table,
+    threads,
+    uncounted_ops,
+)
 from .svg import latency_chart, sites_chart
 
 __all__ = ["render_html"]
@@ -43,7 +58,9 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 def render_html(report: dict[str, Any]) -> str:
     """The whole page as a string."""
-    sections = [_header(report), _cards(report), "<h2>Size and work per image</h2>", _table(size_table(report))]
+    notes = "".join(f"<p class=warn>{escape(note)}</p>" for note in report.get("notes", []))
+    sections = [_header(report), _cards(report), notes, "<h2>Size and work per image</h2>",
+                _table(size_table(report))]
     if report["input"]["batch_sizes"]:
         sections += ["<h2>Latency and peak memory</h2>", latency_chart(report),
                      "<p class=note>Bars: median forward pass; whiskers: p10–p90. Each panel has its own scale from "
@@ -80,11 +97,13 @@ def _header(report: dict[str, Any]) -> str:
     env = report["environment"]
     setting = [f"image {shape(report['input']['image'])}", env["machine"], env["device"]]
     if report["input"]["batch_sizes"]:
-        setting.append(f"{env['threads']} threads")
+        setting.append(threads(env["threads"]))
     setting += [f"torch {env['torch']}", f"Python {env['python']}", env["platform"]]
+    labels = " vs ".join(model_labels(report))
     names = " vs ".join(str(row["name"]) for row in report["models"])
-    return (f"<h1>Profile of {escape(' vs '.join(model_labels(report)))}</h1>"
-            f"<div class=meta>{escape(names)}</div><div class=meta>{escape(' · '.join(setting))}</div>")
+    return (f"<h1>Profile of {escape(labels)}</h1>"
+            + (f"<div class=meta>{escape(names)}</div>" if names != labels else "")
+            + f"<div class=meta>{escape(' · '.join(setting))}</div>")
 
 
 def _cards(report: dict[str, Any]) -> str:

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from .format import (TableData, deviation_line, latency_table, model_labels, operator_table, shape, site_summary,
-                     site_table, size_table, uncounted_ops)
+from .format import (
+    TableData,
+    deviation_line,
+    latency_table,
+    model_labels,
+    operator_table,
+    shape,
+    site_summary,
+    site_table,
+    size_table,
+    threads,
+    uncounted_ops,
+)
 
 __all__ = ["render_markdown"]
 
@@ -26,10 +37,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     setting = [f"image {shape(report['input']['image'])}", env["machine"], env["device"]]
     if report["input"]["batch_sizes"]:
-        setting.append(f"{env['threads']} threads")
+        setting.append(threads(env["threads"]))
     setting += [f"torch {env['torch']}", f"attn-surgeon {env['attn_surgeon']}", f"Python {env['python']}"]
+    notes = [f"> {note}" for note in report.get("notes", [])]
     lines = [f"# Profile of {' vs '.join(model_labels(report))}", "", " · ".join(setting), "",
-             "## Size and work per image", "", *_table(size_table(report))]
+             *(notes + [""] if notes else []), "## Size and work per image", "", *_table(size_table(report))]
     if report["input"]["batch_sizes"]:
         lines += ["## Latency and peak memory", "", *_table(latency_table(report))]
     if report.get("sites"):

@@ -9,8 +9,18 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .format import (TableData, deviation_line, latency_table, model_labels, shape, site_summary, site_table,
-                     size_table, uncounted_ops)
+from .format import (
+    TableData,
+    deviation_line,
+    latency_table,
+    model_labels,
+    shape,
+    site_summary,
+    site_table,
+    size_table,
+    threads,
+    uncounted_ops,
+)
 
 __all__ = ["render_profile"]
 
@@ -29,7 +39,8 @@ def render_profile(report: dict[str, Any]) -> Group:
     deviation = deviation_line(report)
     if deviation:
         parts.append(Text(deviation))
-    parts += [_uncounted(report), Text(_footnote(report), style="dim")]
+    parts += [_uncounted(report), *(Text(note, style="yellow") for note in report.get("notes", [])),
+              Text(_footnote(report), style="dim")]
     return Group(*parts)
 
 
@@ -40,7 +51,7 @@ def _header(report: dict[str, Any]) -> Text:
     title.append(f", image {shape(report['input']['image'])}", style="bold")
     setting = [env["machine"], env["device"]]
     if report["input"]["batch_sizes"]:
-        setting.append(f"{env['threads']} threads")
+        setting.append(threads(env["threads"]))
     setting += [f"torch {env['torch']}", f"attn-surgeon {env['attn_surgeon']}"]
     title.append("\n" + " · ".join(setting), style="dim")
     return title
@@ -49,7 +60,9 @@ def _header(report: dict[str, Any]) -> Text:
 def _table(title: str, data: TableData) -> Table:
     table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     for index, column in enumerate(data.header):
-        table.add_column(column, justify="left" if index < data.left else "right", no_wrap=index >= data.left)
+        # names fold onto a second line in a narrow terminal rather than being cut; numbers never wrap
+        table.add_column(column, justify="left" if index < data.left else "right", no_wrap=index >= data.left,
+                         overflow="fold")
     for row in data.rows:
         table.add_row(*row)
     if data.total:

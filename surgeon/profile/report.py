@@ -26,6 +26,7 @@ from ..sites import probe_input
 from ..verify import output_deviation
 from .attribution import SITE_TIMING_METHOD, time_blocks
 from .counting import CONVENTIONS, CountResult, count_ops, eval_mode
+from .format import threads as threads_label
 from .latency import LatencyResult, compare_latency, machine_name, measure_latency, peak_memory
 
 __all__ = ["SCHEMA_VERSION", "Step", "ModelFacts", "model_facts", "count_report", "profile_models",
@@ -38,7 +39,7 @@ Step = Callable[[str], AbstractContextManager[Any]]
 
 LATENCY_CONVENTION = (
     "{warmup} untimed, then {runs} timed forward passes per batch size and model, in eval mode under "
-    "torch.inference_mode, with {threads} intra-op CPU threads{interleaved}. CPU passes are timed with "
+    "torch.inference_mode, with {threads} (intra-op, CPU){interleaved}. CPU passes are timed with "
     "time.perf_counter, CUDA passes with CUDA events, synchronising after each pass. Reported: median, p10 and p90 "
     "(linear interpolation) and images/s = batch size / median."
 )
@@ -79,18 +80,21 @@ def model_facts(model: nn.Module, name: str | None, image_shape: Sequence[int]) 
 
 
 def count_report(before: ModelFacts, after: ModelFacts | None, *, input_shape: Sequence[int],
-                 deviation: tuple[float, float] | None = None, device: str = "cpu") -> dict[str, Any]:
+                 deviation: tuple[float, float] | None = None, replaced: int = 0,
+                 device: str = "cpu") -> dict[str, Any]:
     """The report without timings: what :func:`profile_models` gives with ``runs=0``, from facts taken earlier.
 
     Surgery uses this to report on a model it patched in place: the facts of the original are taken before the
-    surgery, the deviation comes from its verification.
+    surgery; the deviation comes from its verification, which also checked that every original tensor (but the
+    ``replaced`` ones a swap removed on purpose) is still there, unchanged.
     """
     facts = [before] if after is None else [before, after]
     report = _skeleton(facts, input_shape, [], device)
     if after is not None:
         report["delta"] = _delta(report["models"])
         if deviation is not None:
-            report["deviation"] = _deviation_entry(input_shape, deviation, {"common": None, "differ": 0})
+            report["deviation"] = _deviation_entry(input_shape, deviation,
+                                                   {"common": None, "differ": 0, "replaced": replaced})
     report["sites"] = _site_rows(facts, None, None)
     return _json_safe(report)
 
@@ -148,11 +152,13 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_sh
     for row, model_latencies, model_memories in zip(report["models"], latencies, memories, strict=True):
         row["latency"] = [_latency_entry(result) for result in model_latencies]
         row["peak_memory"] = model_memories
-    if runs > 0:
+    if runs == 0:
+        report["notes"].append("Latency, peak memory and the time of each block were not measured (runs=0).")
+    else:
         first = latencies[0][0]
         report["environment"].update(machine=first.machine, device=first.device, threads=first.threads)
         report["conventions"]["latency"] = LATENCY_CONVENTION.format(
-            warmup=warmup, runs=runs, threads=first.threads,
+            warmup=warmup, runs=runs, threads=threads_label(first.threads),
             interleaved="; the two models' passes alternate (A, B, A, B, ...)" if other is not None else "")
         report["conventions"]["memory"] = MEMORY_CONVENTION
     if other is not None:
@@ -199,6 +205,7 @@ def _skeleton(facts: list[ModelFacts], input_shape: Sequence[int], batch_sizes: 
                         "machine": machine_name(torch.device(device)), "device": device,
                         "threads": torch.get_num_threads()},
         "models": [_model_row(f) for f in facts],
+        "notes": [],
     }
 
 
@@ -272,7 +279,8 @@ def _deviation_entry(input_shape: Sequence[int], deviation: tuple[float, float],
                      weights: dict[str, int | None]) -> dict[str, Any]:
     max_abs, relative = deviation
     if weights["common"] is None:
-        note = "the patched model keeps every original tensor (verified): the deviation measures the surgery alone"
+        kept = "every original tensor" + (" but the swapped units'" if weights.get("replaced") else "")
+        note = f"the patched model keeps {kept} (verified): the deviation measures the surgery alone"
     elif weights["common"] == 0:
         note = "the two models share no tensor: the deviation compares unrelated models"
     elif weights["differ"]:

@@ -11,7 +11,7 @@ import math
 from html import escape
 from typing import Any
 
-from .format import latency_rows, ms, model_labels, percent, si
+from .format import latency_rows, model_labels, ms, percent, si
 
 __all__ = ["COLORS", "MIN_BAR", "latency_chart", "sites_chart"]
 
