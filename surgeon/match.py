@@ -329,7 +329,8 @@ def make_plan(sites: Sequence[Site], rules: Sequence[Rule]) -> Plan:
             if rule.allow_empty:
                 empty.append(rule.name)
                 continue
-            if rule.selector.kind == "block" and not any(site.kind == "block" for site in sites):
+            wants_units = rule.selector.kind == "block" or rule.position == "residual"
+            if wants_units and not any(site.kind == "block" for site in sites):
                 raise NoMatchError(
                     f"rule {rule.name!r}: this model has no residual units with convolutions (a pure transformer "
                     "or a plain CNN); select sites by class name or name glob instead (--after ClassName, "

@@ -95,7 +95,7 @@ def profile(model: str, compare: str | None, input_shape: tuple[int, ...], batch
     if output is not None:
         write_report(report, output, fmt, force=force)
         out.print(f"Wrote {output}", highlight=False)
-    elif fmt == "table":
-        out.print(render_profile(report), width=None if out.is_terminal else 120)  # a pipe or file has no edge
-    else:
+    elif fmt == "table" and out.is_terminal:
+        out.print(render_profile(report))
+    else:  # a pipe or a file has no right edge: tables keep 120 columns there
         click.echo(render_text(report, fmt), nl=False)

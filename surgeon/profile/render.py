@@ -60,9 +60,11 @@ def _header(report: dict[str, Any]) -> Text:
 def _table(title: str, data: TableData) -> Table:
     table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     for index, column in enumerate(data.header):
-        # names fold onto a second line in a narrow terminal rather than being cut; numbers never wrap
-        table.add_column(column, justify="left" if index < data.left else "right", no_wrap=index >= data.left,
-                         overflow="fold")
+        if index < data.left:  # names fold onto a second line in a narrow terminal rather than vanish
+            widest = max((len(row[index]) for row in [*data.rows, data.total or [""] * len(data.header)]), default=0)
+            table.add_column(column, overflow="fold", min_width=min(widest, 20))
+        else:
+            table.add_column(column, justify="right", no_wrap=True)
     for row in data.rows:
         table.add_row(*row)
     if data.total:
