@@ -29,7 +29,7 @@ from .blocks import create_block, get_block
 from .codegen import graph_source, is_patched, patch_class, wrapped_blocks, wrapper_source
 from .errors import BlockError, RewriteError, TraceError
 from .match import Action, Plan
-from .trace import describe_trace_error, find_residual_add, is_container, trace_module
+from .trace import TracedModule, describe_trace_error, find_residual_add, is_container, trace_module
 
 __all__ = ["Inserted", "RewriteResult", "rewrite", "conv_unit"]
 
@@ -309,13 +309,24 @@ def _swap(action: Action, graphs: list[fx.Graph], host: nn.Module, rel_site: str
     return inserted, assignments
 
 
-def _choose_host(action: Action, modules: dict[str, nn.Module],
-                 attempts: dict[str, list[tuple[str, str]]]) -> tuple[str, str | None, bool]:
-    """``(host name, site path relative to host or None, traceable)`` for an action."""
+_TraceCache = dict[tuple[str, frozenset[str]], TracedModule]
+
+
+def _trace_cached(cache: _TraceCache, name: str, module: nn.Module, through: set[str]) -> TracedModule:
+    key = (name, frozenset(through))
+    if key not in cache:
+        cache[key] = trace_module(module, through)
+    return cache[key]
+
+
+def _choose_host(action: Action, modules: dict[str, nn.Module], attempts: dict[str, list[tuple[str, str]]],
+                 cache: _TraceCache) -> tuple[str, str | None, bool]:
+    """``(host name, site path relative to host or None, traceable)`` for an action; successful traces are kept in
+    ``cache`` for the rewrite itself."""
     site = action.site
     if not isinstance(modules[site.name], nn.Conv2d):
         try:
-            trace_module(modules[site.name])
+            _trace_cached(cache, site.name, modules[site.name], set())
             return site.name, None, True
         except Exception as exc:
             reason = describe_trace_error(exc)
@@ -331,7 +342,7 @@ def _choose_host(action: Action, modules: dict[str, nn.Module],
             continue
         relative = _relative(site.name, parent)
         try:
-            traced = trace_module(module, _path_to(relative))
+            traced = _trace_cached(cache, parent, module, _path_to(relative))
             conv_unit(traced.graph, module, relative)
             return parent, relative, True
         except RewriteError as exc:
@@ -363,8 +374,9 @@ def rewrite(model: nn.Module, plan: Plan) -> RewriteResult:
     attempts: dict[str, list[tuple[str, str]]] = {}
     per_host: dict[str, list[tuple[int, Action, str | None]]] = defaultdict(list)
     wrapped: dict[str, list[tuple[int, Action]]] = defaultdict(list)
+    cache: _TraceCache = {}
     for i, action in enumerate(plan.actions):
-        host, relative, traceable = _choose_host(action, modules, attempts)
+        host, relative, traceable = _choose_host(action, modules, attempts, cache)
         (per_host[host].append((i, action, relative)) if traceable else wrapped[host].append((i, action)))
 
     results: dict[int, Inserted] = {}
@@ -373,7 +385,7 @@ def rewrite(model: nn.Module, plan: Plan) -> RewriteResult:
         host = modules[host_name]
         jobs = per_host[host_name]
         through = set().union(*(_path_to(rel) for _, _, rel in jobs if rel is not None))
-        traced = trace_module(host, through)
+        traced = cache.pop((host_name, frozenset(through)), None) or trace_module(host, through)
         mode = "graph-dual" if traced.mode_dependent else "graph"
         assignments: list[tuple[str, nn.Module]] = []
         for i, action, relative in jobs:

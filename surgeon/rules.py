@@ -14,7 +14,7 @@ import os
 import re
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -28,8 +28,19 @@ from .errors import BlockError, CheckpointError, RuleError, SelectorError, Surge
 from .match import POSITIONS, IntFilter, Rule, Selector, dotted_glob, parse_int_filter
 from .recipe import Recipe
 
-__all__ = ["MAX_BYTES", "PRESET_DIR", "Location", "RuleSet", "list_presets", "load_rules", "parse_rules", "locate",
-           "is_checkpoint", "read_recipe", "rules_from_recipe"]
+__all__ = [
+    "MAX_BYTES",
+    "PRESET_DIR",
+    "Location",
+    "RuleSet",
+    "is_checkpoint",
+    "list_presets",
+    "load_rules",
+    "locate",
+    "parse_rules",
+    "read_recipe",
+    "rules_from_recipe",
+]
 
 MAX_BYTES = 1 << 20
 PRESET_DIR = Path(__file__).resolve().parent.parent / "rules"
@@ -154,7 +165,8 @@ class _Reader:
 
     def scalar(self, node: Node, what: str) -> Any:
         if not isinstance(node, ScalarNode):
-            self.fail(node, f"{what} must be a single value, not a {'list' if isinstance(node, SequenceNode) else 'mapping'}")
+            shape = "list" if isinstance(node, SequenceNode) else "mapping"
+            self.fail(node, f"{what} must be a single value, not a {shape}")
         if node.tag not in _SCALAR_TAGS:
             self.fail(node, f"{what}: unsupported YAML type {node.tag!r}; use plain numbers, strings and booleans")
         try:
@@ -255,10 +267,12 @@ def _block(reader: _Reader, node: Node, op: str) -> BlockInfo:
             reader.fail(node, str(exc))
         names = sorted({alias for info in list_blocks() for alias in (info.name, *info.aliases)})
         close = difflib.get_close_matches(name.lower(), names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else f"; valid blocks: {', '.join(b.name for b in list_blocks())}"
+        valid = ", ".join(block.name for block in list_blocks())
+        hint = f" (did you mean {close[0]!r}?)" if close else f"; valid blocks: {valid}"
         reader.fail(node, f"unknown block {name!r}{hint}")
     if op == "insert" and info.kind == "swap":
-        reader.fail(node, f"{info.name!r} is a swap block (it replaces a conv unit); use 'replace:' instead of 'insert:'")
+        reader.fail(node, f"{info.name!r} is a swap block (it replaces a conv unit); use 'replace:' instead of "
+                          "'insert:'")
     if op == "replace" and info.kind != "swap":
         reader.fail(node, f"{info.name!r} is an insert block; use 'insert:' instead of 'replace:'")
     return info
@@ -354,10 +368,12 @@ def parse_rules(data: str | bytes, file: str = "<string>", *, init: str | None =
     locations: dict[str, Location] = {}
     rules = [_rule(reader, item, number, init or default_init, locations)
              for number, item in enumerate(rules_node.value, start=1)]
-    if init is not None:
-        rules = [Rule(r.selector, r.block, r.op, r.position, r.args, init if r.op == "insert" else r.init, r.name,
-                      r.allow_empty) for r in rules]
-    return RuleSet(rules, file, locations)
+    return RuleSet(_with_init(rules, init), file, locations)
+
+
+def _with_init(rules: Sequence[Rule], init: str | None) -> list[Rule]:
+    """``rules`` with every insert rule's ``init`` set to ``init`` (unchanged when ``None``; swaps have none)."""
+    return [replace(rule, init=init) if init is not None and rule.op == "insert" else rule for rule in rules]
 
 
 def _read_file(path: Path, shown: str) -> bytes:
@@ -391,15 +407,12 @@ def load_rules(source: str | os.PathLike[str] | bytes | Mapping[str, Any] | Sequ
     if isinstance(source, Sequence) and not isinstance(source, str):
         if not all(isinstance(rule, Rule) for rule in source):
             raise TypeError("a list of rules must hold surgeon.match.Rule objects")
-        rules = [r if init is None or r.op != "insert" else Rule(r.selector, r.block, r.op, r.position, r.args, init,
-                                                                  r.name, r.allow_empty) for r in source]
-        return RuleSet(rules, "<rules>")
+        return RuleSet(_with_init(source, init), "<rules>")
     text = os.fspath(source)
-    path = Path(text)
-    if "\n" in text or text.lstrip().startswith(("version", "{")):
+    if "\n" not in text and Path(text).is_file():
+        return parse_rules(_read_file(Path(text), text), text, init=init, trust_code=trust_code)
+    if "\n" in text or text.lstrip().startswith(("version:", "{")):
         return parse_rules(text, init=init, trust_code=trust_code)
-    if path.is_file():
-        return parse_rules(_read_file(path, text), text, init=init, trust_code=trust_code)
     if text in list_presets():
         preset = PRESET_DIR / f"{text}.yaml"
         return parse_rules(_read_file(preset, f"rules/{text}.yaml"), f"rules/{text}.yaml", init=init,

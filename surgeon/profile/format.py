@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
@@ -147,12 +147,16 @@ def uncounted_ops(report: dict[str, Any]) -> dict[str, int]:
 
 @dataclass
 class TableData:
-    """A table as text: ``left`` leading columns are left-aligned, the others (numbers) right-aligned."""
+    """A table as text: ``left`` leading columns are left-aligned, the others (numbers) right-aligned.
+
+    ``drop_order`` lists the columns a narrow terminal may hide, least important first.
+    """
 
     header: list[str]
     rows: list[list[str]]
     total: list[str] | None = None
     left: int = 1
+    drop_order: list[int] = field(default_factory=list)
 
 
 def size_table(report: dict[str, Any]) -> TableData:
@@ -164,7 +168,8 @@ def size_table(report: dict[str, Any]) -> TableData:
     if delta:
         total = ["difference", signed_count(delta["parameters"]), signed_count(delta["trainable"]),
                  signed_si(delta["macs"]), signed_si(delta["flops"]), ""]
-    return TableData(["model", "parameters", "trainable", "MACs", "FLOPs", "uncounted ops"], rows, total)
+    return TableData(["model", "parameters", "trainable", "MACs", "FLOPs", "uncounted ops"], rows, total,
+                     drop_order=[2, 5])
 
 
 def latency_table(report: dict[str, Any]) -> TableData:
@@ -191,7 +196,8 @@ def latency_table(report: dict[str, Any]) -> TableData:
             cells.append("-" if row["ratio"] is None else f"×{row['ratio']:.3f}")
         cells += [nbytes(memory) for memory in row["memory"]]
         rows.append(cells)
-    return TableData(header, rows)
+    memory_columns = list(range(len(header) - len(labels), len(header)))
+    return TableData(header, rows, drop_order=[*memory_columns, *range(2, 2 * len(labels) + 1, 2)])
 
 
 def site_table(report: dict[str, Any]) -> TableData:
@@ -214,7 +220,7 @@ def site_table(report: dict[str, Any]) -> TableData:
     total = [f"{len(sites)} blocks", "", "", "", count(int(total_of("parameters"))), si(total_of("macs")),
              si(total_of("flops")), percent(total_of("flops_share"))]
     total += [ms(total_of("latency_ms")), percent(total_of("latency_share"))] if timed else []
-    return TableData(header, rows, total, left=4)
+    return TableData(header, rows, total, left=4, drop_order=[3, 1, 5, 7])
 
 
 def operator_table(report: dict[str, Any], limit: int = 20) -> tuple[TableData, str]:

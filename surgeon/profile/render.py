@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -27,12 +27,12 @@ __all__ = ["render_profile"]
 
 def render_profile(report: dict[str, Any]) -> Group:
     """Header, sizes and counts, latency and memory per batch size, inserted blocks, deviation, conventions."""
-    parts: list[RenderableType] = [_header(report), _table("Size and work per image", size_table(report))]
+    parts: list[RenderableType] = [_header(report), _FittedTable("Size and work per image", size_table(report))]
     if report["input"]["batch_sizes"]:
-        parts.append(_table("Latency (median of the timed passes) and peak memory of one forward pass",
+        parts.append(_FittedTable("Latency (median of the timed passes) and peak memory of one forward pass",
                             latency_table(report)))
     if report.get("sites"):
-        parts.append(_table("Inserted blocks", site_table(report)))
+        parts.append(_FittedTable("Inserted blocks", site_table(report)))
         summary = site_summary(report)
         if summary:
             parts.append(Text(summary))
@@ -57,19 +57,40 @@ def _header(report: dict[str, Any]) -> Text:
     return title
 
 
-def _table(title: str, data: TableData) -> Table:
+class _FittedTable:
+    """A table that hides its least important columns (``TableData.drop_order``) until it fits the console."""
+
+    def __init__(self, title: str, data: TableData) -> None:
+        self.title, self.data = title, data
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        hidden: list[int] = []
+        table = _table(self.title, self.data, hidden)
+        for column in self.data.drop_order:
+            if table.__rich_measure__(console, options).maximum <= options.max_width:
+                break
+            hidden.append(column)
+            table = _table(self.title, self.data, hidden)
+        yield table
+        if hidden:
+            names = ", ".join(dict.fromkeys(self.data.header[i].replace("\n", " ") for i in sorted(hidden)))
+            yield Text(f"(hidden to fit {options.max_width} columns: {names}; --format md or html shows all)",
+                       style="dim")
+
+
+def _table(title: str, data: TableData, hidden: list[int]) -> Table:
     table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
-    for index, column in enumerate(data.header):
-        if index < data.left:  # names fold onto a second line in a narrow terminal rather than vanish
-            widest = max((len(row[index]) for row in [*data.rows, data.total or [""] * len(data.header)]), default=0)
-            table.add_column(column, overflow="fold", min_width=min(widest, 20))
+    shown = [i for i in range(len(data.header)) if i not in hidden]
+    for index in shown:
+        if index < data.left:  # names fold onto a second line rather than being cut
+            table.add_column(data.header[index], overflow="fold")
         else:
-            table.add_column(column, justify="right", no_wrap=True)
+            table.add_column(data.header[index], justify="right", no_wrap=True)
     for row in data.rows:
-        table.add_row(*row)
+        table.add_row(*(row[i] for i in shown))
     if data.total:
         table.add_section()
-        table.add_row(*data.total, style="bold")
+        table.add_row(*(data.total[i] for i in shown), style="bold")
     return table
 
 
