@@ -4,6 +4,11 @@ Contenders are timed in one process, in rounds: each round runs every contender 
 each round, so that noise from other processes on a shared machine (and drift of clock speed or memory pressure)
 hits all of them alike. A comparison is the median over rounds of the per-round ratio, with the 25th and 75th
 percentiles of those paired ratios as its spread; medians of the raw times are printed beside it.
+
+The clock is the CPU time of this process by default (``--clock cpu``): on a machine whose cores are shared with
+other jobs, wall-clock time also counts the time spent waiting for a core, which can double a run's time from one
+round to the next. With one intra-op thread the CPU time of a forward pass is its latency on an idle core; with
+several threads it is their sum, so use ``--clock wall`` there (and on an idle machine).
 """
 
 from __future__ import annotations
@@ -19,8 +24,17 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Ratio", "alternate", "configure_threads", "goal_mark", "linear_fit", "machine_line", "paired_ratio",
-           "quantile", "seconds"]
+__all__ = ["CLOCKS", "Ratio", "alternate", "configure_threads", "goal_mark", "linear_fit", "machine_line",
+           "paired_ratio", "quantile", "seconds", "set_clock"]
+
+CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
+_clock: list[Callable[[], float]] = [time.process_time]
+
+
+def set_clock(name: str) -> str:
+    """Use ``"cpu"`` (process CPU time) or ``"wall"`` (``perf_counter``) for every later measurement."""
+    _clock[0] = CLOCKS[name]
+    return name
 
 
 def configure_threads(threads: int | None) -> int:
@@ -46,18 +60,21 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def machine_line() -> str:
-    """One line naming the CPU, its cores, torch, the thread count and the current load (the noise to expect)."""
+def machine_line(timing: bool = True) -> str:
+    """One line naming the CPU, its cores, torch, the thread count and clock (if ``timing``) and the current load
+    (the noise to expect)."""
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return (f"{_cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} "
-            f"thread(s), load average {load}")
+    clock = next(name for name, fn in CLOCKS.items() if fn is _clock[0])
+    threads = f"{torch.get_num_threads()} thread(s), {clock} clock, " if timing else ""
+    return f"{_cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads}load average {load}"
 
 
 def seconds(fn: Callable[[], object]) -> float:
-    """Wall-clock seconds of one call."""
-    start = time.perf_counter()
+    """Seconds of one call on the selected clock."""
+    clock = _clock[0]
+    start = clock()
     fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def alternate(contenders: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:

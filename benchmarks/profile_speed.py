@@ -26,10 +26,10 @@ MODELS = ["resnet50", "resnet18", "mobilenet_v2", "efficientnet_b0"]
 
 
 def fvcore_total(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
-    from fvcore.nn import FlopCountAnalysis
-
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # fvcore traces with torch.jit, which now warns that it is deprecated
+        from fvcore.nn import FlopCountAnalysis
+
         analysis = FlopCountAnalysis(model, inputs)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         return analysis.total()

@@ -6,8 +6,9 @@ residual unit (``--after bottleneck``); a model without residual units gets it a
 and separately CA, after its C2f blocks (``--after C2f --position after``). Recorded per model: sites found,
 matched and patched; forward ok; output deviation (for detection and segmentation models also the deviation of the
 backbone's features, since random-init detectors detect nothing); original keys preserved; the original
-state_dict loading back with only the new keys missing; surgery time; or the error, one line. Each model runs in a
-forked worker with a time limit, so a crash or a hang costs one record, not the run.
+state_dict loading back with only the new keys missing; surgery time; or the error, one line. Batch-norm statistics
+are randomized first: a fresh norm layer is nearly the identity, and an identity check should not pass by luck.
+Each model runs in a forked worker with a time limit, so a crash or a hang costs one record, not the run.
 
 Sources: ``torchvision`` (every classification model), ``detection`` (torchvision detection and segmentation
 models, ``weights=None, weights_backbone=None``), ``timm`` (one model per family, the smallest by parameter count;
@@ -209,6 +210,23 @@ def _eval_outputs(model: nn.Module, fn: Callable[[nn.Module, torch.Tensor], Any]
     return [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
 
 
+def randomize_norm_stats(model: nn.Module, seed: int = 1) -> None:
+    """Give every batch norm (frozen ones too) non-trivial statistics and affine weights, so that an identity check
+    cannot pass by accident: at fresh init a norm layer is nearly the identity, and losing one would go unseen."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            mean, var = getattr(module, "running_mean", None), getattr(module, "running_var", None)
+            if not isinstance(mean, torch.Tensor) or not isinstance(var, torch.Tensor):
+                continue
+            mean.copy_(torch.randn(mean.shape, generator=generator) * 0.1)
+            var.copy_(torch.rand(var.shape, generator=generator) + 0.5)
+            for name, scale, shift in (("weight", 1.0, 0.5), ("bias", 0.2, -0.1)):
+                tensor = getattr(module, name, None)
+                if isinstance(tensor, torch.Tensor) and tensor.shape == mean.shape:
+                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * scale + shift)
+
+
 def choose_size(model: nn.Module, sizes: tuple[int, ...]) -> tuple[int, int, int, int]:
     """The first probe shape that the unpatched model runs at (many ViTs accept only their training size)."""
     error: BaseException | None = None
@@ -223,8 +241,8 @@ def choose_size(model: nn.Module, sizes: tuple[int, ...]) -> tuple[int, int, int
 
 
 def _surgery(entry: Entry, model: nn.Module, shape: tuple[int, ...], record: dict[str, Any]):
-    """Run the first site spec that matches; ``None`` (and the first reason in the record) if none does."""
-    reason = None
+    """Run the first site spec that matches; ``None`` (each spec's reason in the record) if none does."""
+    tried: dict[str, str] = {}
     for spec in entry.sites:
         rule = surgeon.Rule(parse_site_spec(spec), entry.block, position=entry.position,
                             name=f"--block {entry.block} --after {spec}")
@@ -234,8 +252,8 @@ def _surgery(entry: Entry, model: nn.Module, shape: tuple[int, ...], record: dic
             record.update(selector=spec, surgery_s=round(time.perf_counter() - start, 3))
             return result
         except NoMatchError as exc:
-            reason = reason or one_line(exc)
-    record.update(status="answered", error=reason)
+            tried[spec] = one_line(exc)
+    record.update(status="answered", error=next(iter(tried.values())), tried=tried)
     return None
 
 
@@ -248,13 +266,14 @@ def run_entry(entry: Entry) -> dict[str, Any]:
         model = entry.build()
         record["build_s"] = round(time.perf_counter() - start, 3)
         record["params"] = sum(p.numel() for p in model.parameters())
+        randomize_norm_stats(model)
         try:
             shape = choose_size(model, entry.sizes)
         except RuntimeError as exc:
             return {**record, "status": "skipped", "error": str(exc)}
         record["input_shape"] = list(shape)
         probe = probe_input(shape, model)
-        original = dict(model.state_dict())
+        original = model.state_dict()  # keeps _metadata, which some models (MNASNet) need to load
         routing = [[getattr(layer, a, None) for a in entry.routing] for layer in getattr(model, "model", [])]
         features = _eval_outputs(model, entry.features, probe) if entry.features else None
         result = _surgery(entry, model, shape, record)
@@ -317,7 +336,7 @@ def run_isolated(entry: Entry, timeout: float, threads: int) -> dict[str, Any]:
         record = None if timed_out else receiver.recv()
     except EOFError:  # the worker died before sending
         pass
-    process.join(5)
+    process.join(0 if timed_out else 5)
     if process.is_alive():
         process.kill()
         process.join()

@@ -53,6 +53,8 @@ _OPTIMIZER_KEYS = ("optimizer", "optimizers", "optimizer_state_dict", "optimizer
                    "lr_scheduler", "scheduler", "lr_schedulers")
 # timm's training script stores its argparse arguments; a Namespace holds only data, so it is safe to rebuild.
 _SAFE_GLOBALS = [argparse.Namespace]
+# What torch's weights-only unpickler says when a file needs code (rather than being damaged).
+_CODE_MARKS = ("GLOBAL", "Unsupported global", "unrecognized function", "Can only build", "allowlist")
 _PICKLE_RISK = ("refusing to unpickle code: the file holds more than tensors and plain data{what}, and loading it "
                 "would run code it contains. Save a state_dict instead, or pass --trust-pickle if you trust this file")
 
@@ -212,19 +214,20 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0]
-        if "Weights only load failed" not in reason and "weights_only" not in str(exc):
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+        if not any(mark in str(exc) for mark in _CODE_MARKS):
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            reason = next((line for line in lines if line.startswith(("Unsupported", "Invalid"))), lines[0])
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason[:200]})") from None
         if not trust_pickle:
             found = re.search(r"GLOBAL ([\w.]+)", str(exc))
             raise CheckpointError(f"{path}: " + _PICKLE_RISK.format(
                 what=f" (it refers to {found.group(1)})" if found else "")) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # the restricted unpickler meets garbage in many ways; none of them ran code
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated ({reason})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated ({reason[:200]})") from None
     try:  # the user vouched for this file
         return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001  (unpickling runs arbitrary code: any error may come out)
+    except Exception as exc:  # unpickling runs arbitrary code: any error may come out
         raise CheckpointError(f"{path}: cannot unpickle it ({type(exc).__name__}: {exc}); is the code it was saved "
                               "with importable here?") from None
 

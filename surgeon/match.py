@@ -159,9 +159,9 @@ class Selector:
     def describe(self) -> str:
         parts = []
         for key in ("kind", "cls", "name", "regex", "kernel", "stride", "groups", "dilation", "in_channels",
-                    "out_channels", "stage", "index", "every"):
+                    "out_channels", "stage", "index", "every", "offset"):
             value = getattr(self, key)
-            if value is not None:
+            if value is not None and not (key == "offset" and value == 0):
                 parts.append(f"{'class' if key == 'cls' else key}={value}")
         if self.exclude is not None:
             parts.append(f"exclude=({self.exclude.describe()})")

@@ -41,9 +41,20 @@ class SurgeryResult:
     params_before: int = 0
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The user's model inside DistributedDataParallel/DataParallel and ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
+
+
 def recipe_of(model: nn.Module) -> Recipe | None:
-    """The recipe of every surgery applied to ``model`` so far, or ``None``."""
-    return model.__dict__.get(_RECIPE_ATTR)
+    """The recipe of every surgery applied to ``model`` (or to the model a DDP/compile wrapper holds), or ``None``."""
+    return _unwrap(model).__dict__.get(_RECIPE_ATTR)
 
 
 def run_surgery(
@@ -218,9 +229,13 @@ def sites(model: nn.Module, input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE) ->
 def save(model: nn.Module, path: str | os.PathLike[str], *, force: bool = False) -> None:
     """Save a patched model's state_dict with its recipe (``torch.load(weights_only=True)``-safe, atomic).
 
+    A DistributedDataParallel or ``torch.compile`` wrapper is unwrapped, so the keys carry no ``module.`` or
+    ``_orig_mod.`` prefix.
+
     Raises:
         SurgeonError: the model was not patched by attn-surgeon, or ``path`` exists and ``force`` is false.
     """
+    model = _unwrap(model)
     recipe = recipe_of(model)
     if recipe is None:
         raise SurgeonError("this model was not patched by attn-surgeon; save it with torch.save(model.state_dict())")

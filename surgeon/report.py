@@ -17,6 +17,7 @@ from .match import Plan
 from .pipeline import SurgeryResult
 from .profile.report import ModelFacts, Step, count_report, model_facts, profile_models
 from .recipe import versions
+from .rewrite import planned_parameters
 
 __all__ = ["SCHEMA_VERSION", "PROFILE_MODES", "FULL_PROFILE_RUNS", "FULL_PROFILE_WARMUP", "plan_rows",
            "surgery_summary", "surgery_profile", "count_parameters"]
@@ -44,6 +45,7 @@ def plan_rows(plan: Plan) -> list[dict[str, Any]]:
             "site": site.name, "kind": site.kind, "class": site.cls, "stage": site.stage, "index": site.index,
             "channels": channels, "size": list(site.out_size), "op": action.op, "position": action.position,
             "block": action.block, "args": action.args, "init": action.init, "rule": action.rule,
+            "parameters": planned_parameters(action),
         })
     return rows
 

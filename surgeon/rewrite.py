@@ -31,7 +31,7 @@ from .errors import BlockError, RewriteError, TraceError
 from .match import Action, Plan
 from .trace import TracedModule, describe_trace_error, find_residual_add, is_container, trace_module
 
-__all__ = ["Inserted", "RewriteResult", "rewrite", "conv_unit"]
+__all__ = ["Inserted", "RewriteResult", "rewrite", "conv_unit", "planned_parameters"]
 
 _ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU, nn.LeakyReLU, nn.ELU, nn.Mish, nn.PReLU, nn.Hardtanh,
@@ -187,6 +187,29 @@ def _like(block: nn.Module, like: nn.Module) -> nn.Module:
     if reference is not None:
         block = block.to(device=reference.device, dtype=reference.dtype if reference.is_floating_point() else None)
     return block.train(like.training)
+
+
+def planned_parameters(action: Action) -> int | None:
+    """Parameters of the block an action will add, built on the meta device (no memory, no initialisation); for a
+    swap, those of the new operator. ``None`` if it cannot be built from the site's shapes alone."""
+    info = get_block(action.block)
+    args = dict(action.args)
+    try:
+        with torch.device("meta"):
+            if action.op == "replace":
+                parameters = inspect.signature(info.factory).parameters
+                if "groups" in parameters and "groups" not in args and action.site.groups:
+                    args["groups"] = action.site.groups
+                block = create_block(info, action.site.in_channels, action.site.out_channels, action.site.stride,
+                                     **args)
+            else:
+                channels, size = _site_io(action)
+                if "feat_size" in inspect.signature(info.factory).parameters and "feat_size" not in args:
+                    args["feat_size"] = tuple(size)
+                block = create_block(info, channels, init=action.init, **args)
+    except Exception:  # a plan is still worth printing when one block cannot be sized in advance
+        return None
+    return sum(p.numel() for p in block.parameters())
 
 
 def _site_io(action: Action) -> tuple[int, tuple[int, int]]:

@@ -409,7 +409,7 @@ def load_rules(source: str | os.PathLike[str] | bytes | Mapping[str, Any] | Sequ
             raise TypeError("a list of rules must hold surgeon.match.Rule objects")
         return RuleSet(_with_init(source, init), "<rules>")
     text = os.fspath(source)
-    if "\n" not in text and Path(text).is_file():
+    if "\n" not in text and os.path.isfile(text):  # not Path.is_file: a long one-line document would raise
         return parse_rules(_read_file(Path(text), text), text, init=init, trust_code=trust_code)
     if "\n" in text or text.lstrip().startswith(("version:", "{")):
         return parse_rules(text, init=init, trust_code=trust_code)

@@ -10,6 +10,7 @@ Stages: residual units in execution order, grouped while their output resolution
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -148,6 +149,19 @@ def _residual_candidates(model: nn.Module) -> tuple[dict[str, tuple[fx.Graph, fx
     return residual, untraceable
 
 
+def _positional(module: nn.Module, args: tuple, kwargs: dict[str, object]) -> tuple | None:
+    """The call's arguments in the order of the traced graph's placeholders (the forward's parameters), since a
+    unit may be called with keywords (timm's CoaT: ``blk(x, size=(H, W))``); ``None`` if they do not bind."""
+    if not kwargs:
+        return args
+    try:
+        bound = inspect.signature(module.forward).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return None
+    bound.apply_defaults()
+    return tuple(bound.arguments.values())
+
+
 def _branch_module(name: str, graph: fx.Graph, branch: fx.Node) -> str | None:
     """The qualified name of the module whose output is the branch tensor, if it is called once in the unit: then
     its recorded output shape is the branch's shape and the unit need not be re-run."""
@@ -181,7 +195,7 @@ def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)
             tensor = _first_tensor(args)
             records[name] = _Record(order=len(records), in_shape=tuple(tensor.shape) if tensor is not None else None)
 
-    def post_hook(module: nn.Module, args: tuple, output: object) -> None:
+    def post_hook(module: nn.Module, args: tuple, kwargs: dict[str, object], output: object) -> None:
         if busy[0]:
             return
         name = names[module]
@@ -191,10 +205,15 @@ def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)
             record.out_shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else None
         if name in residual and branch_modules[name] is None and name not in branch_shapes:
             graph, branch = residual[name]
+            inputs = _positional(module, args, kwargs)
+            if inputs is None:
+                return
             recorder = _ShapeRecorder(module, graph, branch)
             busy[0] = True
             try:
-                recorder.run(*args)
+                recorder.run(*inputs)
+            except Exception as exc:  # the unit's graph does not replay on these inputs: report, do not abort
+                untraceable[name] = f"cannot replay its graph to measure the residual branch ({exc})"
             finally:
                 busy[0] = False
             if recorder.shape is not None:
@@ -205,7 +224,7 @@ def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)
     try:
         for module in names:
             handles.append(module.register_forward_pre_hook(pre_hook))
-            handles.append(module.register_forward_hook(post_hook))
+            handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
         model.eval()
         with torch.no_grad():
             outputs, _ = tree_flatten(model(probe_input(input_shape, model)))

@@ -52,13 +52,13 @@ def test_help_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.Monkey
     """Every example line of every command's help, run in order in an empty directory."""
     monkeypatch.chdir(tmp_path)
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "ckpt.pt")
-    order = ["blocks", "sites", "insert", "swap", "profile"]
+    order = ["blocks", "sites", "insert", "swap", "apply", "profile"]
     assert sorted(order) == COMMANDS
     for command in order:
         for args in _examples(command):
             if command == "profile":
                 args += ["--runs", "2", "--warmup", "1", "--input-shape", "1,3,64,64"]
-            elif command in ("insert", "swap", "sites") and "--input-shape" not in args:
+            elif command in ("insert", "swap", "apply", "sites") and "--input-shape" not in args:
                 args += ["--input-shape", "1,3,64,64"]
             result = CliRunner().invoke(cli, args)
             assert result.exit_code == 0, (args, result.output)

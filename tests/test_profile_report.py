@@ -202,7 +202,7 @@ def test_markdown_tables_are_well_formed(report: dict) -> None:
 
 def _paper_eca_k3557(model: nn.Module) -> nn.Module:
     rules = [Rule(parse_site_spec("bottleneck", stage=str(stage)), "eca", "insert", None, {"k_size": k}, "paper",
-                  name=f"eca stage {stage}") for stage, k in zip((1, 2, 3, 4), (3, 5, 5, 7))]
+                  name=f"eca stage {stage}") for stage, k in zip((1, 2, 3, 4), (3, 5, 5, 7), strict=True)]
     return surgeon.run_surgery(model, rules, input_shape=SHAPE, base="timm:resnet50").model
 
 

@@ -240,6 +240,19 @@ def test_load_rules_sources(tmp_path: Path) -> None:
     assert load_rules({"version": 1, "rules": [{"match": {"kind": "block"}, "insert": {"block": "se"}}]}) == expected
     assert load_rules(list(expected)) == expected
     assert load_rules("eca_resnet").source == "rules/eca_resnet.yaml"
+    flow = "{version: 1, rules: [" + ", ".join(f"{{name: r{i}, match: {{kind: block}}, insert: {{block: se}}}}"
+                                               for i in range(20)) + "]}"
+    assert len(flow) > 1000 and len(load_rules(flow)) == 20  # a long one-line document is text, not a file name
+
+
+def test_user_blocks_need_trust_code() -> None:
+    text = doc("  - match: {kind: block}", "    insert: {block: 'tests.fixtures.user_blocks:ScaledIdentity', "
+               "args: {init_value: 0.5}}")
+    assert error_of(text).endswith("imports and runs code; pass --trust-code (trust_code=True) if you trust it")
+    (rule,) = parse_rules(text, trust_code=True)
+    assert (rule.block, rule.args) == ("tests.fixtures.user_blocks:ScaledIdentity", {"init_value": 0.5})
+    assert error_of(text.replace("init_value", "scale"), trust_code=True).endswith(
+        "block 'tests.fixtures.user_blocks:ScaledIdentity' has no option 'scale'; valid options: init_value")
     with pytest.raises(RuleError) as info:
         load_rules("se_resnt")
     assert str(info.value) == (f"se_resnt:1:1: no such rules file or preset (did you mean 'se_resnet'?); presets: "
@@ -457,8 +470,9 @@ SCALARS = (st.none() | st.booleans() | st.integers(-5, 300) | st.floats(allow_na
            | st.sampled_from(["block", "conv", "se", "eca", "sk", "residual", "after", "paper", "2-4", ">=256", "3x3",
                               "layer*.*.conv2", "layer(", "ecaa", "os:system"]))
 TREES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
-                     | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), inner, max_size=5), max_leaves=25)
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+                     | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6) | st.integers(-2, 2) | st.none(),
+                                     inner, max_size=5), max_leaves=25)
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FUZZ
@@ -497,6 +511,16 @@ def test_fuzz_mutated_presets(data) -> None:
 @given(data=st.binary(max_size=400))
 def test_fuzz_random_bytes(data: bytes) -> None:
     _outcome(data)
+
+
+YAML_SYNTAX = st.lists(st.sampled_from(list("{}[]:-,'\"!&*?|>#%@` \n\tab1.") + KEYS[:12]), max_size=40).map("".join)
+
+
+@FUZZ
+@given(body=YAML_SYNTAX)
+def test_fuzz_yaml_syntax_soup(body: str) -> None:
+    _outcome("version: 1\nrules:\n" + body)
+    _outcome("version: 1\nrules:\n  - match: {kind: block}\n    insert: " + body)
 
 
 # -- surgeon.apply and attn-surgeon apply ---------------------------------------------------------------------------

@@ -151,6 +151,18 @@ def block_arguments(info: BlockInfo) -> dict[str, inspect.Parameter]:
     }
 
 
+# An option without a telling default (``k_size: int | None = None``) is checked against its annotation instead.
+_ANNOTATED_EXAMPLES: dict[str, Any] = {"int": 0, "float": 0.0, "bool": False, "str": ""}
+
+
+def _plain_annotation(annotation: Any) -> str:
+    """``"int"`` for ``int``, ``"int | None"`` or ``Optional[int]``; ``""`` for anything else."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    text = text.replace("Optional[", "").rstrip("]")
+    names = {part.strip() for part in text.split("|")} - {"None"}
+    return names.pop() if len(names) == 1 else ""
+
+
 def validate_block_args(info: BlockInfo, args: Mapping[str, Any]) -> None:
     """Check option names and, where the default tells the type, the types of values.
 
@@ -166,8 +178,12 @@ def validate_block_args(info: BlockInfo, args: Mapping[str, Any]) -> None:
             valid = ", ".join(sorted(params)) or "none"
             raise BlockError(f"block {info.name!r} has no option {key!r}; valid options: {valid}")
         default = params[key].default
-        if default is inspect.Parameter.empty or default is None or value is None:
+        if value is None:
             continue
+        if default is inspect.Parameter.empty or default is None:
+            default = _ANNOTATED_EXAMPLES.get(_plain_annotation(params[key].annotation))
+            if default is None:
+                continue
         expected: tuple[type, ...] = (type(default),)
         if isinstance(default, bool):
             expected = (bool,)

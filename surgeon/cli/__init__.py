@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -47,13 +48,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
+    from .apply import apply
     from .blocks import blocks
     from .insert import insert
     from .profile import profile
     from .sites import sites
     from .swap import swap
 
-    for command in (insert, swap, sites, profile, blocks):
+    for command in (insert, swap, apply, sites, profile, blocks):
         cli.add_command(command)
 
 
@@ -61,4 +63,9 @@ _register()
 
 
 def main() -> None:
+    # `--arch package.module:factory` names the user's own model code, usually a package of the repository the
+    # command runs in. `python -m` puts the working directory on sys.path; a console script does not, so do it here
+    # (as uvicorn and flask do), or `attn-surgeon insert ckpt.pt --arch models.resnet:build` fails from the repo root.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     cli(prog_name="attn-surgeon")

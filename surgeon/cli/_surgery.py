@@ -57,12 +57,15 @@ def _check_outputs(paths: list[Path], force: bool) -> None:
 
 def render_plan(summary: dict, title: str) -> None:
     table = Table(title=title, title_justify="left")
-    for column in ("site", "class", "stage", "index", "channels", "action", "block"):
-        table.add_column(column, justify="right" if column in ("stage", "index", "channels") else "left")
+    for column in ("site", "class", "stage", "index", "channels", "action", "block", "params"):
+        table.add_column(column, justify="right" if column in ("stage", "index", "channels", "params") else "left")
     for row in summary["plan"]:
         action = row["position"] if row["op"] == "insert" else "replace"
+        params = row.get("parameters")
         table.add_row(row["site"], row["class"], str(row["stage"] or "-"), str(row["index"] if row["index"] is not None
-                      else "-"), str(row["channels"]), action, row["block"])
+                      else "-"), str(row["channels"]), action, row["block"], "?" if params is None else f"{params:,}")
+    known = [row["parameters"] for row in summary["plan"] if row.get("parameters") is not None]
+    table.caption = f"{len(summary['plan'])} actions, {sum(known):,} parameters in new blocks"
     out.print(table)
 
 

@@ -28,11 +28,11 @@ from .latency import LatencyResult, measure_latency
 __all__ = ["SITE_TIMING_METHOD", "capture_block_inputs", "time_blocks"]
 
 SITE_TIMING_METHOD = (
-    "Each inserted block is timed alone: one forward pass of the patched model at the batch size shown records the "
-    "input each block receives; the block then runs on that input with the same warm-up, runs, threads and timer "
-    "as the whole model. Share = the block's median / the patched model's median at that batch size. Alone, a block "
-    "finds its input in cache, so its time is a lower bound of its cost inside the model: compare the sum over the "
-    "blocks with the measured latency difference."
+    "one forward pass of the patched model at the batch size shown records the input each inserted block receives; "
+    "each block is then timed alone on that input with the same warm-up, runs, threads and timer as the whole "
+    "model. Share = the block's median / the patched model's median at that batch size. Alone, a block finds its "
+    "input in cache, so its time is a lower bound of its cost inside the model: compare the sum over the blocks "
+    "with the measured latency difference."
 )
 
 

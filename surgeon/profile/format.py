@@ -86,8 +86,8 @@ def model_labels(report: dict[str, Any]) -> list[str]:
 
 
 def where(row: dict[str, Any]) -> str:
-    """Where an inserted block went: ``residual``, ``after``, ``before``, or ``replaces the conv unit``."""
-    return "replaces conv unit" if row["op"] == "replace" else str(row["position"])
+    """Where an inserted block went: ``residual``, ``after`` or ``before``; ``swap`` where it replaced a conv unit."""
+    return "swap" if row["op"] == "replace" else str(row["position"])
 
 
 def shape(values: list[int] | None) -> str:
@@ -235,6 +235,7 @@ def operator_table(report: dict[str, Any], limit: int = 20) -> tuple[TableData, 
     header = ["operator", *(f"{label} FLOPs" for label in labels), *(["difference"] if compare else [])]
     rows = [[name, *(si(value) for value in flops[name]),
              *([signed_si(flops[name][1] - flops[name][0])] if compare else [])] for name in shown]
-    note = f"The {min(limit, len(names))} largest of {len(names)} counted operators"
-    note += ", and every operator whose FLOPs differ between the models." if compare else "."
+    note = f"All {len(names)} counted operators." if len(names) <= limit else (
+        f"The {limit} largest of {len(names)} counted operators"
+        + (", and every operator whose FLOPs differ between the models." if compare else "."))
     return TableData(header, rows), note

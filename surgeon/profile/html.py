@@ -146,8 +146,8 @@ def _uncounted(report: dict[str, Any]) -> str:
 
 def _conventions(report: dict[str, Any]) -> str:
     conventions = report["conventions"]
-    parts = [f"<p><b>Counts.</b> {escape(conventions['counts'])}</p>", f"<pre>{escape(conventions['flops'])}</pre>"]
+    parts = [f"<p><b>Counts:</b> {escape(conventions['counts'])}</p>", f"<pre>{escape(conventions['flops'])}</pre>"]
     for key, title in (("latency", "Latency"), ("memory", "Peak memory"), ("site_latency", "Time of each block")):
         if key in conventions:
-            parts.append(f"<p><b>{title}.</b> {escape(conventions[key])}</p>")
+            parts.append(f"<p><b>{title}:</b> {escape(conventions[key])}</p>")
     return "<h2>How these figures are obtained</h2>" + "".join(parts)

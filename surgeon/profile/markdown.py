@@ -62,9 +62,9 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def _conventions(report: dict[str, Any]) -> list[str]:
     conventions = report["conventions"]
-    lines = ["## How these figures are obtained", "", f"**Counts.** {conventions['counts']}", "", "```text",
+    lines = ["## How these figures are obtained", "", f"**Counts:** {conventions['counts']}", "", "```text",
              conventions["flops"], "```", ""]
     for key, title in (("latency", "Latency"), ("memory", "Peak memory"), ("site_latency", "Time of each block")):
         if key in conventions:
-            lines += [f"**{title}.** {conventions[key]}", ""]
+            lines += [f"**{title}:** {conventions[key]}", ""]
     return lines

@@ -29,8 +29,7 @@ def render_profile(report: dict[str, Any]) -> Group:
     """Header, sizes and counts, latency and memory per batch size, inserted blocks, deviation, conventions."""
     parts: list[RenderableType] = [_header(report), _FittedTable("Size and work per image", size_table(report))]
     if report["input"]["batch_sizes"]:
-        parts.append(_FittedTable("Latency (median of the timed passes) and peak memory of one forward pass",
-                            latency_table(report)))
+        parts.append(_FittedTable("Latency and peak memory per forward pass", latency_table(report)))
     if report.get("sites"):
         parts.append(_FittedTable("Inserted blocks", site_table(report)))
         summary = site_summary(report)
@@ -109,8 +108,7 @@ def _footnote(report: dict[str, Any]) -> str:
     if report["input"]["batch_sizes"]:
         lines.append("Latency: " + report["conventions"]["latency"])
     if report.get("site_timing"):
-        method = report["conventions"]["site_latency"]
-        lines.append("Time alone: " + method[:1].lower() + method[1:])
+        lines.append("Time alone: " + report["conventions"]["site_latency"])
     if any(row["uncounted_calls"] for row in report.get("sites", [])):
         lines.append("* the block ran an uncounted op: its FLOPs are a lower bound.")
     return "\n".join(lines)

@@ -44,11 +44,11 @@ LATENCY_CONVENTION = (
     "(linear interpolation) and images/s = batch size / median."
 )
 MEMORY_CONVENTION = (
-    "Peak bytes one forward pass allocates beyond what was allocated before it (activations, workspaces and the "
+    "the most bytes one forward pass allocates beyond what was allocated before it (activations, workspaces and the "
     "output; not weights or inputs). CPU: the torch profiler's record of PyTorch's allocator (memory that bypasses "
     "it, such as oneDNN scratch space, is not seen); CUDA: torch.cuda.max_memory_allocated."
 )
-COUNT_CONVENTION = "Per image: one forward pass at batch size 1 in eval mode, counted at dispatch level."
+COUNT_CONVENTION = "per image: one forward pass at batch size 1 in eval mode, counted at dispatch level."
 
 
 @dataclass
@@ -135,32 +135,12 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_sh
     adopted = adopt_original_weights(model, other) if share_weights and other is not None else None
     with step("Counting MACs and FLOPs"):
         facts = [model_facts(m, names[i], input_shape[1:]) for i, m in enumerate(models)]
+    report = _skeleton(facts, input_shape, batch_sizes if runs > 0 else [], str(_device_of(model)))
     latencies: list[list[LatencyResult]] = [[] for _ in models]
-    memories: list[list[dict[str, int]]] = [[] for _ in models]
-    for batch_size in batch_sizes if runs > 0 else ():
-        probe = probe_input((batch_size, *input_shape[1:]), model)
-        with step(f"Timing batch size {batch_size}: {warmup} + {runs} passes x {len(models)} model(s)"):
-            timed = (compare_latency(model, other, (probe,), runs=runs, warmup=warmup, threads=threads)
-                     if other is not None else [measure_latency(model, (probe,), runs=runs, warmup=warmup,
-                                                                threads=threads)])
-        with step(f"Measuring peak memory at batch size {batch_size}"):
-            for i, m in enumerate(models):
-                latencies[i].append(timed[i])
-                memories[i].append({"batch_size": batch_size, "bytes": peak_memory(m, (probe,))})
-    device = str(_device_of(model))
-    report = _skeleton(facts, input_shape, batch_sizes if runs > 0 else [], device)
-    for row, model_latencies, model_memories in zip(report["models"], latencies, memories, strict=True):
-        row["latency"] = [_latency_entry(result) for result in model_latencies]
-        row["peak_memory"] = model_memories
-    if runs == 0:
-        report["notes"].append("Latency, peak memory and the time of each block were not measured (runs=0).")
+    if runs > 0:
+        latencies = _time_models(models, report, batch_sizes, runs=runs, warmup=warmup, threads=threads, step=step)
     else:
-        first = latencies[0][0]
-        report["environment"].update(machine=first.machine, device=first.device, threads=first.threads)
-        report["conventions"]["latency"] = LATENCY_CONVENTION.format(
-            warmup=warmup, runs=runs, threads=threads_label(first.threads),
-            interleaved="; the two models' passes alternate (A, B, A, B, ...)" if other is not None else "")
-        report["conventions"]["memory"] = MEMORY_CONVENTION
+        report["notes"].append("Latency, peak memory and the time of each block were not measured (runs=0).")
     if other is not None:
         report["delta"] = _delta(report["models"])
         with step("Measuring the output deviation"):
@@ -174,8 +154,33 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_sh
     model_ms = latencies[patched_index][0].median_ms if runs > 0 else None
     report["sites"] = _site_rows(facts, block_times, model_ms)
     if block_times is not None:
-        report["site_timing"] = _site_timing_summary(report, latencies, batch_sizes[0], block_times, patched_index)
+        report["site_timing"] = _site_timing_summary(latencies, batch_sizes[0], block_times, patched_index)
     return _json_safe(report)
+
+
+def _time_models(models: list[nn.Module], report: dict[str, Any], batch_sizes: Sequence[int], *, runs: int,
+                 warmup: int, threads: int | None, step: Step) -> list[list[LatencyResult]]:
+    """Latency (interleaved between the models) and peak memory per batch size, written into ``report``."""
+    latencies: list[list[LatencyResult]] = [[] for _ in models]
+    for batch_size in batch_sizes:
+        probe = probe_input((batch_size, *report["input"]["image"]), models[0])
+        with step(f"Timing batch size {batch_size}: {warmup} + {runs} passes x {len(models)} model(s)"):
+            if len(models) == 2:
+                timed = compare_latency(*models, (probe,), runs=runs, warmup=warmup, threads=threads)
+            else:
+                timed = (measure_latency(models[0], (probe,), runs=runs, warmup=warmup, threads=threads),)
+        with step(f"Measuring peak memory at batch size {batch_size}"):
+            for model, row, result, model_latencies in zip(models, report["models"], timed, latencies, strict=True):
+                model_latencies.append(result)
+                row["latency"].append(_latency_entry(result))
+                row["peak_memory"].append({"batch_size": batch_size, "bytes": peak_memory(model, (probe,))})
+    first = latencies[0][0]
+    report["environment"].update(machine=first.machine, device=first.device, threads=first.threads)
+    report["conventions"]["latency"] = LATENCY_CONVENTION.format(
+        warmup=warmup, runs=runs, threads=threads_label(first.threads),
+        interleaved="; the two models' passes alternate (A, B, A, B, ...)" if len(models) == 2 else "")
+    report["conventions"]["memory"] = MEMORY_CONVENTION
+    return latencies
 
 
 def adopt_original_weights(model: nn.Module, patched: nn.Module) -> int:
@@ -328,8 +333,9 @@ def _site_rows(facts: list[ModelFacts], block_times: dict[str, LatencyResult | N
     return rows
 
 
-def _site_timing_summary(report: dict[str, Any], latencies: list[list[LatencyResult]], batch_size: int,
+def _site_timing_summary(latencies: list[list[LatencyResult]], batch_size: int,
                          block_times: dict[str, LatencyResult | None], patched_index: int) -> dict[str, Any]:
+    """The blocks' time alone, summed, beside the patched model's latency and the measured difference."""
     blocks_ms = sum(t.median_ms for t in block_times.values() if t is not None)
     model_ms = latencies[patched_index][0].median_ms
     summary: dict[str, Any] = {"batch_size": batch_size, "blocks_ms": blocks_ms, "model_ms": model_ms,

@@ -68,7 +68,7 @@ def latency_chart(report: dict[str, Any]) -> str:
     rows = latency_rows(report)
     labels = model_labels(report)
     series = ["model", "compare"][: len(labels)]
-    panel_w, panel_h, gap, top, bottom = 150.0, 170.0, 22.0, 46.0, 36.0
+    panel_w, panel_h, gap, top, bottom = 150.0, 170.0, 22.0, 54.0, 36.0
     bar_w = 40.0 if len(series) == 2 else 56.0
     width = max(len(rows) * (panel_w + gap) + 10, 420)
     height = top + panel_h + bottom
@@ -81,7 +81,7 @@ def latency_chart(report: dict[str, Any]) -> str:
         body.append(f'<line x1="{x0:.1f}" y1="{base:.1f}" x2="{x0 + panel_w:.1f}" y2="{base:.1f}" stroke="#999"/>')
         body.append(_text(x0 + panel_w / 2, base + 16, f"batch {row['batch_size']}", "middle",
                           ' font-weight="600"'))
-        body.append(_text(x0 + panel_w / 2, base + 30, f"axis 0–{ms(maximum)} ms", "middle", ' fill="#777"'))
+        body.append(_text(x0 + panel_w / 2, base + 30, f"axis 0–{maximum:g} ms", "middle", ' fill="#777"'))
         if row["ratio"] is not None:
             body.append(_text(x0 + panel_w / 2, top - 10, f"×{row['ratio']:.3f}", "middle", ' font-weight="600"'))
         slots = len(series)

@@ -1,0 +1,96 @@
+"""Our blocks against timm's implementation of the same block: forward + backward time, measured alternately.
+
+For every block timm also has (SE, ECA, CBAM, GC, Non-local, Coordinate attention, SK), both are built with the
+same widths and options and timm's weights are copied into ours (see ``_timm_pairs.py`` for what each pair aligns);
+the outputs are compared before anything is timed. One step is a training-mode forward and a backward pass with
+respect to the input and every parameter. Steps alternate between ours and timm's, round by round, in one process;
+the ratio is the median of the per-round ratios ours / timm's, with its 25th and 75th percentiles.
+
+    python benchmarks/blocks.py
+    python benchmarks/blocks.py --blocks se cbam --shapes 8x256x56x56 --rounds 11
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import warnings
+
+import torch
+from torch import nn
+
+import surgeon  # noqa: F401  (registers the blocks)
+
+from _timing import alternate, configure_threads, goal_mark, machine_line, paired_ratio, set_clock
+from _timm_pairs import PAIRS, max_relative_diff
+
+SHAPES = ["8x256x56x56", "8x1024x14x14"]
+QUICK_SHAPES = ["2x32x8x8", "2x64x4x4"]
+BLOCKS = ["se", "eca", "cbam", "gc", "gc_mul", "nonlocal", "ca", "sk"]
+GOAL = 1.0
+
+
+def parse_shape(text: str) -> tuple[int, int, int, int]:
+    parts = tuple(int(v) for v in text.lower().split("x"))
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"shape must be NxCxHxW, got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def train_step(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> None:
+    """One forward and backward pass; gradients are dropped first so each step allocates alike."""
+    for param in module.parameters():
+        param.grad = None
+    x.grad = None
+    module(x).backward(grad)
+
+
+def compare(name: str, shape: tuple[int, int, int, int], rounds: int) -> str:
+    pair = PAIRS[name]
+    ours, theirs = pair.build(shape[1])
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=generator)
+    with torch.no_grad():
+        deviation = max_relative_diff(ours(x[:2]), theirs(x[:2]))
+    ours.train(), theirs.train()
+    x.requires_grad_(True)
+    grad = torch.randn(shape, generator=generator)
+    samples = alternate({"ours": lambda: train_step(ours, x, grad), "timm": lambda: train_step(theirs, x, grad)},
+                        rounds)
+    ratio = paired_ratio(samples["ours"], samples["timm"])
+    label = "x".join(str(v) for v in shape)
+    return (f"{name:<9} {label:>14} {statistics.median(samples['ours']) * 1e3:>9.1f} "
+            f"{statistics.median(samples['timm']) * 1e3:>9.1f} {str(ratio):>24} {goal_mark(ratio.value, GOAL):>8} "
+            f"{deviation:>10.1e}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", nargs="+", default=BLOCKS, choices=sorted(PAIRS))
+    parser.add_argument("--shapes", nargs="+", type=parse_shape, default=None, help="NxCxHxW")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="process CPU time or wall time")
+    parser.add_argument("--quick", action="store_true", help="tiny configuration for a smoke test")
+    args = parser.parse_args()
+    shapes = args.shapes or [parse_shape(s) for s in (QUICK_SHAPES if args.quick else SHAPES)]
+    rounds = 2 if args.quick else args.rounds
+    configure_threads(args.threads or None)
+    set_clock(args.clock)
+    warnings.filterwarnings("ignore")
+    torch.manual_seed(0)
+
+    print(machine_line())
+    print(f"forward + backward (train mode), {rounds} rounds alternating, medians in ms; ratio = median of per-round "
+          "ours/timm [p25, p75]; rel diff = max |ours - timm| / max |timm| (eval, same weights)")
+    header = f"{'block':<9} {'shape':>14} {'ours ms':>9} {'timm ms':>9} {'ours/timm':>24} {'goal<=1':>8} {'rel diff':>10}"
+    print(header)
+    print("-" * len(header))
+    for shape in shapes:
+        for name in args.blocks:
+            print(compare(name, shape, rounds), flush=True)
+    print("aligned options: " + "; ".join(f"{name}: {PAIRS[name].note}" for name in args.blocks))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The benchmark scripts run end to end in their ``--quick`` configuration and print their ratio lines.
+
+No timing is asserted (the machine is shared and noisy); what is checked is that each script builds what it
+compares, finds both sides equal where it says so, counts the sites it claims, and prints one ratio per row with its
+goal mark. The timing helpers they share are checked on known numbers.
+"""
+
+from __future__ import annotations
+
+import re
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+RATIO = r"(\d+\.\d{3}) \[(\d+\.\d{3}), (\d+\.\d{3})\]"
+MARK = r"(ok|MISSED)"
+
+
+@pytest.fixture
+def run_script(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """Run ``benchmarks/NAME`` as ``__main__`` in this process (no second import of torch) and return its stdout."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", torch._dynamo.config.recompile_limit)
+    threads = torch.get_num_threads()
+
+    def run(name: str, *args: str) -> str:
+        monkeypatch.setattr(sys, "argv", [name, *args])
+        runpy.run_path(str(BENCHMARKS / name), run_name="__main__")
+        return capsys.readouterr().out
+
+    yield run
+    torch.set_num_threads(threads)
+
+
+def _row(out: str, *leading: str) -> re.Match[str]:
+    pattern = r"^" + r"\s+".join(re.escape(cell) for cell in leading) + r"\s.*?" + RATIO + r"\s+" + MARK
+    match = re.search(pattern, out, flags=re.MULTILINE)
+    assert match, f"no ratio row for {leading} in:\n{out}"
+    return match
+
+
+def _machine_line_first(out: str) -> None:
+    assert re.match(r".+, \d+ cores, torch \S+, \d+ thread\(s\), load average", out.splitlines()[0])
+
+
+def test_surgery_time_quick(run_script) -> None:
+    out = run_script("surgery_time.py", "--quick")
+    _machine_line_first(out)
+    for model, sites in (("resnet18", "8"), ("resnet34", "16")):
+        match = _row(out, model, sites)
+        assert float(match.group(2)) <= float(match.group(1)) <= float(match.group(3))
+    assert re.search(r"^fit: surgery ms = -?\d+\.\d \+ -?\d+\.\d\d ms/site x sites, R\^2 = \S+ over 2 models$", out,
+                     flags=re.MULTILINE)
+
+
+def test_blocks_quick_every_pair_equal(run_script) -> None:
+    from _timm_pairs import PAIRS
+
+    out = run_script("blocks.py", "--quick")
+    _machine_line_first(out)
+    for name in PAIRS:
+        for shape in ("2x32x8x8", "2x64x4x4"):
+            row = _row(out, name, shape)
+            rel_diff = float(out[row.end():].split("\n", 1)[0].split()[-1])
+            assert rel_diff < 1e-5, f"{name} at {shape}: ours and timm's differ by {rel_diff}"
+
+
+def test_runtime_overhead_quick(run_script) -> None:
+    out = run_script("runtime_overhead.py", "--quick", "--blocks", "cbam", "sk")
+    _machine_line_first(out)
+    for name in ("cbam", "sk"):
+        row = _row(out, name, "eager", "1")
+        ours_over_plain, flops, rel_diff = (float(v) for v in out[row.end():].split("\n", 1)[0].split())
+        # float32 rounding through 16 blocks (SK pools after the path BN instead of after the path sum)
+        assert rel_diff < 1e-4, f"{name}: patched resnet50 and timm's native network differ by {rel_diff}"
+        assert flops > 1.0 and ours_over_plain > 0
+
+
+def test_memory_quick(run_script) -> None:
+    if not Path("/proc/self/status").exists():
+        pytest.skip("reads /proc/self/status")
+    out = run_script("memory.py", "--quick")
+    match = re.search(r"^resnet18\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+\.\d{3})\s+" + MARK, out, flags=re.MULTILINE)
+    assert match, out
+    weights, built, peak = (int(match.group(i)) for i in (1, 2, 3))
+    assert weights == 45 and peak >= built  # resnet18: 11.7M float32 parameters and BN buffers
+
+
+# --- the shared helpers ------------------------------------------------------------------------------------------
+
+def test_paired_ratio_uses_per_round_ratios() -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from _timing import linear_fit, paired_ratio, quantile
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    # round 3 is slow for both (a noisy neighbour): the paired ratio stays 2, the ratio of medians would not
+    ratio = paired_ratio([2.0, 4.0, 20.0, 2.2], [1.0, 2.0, 10.0, 1.1])
+    assert (ratio.value, ratio.low, ratio.high) == (2.0, 2.0, 2.0)
+    assert ratio.numerator_s == 3.1 and ratio.denominator_s == 1.55
+    assert quantile([4.0, 1.0, 3.0, 2.0], 0.25) == 1.75
+    slope, intercept, r2 = linear_fit([8, 16, 50], [110.0, 190.0, 530.0])
+    assert slope == pytest.approx(10.0) and intercept == pytest.approx(30.0) and r2 == pytest.approx(1.0)
+    assert linear_fit([8, 8], [1.0, 2.0])[2] != linear_fit([8, 8], [1.0, 2.0])[2]  # NaN: no spread in x
+
+
+def test_alternate_rotates_the_first_contender() -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from _timing import alternate
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    calls: list[str] = []
+    samples = alternate({name: (lambda name=name: calls.append(name)) for name in "abc"}, rounds=3, warmup=1)
+    assert calls == list("abc") + list("abc") + list("bca") + list("cab")
+    assert {name: len(values) for name, values in samples.items()} == {"a": 3, "b": 3, "c": 3}
