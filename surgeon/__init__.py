@@ -11,6 +11,7 @@ from . import errors
 from .blocks import get_block, list_blocks, register_block
 from .match import Rule, Selector
 from .pipeline import apply, insert, load, recipe_of, replay, run_surgery, save, sites, swap
+from .profile import profile_models
 from .recipe import Recipe
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "insert",
     "list_blocks",
     "load",
+    "profile_models",
     "recipe_of",
     "register_block",
     "replay",

@@ -169,8 +169,10 @@ def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
         with torch.no_grad():
             expected = model(example)
         if target == "python":
+            from .pipeline import recipe_of
+
             files = write_python_package(model, path, force=force)
-            if not check:
+            if not check or recipe_of(model).base is None:  # without a named base only the user can build it
                 return ExportResult(target, path, None, "not checked", files)
             return ExportResult(target, path, _max_diff(expected, _run_package(path, model, example)), "import",
                                 files)

@@ -11,6 +11,7 @@ Stages: residual units in execution order, grouped while their output resolution
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -162,6 +163,20 @@ def _positional(module: nn.Module, args: tuple, kwargs: dict[str, object]) -> tu
     return tuple(bound.arguments.values())
 
 
+def _pinned_violation(graph: fx.Graph, inputs: tuple) -> str | None:
+    """Why this call does not fit the unit's graph, or ``None``: a parameter that tracing fixed to ``None`` (fx
+    guards it with ``_assert_is_none``) gets a value. timm's DLA calls some bottlenecks with ``shortcut=tensor``;
+    their graph, traced with ``shortcut=None``, would refuse to run once it became their forward."""
+    placeholders = [node for node in graph.nodes if node.op == "placeholder"]
+    for position, node in enumerate(placeholders):
+        guarded = any(user.op == "call_function" and getattr(user.target, "__name__", "") == "_assert_is_none"
+                      for user in node.users)
+        if guarded and position < len(inputs) and inputs[position] is not None:
+            name = re.sub(r"_\d+$", "", str(node.target))
+            return f"called with {name}=<value>, which its traced forward fixes to None"
+    return None
+
+
 def _branch_module(name: str, graph: fx.Graph, branch: fx.Node) -> str | None:
     """The qualified name of the module whose output is the branch tensor, if it is called once in the unit: then
     its recorded output shape is the branch's shape and the unit need not be re-run."""
@@ -185,6 +200,7 @@ def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)
     branch_shapes: dict[str, tuple[int, ...]] = {}
     names = {module: name for name, module in model.named_modules()}
     busy = [False]
+    rejected: dict[str, str] = {}  # residual units whose probe call does not fit their traced graph
 
     def pre_hook(module: nn.Module, args: tuple) -> None:
         if busy[0]:
@@ -203,11 +219,16 @@ def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)
         if record.out_shape is None:
             tensor = _first_tensor(output)
             record.out_shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else None
-        if name in residual and branch_modules[name] is None and name not in branch_shapes:
-            graph, branch = residual[name]
-            inputs = _positional(module, args, kwargs)
-            if inputs is None:
-                return
+        if name not in residual or name in rejected:
+            return
+        inputs = _positional(module, args, kwargs)
+        graph, branch = residual[name]
+        violation = "its call's arguments do not bind to its forward" if inputs is None else _pinned_violation(
+            graph, inputs)
+        if violation is not None:
+            rejected[name] = violation
+            return
+        if branch_modules[name] is None and name not in branch_shapes:
             recorder = _ShapeRecorder(module, graph, branch)
             busy[0] = True
             try:
@@ -234,8 +255,11 @@ def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)
         for m, training in saved:
             m.training = training
 
+    for name in rejected:
+        branch_shapes.pop(name, None)
+    untraceable.update(rejected)
     for name, module_name in branch_modules.items():
-        record = records.get(module_name) if module_name else None
+        record = records.get(module_name) if module_name and name not in rejected else None
         if record is not None and record.out_shape is not None and calls.get(module_name) == calls.get(name):
             branch_shapes[name] = record.out_shape
     sites = _build_sites(model, records, residual, branch_shapes)

@@ -9,7 +9,7 @@ import click
 from ..blocks import get_block
 from ..match import Rule, parse_site_spec
 from ._options import input_shape_option, model_options, parse_assignments
-from ._surgery import run_rules_command
+from ._surgery import profile_option, run_rules_command
 
 EXAMPLES = """\b
 Examples:
@@ -40,13 +40,16 @@ Examples:
 @input_shape_option
 @model_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Patched checkpoint to write [default: MODELNAME_BLOCK.pt]; a .report.json goes beside it.")
+              help="Patched checkpoint to write [default: MODELNAME_BLOCK.pt]; its report (.report.json, "
+                   ".report.html) goes beside it.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change and write nothing.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@profile_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def insert(model: str, block: str, site: str, position: str | None, settings: tuple[str, ...], init: str,
            stage: str | None, stride: int | None, input_shape: tuple[int, ...], arch: str | None,
-           arch_args: tuple[str, ...], output: Path | None, dry_run: bool, force: bool, as_json: bool) -> None:
+           arch_args: tuple[str, ...], output: Path | None, dry_run: bool, force: bool, profile: str,
+           as_json: bool) -> None:
     """Insert an attention block at every site of MODEL that --after selects.
 
     Every original weight keeps its key and value; the new blocks add keys under their own names. The output
@@ -57,4 +60,5 @@ def insert(model: str, block: str, site: str, position: str | None, settings: tu
     rule = Rule(selector, block, "insert", position, parse_assignments(settings, "--set"), init,
                 name=f"--block {block} --after {site}")
     run_rules_command(model, [rule], arch=arch, arch_args=arch_args, input_shape=input_shape, output=output,
-                     suffix=info.name.rsplit(":", 1)[-1].lower(), dry_run=dry_run, force=force, as_json=as_json)
+                     suffix=info.name.rsplit(":", 1)[-1].lower(), dry_run=dry_run, force=force, as_json=as_json,
+                     profile=profile)

@@ -10,7 +10,7 @@ from ..blocks import get_block
 from ..errors import BlockError
 from ..match import Rule, Selector, parse_site_spec
 from ._options import input_shape_option, model_options, parse_assignments
-from ._surgery import run_rules_command
+from ._surgery import profile_option, run_rules_command
 
 EXAMPLES = """\b
 Examples:
@@ -30,13 +30,15 @@ Examples:
 @input_shape_option
 @model_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Patched checkpoint to write [default: MODELNAME_BLOCK.pt]; a .report.json goes beside it.")
+              help="Patched checkpoint to write [default: MODELNAME_BLOCK.pt]; its report (.report.json, "
+                   ".report.html) goes beside it.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change and write nothing.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@profile_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def swap(model: str, block: str, conv: str, stride: int | None, stage: str | None, settings: tuple[str, ...],
          input_shape: tuple[int, ...], arch: str | None, arch_args: tuple[str, ...], output: Path | None,
-         dry_run: bool, force: bool, as_json: bool) -> None:
+         dry_run: bool, force: bool, profile: str, as_json: bool) -> None:
     """Replace each selected conv unit (conv → norm → activation) of MODEL with a swap block.
 
     The new operator keeps the unit's channels and stride and inherits the old conv's weights where shapes
@@ -54,4 +56,4 @@ def swap(model: str, block: str, conv: str, stride: int | None, stage: str | Non
     rule = Rule(selector, block, "replace", None, parse_assignments(settings, "--set"), "paper",
                 name=f"--with {block} --conv {conv}")
     run_rules_command(model, [rule], arch=arch, arch_args=arch_args, input_shape=input_shape, output=output,
-                     suffix=info.name, dry_run=dry_run, force=force, as_json=as_json)
+                     suffix=info.name, dry_run=dry_run, force=force, as_json=as_json, profile=profile)

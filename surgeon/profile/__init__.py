@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from .counting import CONVENTIONS, CountResult, count_ops
 from .latency import LatencyResult, compare_latency, measure_latency, peak_memory
+from .output import FORMATS, render_text, write_report
 from .report import SCHEMA_VERSION, adopt_original_weights, count_report, model_facts, profile_models
 
 __all__ = [
     "CONVENTIONS",
+    "FORMATS",
     "SCHEMA_VERSION",
     "CountResult",
     "LatencyResult",
@@ -20,4 +22,6 @@ __all__ = [
     "model_facts",
     "peak_memory",
     "profile_models",
+    "render_text",
+    "write_report",
 ]
