@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--compile-rounds", type=int, default=5)
     parser.add_argument("--no-compile", action="store_true", help="eager only")
+    parser.add_argument("--no-eager", action="store_true", help="torch.compile only")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="process CPU time or wall time")
     parser.add_argument("--quick", action="store_true", help="tiny configuration for a smoke test")
@@ -182,7 +183,7 @@ def main() -> None:
     print("-" * len(header))
     plain_cache: dict[tuple[int, int], Callable[[torch.Tensor], Any]] = {}
     plains: dict[str, nn.Module] = {}
-    modes = ["eager"] + ([] if args.no_compile else ["compile"])
+    modes = ([] if args.no_eager else ["eager"]) + ([] if args.no_compile else ["compile"])
     for name in args.blocks:
         ours, theirs, plain = build(name)
         plain = plains.setdefault(MODEL_PAIRS[name].base, plain)

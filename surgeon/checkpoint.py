@@ -222,12 +222,12 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
             found = re.search(r"GLOBAL ([\w.]+)", str(exc))
             raise CheckpointError(f"{path}: " + _PICKLE_RISK.format(
                 what=f" (it refers to {found.group(1)})" if found else "")) from None
-    except Exception as exc:  # the restricted unpickler meets garbage in many ways; none of them ran code
+    except Exception as exc:  # noqa: BLE001  the restricted unpickler meets garbage in many ways; none of them ran code
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated ({reason[:200]})") from None
     try:  # the user vouched for this file
         return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # unpickling runs arbitrary code: any error may come out
+    except Exception as exc:  # noqa: BLE001  unpickling runs arbitrary code: any error may come out
         raise CheckpointError(f"{path}: cannot unpickle it ({type(exc).__name__}: {exc}); is the code it was saved "
                               "with importable here?") from None
 

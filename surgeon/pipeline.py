@@ -242,7 +242,12 @@ def save(model: nn.Module, path: str | os.PathLike[str], *, force: bool = False)
     save_model(model, path, recipe, force=force)
 
 
-def load(path: str | os.PathLike[str], *, arch: str | None = None, trust_code: bool = False) -> nn.Module:
-    """Rebuild a patched model from a checkpoint written by attn-surgeon (base architecture + recipe + weights)."""
-    loaded: LoadedModel = load_model(path, arch=arch, trust_code=trust_code)
+def load(path: str | os.PathLike[str], *, arch: str | None = None, trust_code: bool = False,
+         trust_pickle: bool = False) -> nn.Module:
+    """Rebuild a patched model from a checkpoint written by attn-surgeon (base architecture + recipe + weights).
+
+    ``trust_pickle`` allows a file holding a whole pickled model (as written for a pickled input); unpickling runs
+    code from the file.
+    """
+    loaded: LoadedModel = load_model(path, arch=arch, trust_code=trust_code, trust_pickle=trust_pickle)
     return loaded.module

@@ -162,7 +162,7 @@ def test_timm_training_checkpoint_ema_gets_new_keys_and_keeps_its_values(r18, tm
     loaded = load_model(src)
     assert loaded.spec == "timm:resnet18"  # the container's arch entry decides between equal matches
     assert loaded.layout.siblings == {"state_dict_ema": ""}
-    result, dropped = patch(loaded, out)
+    _, dropped = patch(loaded, out)
     assert dropped == ["optimizer"] and any("state_dict_ema" in note for note in dropped.notes)
     saved = torch.load(out, weights_only=True)  # the Namespace is written back as a plain dict
     assert saved["args"] == {"lr": 0.5, "model": "resnet18"}

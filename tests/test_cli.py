@@ -52,13 +52,13 @@ def test_help_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.Monkey
     """Every example line of every command's help, run in order in an empty directory."""
     monkeypatch.chdir(tmp_path)
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "ckpt.pt")
-    order = ["blocks", "sites", "insert", "swap", "apply", "profile"]
+    order = ["blocks", "sites", "insert", "swap", "apply", "profile", "export"]
     assert sorted(order) == COMMANDS
     for command in order:
         for args in _examples(command):
             if command == "profile":
                 args += ["--runs", "2", "--warmup", "1", "--input-shape", "1,3,64,64"]
-            elif command in ("insert", "swap", "apply", "sites") and "--input-shape" not in args:
+            elif command in ("insert", "swap", "apply", "sites", "export") and "--input-shape" not in args:
                 args += ["--input-shape", "1,3,64,64"]
             result = CliRunner().invoke(cli, args)
             assert result.exit_code == 0, (args, result.output)
@@ -112,9 +112,31 @@ def test_missing_file() -> None:
     assert_user_error(run("insert", "no/such/model.pt", "--block", "eca"), "no/such/model.pt: no such file")
 
 
-def test_bare_state_dict_needs_arch(r18_state: Path) -> None:
-    assert_user_error(run("insert", str(r18_state), "--block", "eca"),
-                      f"{r18_state}: the file holds only weights; pass --arch SPEC (e.g. --arch torchvision:resnet50)")
+def test_bare_state_dict_architecture_is_detected(r18_state: Path, tmp_path: Path) -> None:
+    result = run("insert", str(r18_state), "--block", "eca", "-o", str(tmp_path / "out.pt"), "--input-shape",
+                 "1,3,64,64")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(f"{r18_state}: detected torchvision:resnet18 (122/122 tensors match")
+    state = {"encoder.weight": torch.zeros(2, 2)}
+    torch.save(state, tmp_path / "odd.pt")
+    assert_user_error(run("insert", str(tmp_path / "odd.pt"), "--block", "eca"),
+                      f"{tmp_path / 'odd.pt'}: no torchvision or timm architecture has these 1 tensors (first: "
+                      "encoder.weight); pass --arch SPEC")
+
+
+def test_format_safetensors_and_trust_pickle(tmp_path: Path) -> None:
+    out = tmp_path / "r18_eca.safetensors"
+    result = run("insert", "torchvision:resnet18", "--block", "eca", "--format", "safetensors", "-o", str(out),
+                 "--input-shape", "1,3,64,64")
+    assert result.exit_code == 0, result.output
+    from safetensors import safe_open
+
+    with safe_open(out, framework="pt") as file:
+        assert "__surgeon__" in file.metadata()
+    whole = tmp_path / "whole.pt"
+    torch.save(torchvision.models.resnet18(), whole)
+    assert run("sites", str(whole), "--input-shape", "1,3,64,64").exit_code == 1
+    assert run("sites", str(whole), "--trust-pickle", "--input-shape", "1,3,64,64").exit_code == 0
 
 
 def test_existing_output_needs_force_and_input_is_never_touched(r18_state: Path, tmp_path: Path) -> None:

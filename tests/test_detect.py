@@ -49,10 +49,10 @@ def test_fit_prefix_picks_the_prefix_that_fits_the_model() -> None:
 
 
 @pytest.mark.parametrize(("spec", "expected"), [
-    ("torchvision:resnet18", "detected torchvision:resnet18 (122/122 tensors match; also fits timm:resnet18, "
-                             "timm:resnetblur18)"),
-    ("torchvision:resnet50", "detected torchvision:resnet50 (320/320 tensors match; also fits timm:resnet50, "
-                             "timm:resnetaa50, timm:resnetblur50)"),
+    ("torchvision:resnet18", ("detected torchvision:resnet18 (122/122 tensors match; also fits timm:resnet18, "
+                              "timm:resnetblur18)")),
+    ("torchvision:resnet50", ("detected torchvision:resnet50 (320/320 tensors match; also fits timm:resnet50, "
+                              "timm:resnetaa50, timm:resnetblur50)")),
     ("torchvision:mobilenet_v2", "detected torchvision:mobilenet_v2 (314/314 tensors match)"),
 ])
 def test_detects_torchvision_models(cache: SignatureCache, spec: str, expected: str) -> None:

@@ -101,6 +101,7 @@ def test_python_package_imports_in_a_fresh_process_and_reproduces_outputs(patche
     torch.save(x, tmp_path / "x.pt")
     script = textwrap.dedent(f"""
         import sys, torch
+        torch.set_num_threads({torch.get_num_threads()})  # the same reduction order as here, for bit equality
         sys.path.insert(0, {str(tmp_path)!r})
         from r18_cbam_py import build_model
         from r18_cbam_py.basic_block_1 import PatchedBasicBlock

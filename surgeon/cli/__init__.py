@@ -50,12 +50,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def _register() -> None:
     from .apply import apply
     from .blocks import blocks
+    from .export import export
     from .insert import insert
     from .profile import profile
     from .sites import sites
     from .swap import swap
 
-    for command in (insert, swap, apply, sites, profile, blocks):
+    for command in (insert, swap, apply, sites, profile, blocks, export):
         cli.add_command(command)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from ..checkpoint import atomic_write, save_model
+from ..checkpoint import FORMATS, atomic_write, save_model
 from ..errors import OutputExistsError
 from ..match import Rule
 from ..pipeline import run_surgery
@@ -29,7 +29,7 @@ from ..report import FULL_PROFILE_RUNS, PROFILE_MODES, surgery_profile, surgery_
 from ._console import out, print_json, progress, warn
 from ._options import default_output, load_source
 
-__all__ = ["run_rules_command", "report_path", "html_report_path", "render_plan", "profile_option"]
+__all__ = ["run_rules_command", "report_path", "html_report_path", "render_plan", "profile_option", "format_option"]
 
 
 def report_path(output: Path) -> Path:
@@ -47,6 +47,19 @@ def profile_option(func: Callable[..., Any]) -> Callable[..., Any]:
         help="Report written beside the checkpoint (.report.json and .report.html): counts (parameters, MACs, "
              f"FLOPs per block; milliseconds), full (also latency, peak memory and block times; {FULL_PROFILE_RUNS} "
              "timed runs) or off (no profile, no HTML).")(func)
+
+
+def format_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--format pt|safetensors``; kept in the click context so that commands need no new parameter."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        ctx.meta["surgeon.format"] = value
+        return value
+
+    return click.option(
+        "--format", "fmt", type=click.Choice(FORMATS), expose_value=False, callback=remember,
+        help="Checkpoint format: pt (torch.save, the input's layout) or safetensors (tensors only, the recipe in "
+             "the header) [default: the input's; safetensors for a .safetensors output].")(func)
 
 
 def _check_outputs(paths: list[Path], force: bool) -> None:
@@ -72,7 +85,10 @@ def render_plan(summary: dict, title: str) -> None:
 def run_rules_command(source: str, rules: list[Rule], *, arch: str | None, arch_args: tuple[str, ...],
                      input_shape: tuple[int, ...], output: Path | None, suffix: str, dry_run: bool, force: bool,
                      as_json: bool, profile: str = "counts") -> None:
-    output = output or default_output(source, suffix)
+    fmt = click.get_current_context().meta.get("surgeon.format")
+    if output is None:
+        output = default_output(source, suffix)
+        output = output.with_suffix(".safetensors") if fmt == "safetensors" else output
     report = report_path(output)
     html = html_report_path(output) if profile != "off" else None
     if not dry_run:
@@ -97,13 +113,15 @@ def run_rules_command(source: str, rules: list[Rule], *, arch: str | None, arch_
     del original
     with progress(f"Saving {output}"):
         dropped = save_model(result.model, output, result.recipe, loaded.layout, force=force,
-                             protect=(loaded.path,) if loaded.path else ())
+                             protect=(loaded.path,) if loaded.path else (), fmt=fmt)
         atomic_write(report, lambda f: f.write(json.dumps(summary, indent=2, default=str).encode()), force=force)
         if html is not None:
             page = render_text(summary["profile"], "html").encode("utf-8")
             atomic_write(html, lambda f: f.write(page), force=force)
     if dropped:
         warn(f"dropped {', '.join(dropped)} from the container: optimizer state cannot match the new parameters")
+    for note in dropped.notes:
+        warn(note)
     if as_json:
         print_json(summary)
         return

@@ -9,7 +9,7 @@ import click
 from ..errors import CheckpointError, NoMatchError, SelectorError
 from ..rules import list_presets, load_rules, locate, read_recipe, rules_from_recipe
 from ._options import input_shape_option, model_options
-from ._surgery import profile_option, run_rules_command
+from ._surgery import format_option, profile_option, run_rules_command
 
 EXAMPLES = f"""\b
 Examples:
@@ -35,6 +35,7 @@ Presets (rules/*.yaml; the language is described in rules/README.md):
                    "did) or paper (each block exactly as published).")
 @input_shape_option
 @model_options
+@format_option
 @profile_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Patched checkpoint to write [default: MODELNAME_RULES.pt]; the report goes beside it.")

@@ -9,7 +9,7 @@ import click
 from ..blocks import get_block
 from ..match import Rule, parse_site_spec
 from ._options import input_shape_option, model_options, parse_assignments
-from ._surgery import profile_option, run_rules_command
+from ._surgery import format_option, profile_option, run_rules_command
 
 EXAMPLES = """\b
 Examples:
@@ -39,6 +39,7 @@ Examples:
 @click.option("--stride", type=int, help="Only sites with this stride.")
 @input_shape_option
 @model_options
+@format_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Patched checkpoint to write [default: MODELNAME_BLOCK.pt]; its report (.report.json, "
                    ".report.html) goes beside it.")
