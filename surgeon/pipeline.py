@@ -92,7 +92,7 @@ def _execute(model: nn.Module, table: SiteTable, plan: Plan, *, base: str | None
              arch_args: dict[str, Any] | None) -> SurgeryResult:
     params_before = sum(p.numel() for p in model.parameters())
     reference = capture_reference(model, probe_input(table.input_shape, model), table.probe_outputs)
-    result = rewrite(model, plan)
+    result = rewrite(model, plan, table.traces)
     removed = [key for item in result.inserted for key in item.removed_keys]
     verification = verify(model, reference, removed_by_swap=removed)
     if not verification.forward_ok:
@@ -119,7 +119,7 @@ def replay(model: nn.Module, recipe: Recipe | dict[str, Any]) -> nn.Module:
     recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)
     table = find_sites(model, recipe.input_shape)
     plan = plan_from_recipe(recipe, table)
-    result = rewrite(model, plan)
+    result = rewrite(model, plan, table.traces)
     for step, item in zip(recipe.steps, result.inserted):
         if step.module != item.key:
             raise RewriteError(f"replay put {step.block!r} at {item.key!r}, the recipe recorded {step.module!r}; "

@@ -13,10 +13,12 @@ sites, and ``_1``, ``_2``... if taken), so its keys sit next to the host's own a
 
 from __future__ import annotations
 
+import copy
 import inspect
+import operator
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -221,6 +223,42 @@ def _site_io(action: Action) -> tuple[int, tuple[int, int]]:
     return site.out_channels, site.out_size
 
 
+def residual_add(branch: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+    """``branch + shortcut``, written into ``branch`` when autograd is off.
+
+    torch.fx records ``x += shortcut`` as an out-of-place addition, so a rewritten residual unit would allocate
+    one more activation-sized tensor per call than the original (about 3% of a ResNet-50 forward at batch 8 on
+    CPU). ``branch`` is the fresh output of one of our blocks and nothing else reads it, so adding into it is safe;
+    with autograd on the addition stays out of place, and under fx tracing it stays a plain ``+``.
+    """
+    if (isinstance(branch, torch.Tensor) and not torch.is_grad_enabled() and branch.shape == shortcut.shape
+            and branch.dtype == shortcut.dtype):
+        return branch.add_(shortcut)
+    return branch + shortcut
+
+
+def _fresh_output(module: nn.Module | None) -> bool:
+    """Our own blocks return a new tensor, never their input or a view of it (user blocks might)."""
+    return module is not None and type(module).__module__.startswith("surgeon.blocks.")
+
+
+def _residual_add_in_place(graph: fx.Graph, host: nn.Module, new_blocks: dict[str, nn.Module]) -> None:
+    """Make the skip addition :func:`residual_add` when its branch is the output of one of our blocks."""
+    found = find_residual_add(graph, host)
+    if found is None:
+        return
+    add, branch = found
+    if add.op != "call_function" or add.target not in (operator.add, operator.iadd, torch.add) or add.kwargs:
+        return
+    if branch.op != "call_module" or len(branch.users) != 1 or len(add.args) != 2:
+        return
+    target = str(branch.target)
+    block = new_blocks.get(target) or dict(host.named_modules()).get(target)
+    if _fresh_output(block):
+        add.target = residual_add
+        add.args = (branch, add.args[1] if add.args[0] is branch else add.args[0])
+
+
 def _insert_node(graph: fx.Graph, action: Action, target: str, rel_site: str | None, host: nn.Module) -> None:
     """Edit one graph: put ``call_module(target)`` at the action's position."""
     position = action.position
@@ -381,12 +419,18 @@ def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
     setattr(root.get_submodule(parent_path) if parent_path else root, attr, module)
 
 
-def rewrite(model: nn.Module, plan: Plan) -> RewriteResult:
+def rewrite(model: nn.Module, plan: Plan, traces: Mapping[str, TracedModule] | None = None) -> RewriteResult:
     """Apply ``plan`` to ``model`` **in place** and return what was inserted.
 
     All-or-nothing: every host is traced, every block built and every graph edited before the model is touched,
     so an error leaves the model exactly as it was. Hosts are handled deepest first; each is traced once, with
     every action that lands in it.
+
+    Args:
+        model: the model to patch.
+        plan: the actions, from :func:`~surgeon.match.make_plan`.
+        traces: traces of modules of ``model`` with every child a leaf (:attr:`SiteTable.traces`), by qualified
+            name; a host found here is rewritten from a copy of its trace instead of being traced again.
 
     Raises:
         TraceError: a site that no enclosing module lets us rewrite (the message lists each module tried).
@@ -397,7 +441,10 @@ def rewrite(model: nn.Module, plan: Plan) -> RewriteResult:
     attempts: dict[str, list[tuple[str, str]]] = {}
     per_host: dict[str, list[tuple[int, Action, str | None]]] = defaultdict(list)
     wrapped: dict[str, list[tuple[int, Action]]] = defaultdict(list)
-    cache: _TraceCache = {}
+    cache: _TraceCache = {
+        (name, frozenset()): TracedModule(traced.module, [copy.deepcopy(graph) for graph in traced.graphs])
+        for name, traced in (traces or {}).items() if modules.get(name) is traced.module
+    }
     for i, action in enumerate(plan.actions):
         host, relative, traceable = _choose_host(action, modules, attempts, cache)
         (per_host[host].append((i, action, relative)) if traceable else wrapped[host].append((i, action)))
@@ -427,6 +474,7 @@ def rewrite(model: nn.Module, plan: Plan) -> RewriteResult:
             results[i] = Inserted(action, _qualify(host_name, attr), host_name, mode,
                                   sum(p.numel() for p in block.parameters()))
         for graph in traced.graphs:
+            _residual_add_in_place(graph, host, dict(assignments))
             graph.lint()
         commits.append((host, assignments, graph_source(traced.graphs)))
 

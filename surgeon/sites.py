@@ -20,7 +20,7 @@ import torch.fx as fx
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from .trace import contains_conv, describe_trace_error, find_residual_add, is_container, trace_module
+from .trace import TracedModule, contains_conv, describe_trace_error, find_residual_add, is_container, trace_module
 
 __all__ = ["Site", "SiteTable", "find_sites", "probe_input"]
 
@@ -75,12 +75,15 @@ class SiteTable:
         untraceable: modules that hold a convolution but could not be traced, with the reason.
         probe_outputs: the model's eval-mode output tensors on the probe batch (flattened), so that verification
             needs no second forward pass of the original model.
+        traces: the trace of each residual unit (all its children leaves), which the rewrite of that unit starts
+            from instead of tracing it again.
     """
 
     sites: list[Site]
     input_shape: tuple[int, ...]
     untraceable: dict[str, str] = field(default_factory=dict)
     probe_outputs: list[torch.Tensor] = field(default_factory=list, repr=False)
+    traces: dict[str, TracedModule] = field(default_factory=dict, repr=False, compare=False)
 
     def by_name(self) -> dict[str, Site]:
         return {site.name: site for site in self.sites}
@@ -130,9 +133,12 @@ class _ShapeRecorder(fx.Interpreter):
         return result
 
 
-def _residual_candidates(model: nn.Module) -> tuple[dict[str, tuple[fx.Graph, fx.Node]], dict[str, str]]:
-    """Trace each module that holds a convolution; keep those whose graph has a residual addition."""
+def _residual_candidates(
+    model: nn.Module,
+) -> tuple[dict[str, tuple[fx.Graph, fx.Node]], dict[str, str], dict[str, TracedModule]]:
+    """Trace each module that holds a convolution; keep those whose graph has a residual addition (and its trace)."""
     residual: dict[str, tuple[fx.Graph, fx.Node]] = {}
+    traces: dict[str, TracedModule] = {}
     untraceable: dict[str, str] = {}
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d) or is_container(module) or not contains_conv(module):
@@ -147,7 +153,8 @@ def _residual_candidates(model: nn.Module) -> tuple[dict[str, tuple[fx.Graph, fx
         found = find_residual_add(traced.graph, module)
         if found is not None:
             residual[name] = (traced.graph, found[1])
-    return residual, untraceable
+            traces[name] = traced
+    return residual, untraceable, traces
 
 
 def _positional(module: nn.Module, args: tuple, kwargs: dict[str, object]) -> tuple | None:
@@ -193,7 +200,7 @@ def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)
     The model is not modified: it runs once in eval mode under ``no_grad`` and every submodule's train/eval
     flag is restored afterwards.
     """
-    residual, untraceable = _residual_candidates(model)
+    residual, untraceable, traces = _residual_candidates(model)
     branch_modules = {name: _branch_module(name, graph, branch) for name, (graph, branch) in residual.items()}
     records: dict[str, _Record] = {}
     calls: dict[str, int] = {}
@@ -264,7 +271,8 @@ def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)
             branch_shapes[name] = record.out_shape
     sites = _build_sites(model, records, residual, branch_shapes)
     tensors = [t for t in outputs if isinstance(t, torch.Tensor)]
-    return SiteTable(sites, tuple(input_shape), untraceable, tensors)
+    blocks = {site.name for site in sites if site.kind == "block"}
+    return SiteTable(sites, tuple(input_shape), untraceable, tensors, {k: v for k, v in traces.items() if k in blocks})
 
 
 def _build_sites(
