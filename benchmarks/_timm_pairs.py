@@ -35,7 +35,7 @@ from torch import nn
 
 from surgeon.blocks import create_block
 
-__all__ = ["PAIRS", "Pair", "randomize_", "max_relative_diff"]
+__all__ = ["PAIRS", "Pair", "max_relative_diff", "randomize_"]
 
 
 def _load(module: nn.Module, tensors: dict[str, torch.Tensor]) -> None:

@@ -17,12 +17,11 @@ import statistics
 import warnings
 
 import torch
+from _timing import alternate, configure_threads, goal_mark, machine_line, paired_ratio, set_clock
+from _timm_pairs import PAIRS, max_relative_diff
 from torch import nn
 
 import surgeon  # noqa: F401  (registers the blocks)
-
-from _timing import alternate, configure_threads, goal_mark, machine_line, paired_ratio, set_clock
-from _timm_pairs import PAIRS, max_relative_diff
 
 SHAPES = ["8x256x56x56", "8x1024x14x14"]
 QUICK_SHAPES = ["2x32x8x8", "2x64x4x4"]
@@ -60,7 +59,7 @@ def compare(name: str, shape: tuple[int, int, int, int], rounds: int) -> str:
     ratio = paired_ratio(samples["ours"], samples["timm"])
     label = "x".join(str(v) for v in shape)
     return (f"{name:<9} {label:>14} {statistics.median(samples['ours']) * 1e3:>9.1f} "
-            f"{statistics.median(samples['timm']) * 1e3:>9.1f} {str(ratio):>24} {goal_mark(ratio.value, GOAL):>8} "
+            f"{statistics.median(samples['timm']) * 1e3:>9.1f} {ratio!s:>24} {goal_mark(ratio.value, GOAL):>8} "
             f"{deviation:>10.1e}")
 
 
@@ -83,7 +82,8 @@ def main() -> None:
     print(machine_line())
     print(f"forward + backward (train mode), {rounds} rounds alternating, medians in ms; ratio = median of per-round "
           "ours/timm [p25, p75]; rel diff = max |ours - timm| / max |timm| (eval, same weights)")
-    header = f"{'block':<9} {'shape':>14} {'ours ms':>9} {'timm ms':>9} {'ours/timm':>24} {'goal<=1':>8} {'rel diff':>10}"
+    header = (f"{'block':<9} {'shape':>14} {'ours ms':>9} {'timm ms':>9} {'ours/timm':>24} {'goal<=1':>8} "
+              f"{'rel diff':>10}")
     print(header)
     print("-" * len(header))
     for shape in shapes:

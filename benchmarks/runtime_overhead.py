@@ -28,13 +28,12 @@ from typing import Any
 
 import timm
 import torch
+from _timing import alternate, configure_threads, goal_mark, machine_line, paired_ratio, set_clock
+from _timm_pairs import PAIRS, max_relative_diff, randomize_
 from torch import nn
 
 import surgeon
 from surgeon.profile import count_ops
-
-from _timing import alternate, configure_threads, goal_mark, machine_line, paired_ratio, set_clock
-from _timm_pairs import PAIRS, max_relative_diff, randomize_
 
 GOAL = 1.02
 # timm's SK bottleneck wraps conv+norm(+act) in ConvNormAct; ours keeps torchvision-style names
@@ -201,7 +200,7 @@ def main() -> None:
                 versus_timm = paired_ratio(samples["ours"], samples["timm"])
                 versus_plain = paired_ratio(samples["ours"], samples["plain"])
                 print(f"{name:<11} {mode:<8} {batch:>5} {statistics.median(samples['ours']) * 1e3:>9.1f} "
-                      f"{statistics.median(samples['timm']) * 1e3:>9.1f} {str(versus_timm):>24} "
+                      f"{statistics.median(samples['timm']) * 1e3:>9.1f} {versus_timm!s:>24} "
                       f"{goal_mark(versus_timm.value, GOAL):>10} {versus_plain.value:>11.3f} {flops:>17.3f} "
                       f"{deviation:>9.1e}", flush=True)
     print("native networks: " + "; ".join(

@@ -23,14 +23,14 @@ import pstats
 import statistics
 import warnings
 from dataclasses import dataclass
+from functools import partial
 
 import timm
 import torch
+from _timing import configure_threads, goal_mark, linear_fit, machine_line, paired_ratio, seconds, set_clock
 
 import surgeon
 from surgeon.match import Rule, parse_site_spec
-
-from _timing import configure_threads, goal_mark, linear_fit, machine_line, paired_ratio, seconds, set_clock
 
 # resnetrs350 has 116 residual units (timm's resnet200d has 66, regnety_160 only 18)
 MODELS = ["resnet18", "resnet50", "resnet101", "resnet152", "resnet200d", "resnetrs350"]
@@ -62,23 +62,30 @@ def forward(model: torch.nn.Module, probe: torch.Tensor) -> None:
     model.train(training)
 
 
+def _build(into: list[torch.nn.Module], name: str) -> None:
+    into.append(timm.create_model(name))
+
+
+def _patch(into: list[int], model: torch.nn.Module, block: str, input_shape: tuple[int, ...]) -> None:
+    into.append(surgery(model, block, input_shape))
+
+
 def measure(name: str, block: str, rounds: int, input_shape: tuple[int, ...]) -> Row:
     """Alternate build, one forward and surgery of the model just built (each timed), ``rounds`` times after a
     warm-up round."""
     row = Row(name, 0, [], [], [])
     probe = torch.randn(input_shape)
     for r in range(rounds + 1):  # round 0 warms up imports, tracer caches and oneDNN primitives
-        holder: dict[str, torch.nn.Module] = {}
-        built = seconds(lambda: holder.setdefault("model", timm.create_model(name)))
-        ran = seconds(lambda: forward(holder["model"], probe))
-        sites: list[int] = []
-        took = seconds(lambda: sites.append(surgery(holder["model"], block, input_shape)))
+        models: list[torch.nn.Module] = []
+        built = seconds(partial(_build, models, name))
+        ran = seconds(partial(forward, models[0], probe))
+        counts: list[int] = []
+        took = seconds(partial(_patch, counts, models[0], block, input_shape))
         if r:
             row.build.append(built)
             row.forward.append(ran)
             row.surgery.append(took)
-        row.sites = sites[0]
-        del holder
+        row.sites = counts[0]
     return row
 
 
@@ -128,9 +135,10 @@ def main() -> None:
         rows.append(row)
         ratio = paired_ratio(row.surgery, row.build)
         floor = paired_ratio([2 * t for t in row.forward], row.build)
-        print(f"{name:<14} {row.sites:>5} {ratio.denominator_s * 1e3:>9.1f} {statistics.median(row.forward) * 1e3:>8.1f} "
-              f"{ratio.numerator_s * 1e3:>11.1f} {ratio.numerator_s * 1e3 / max(row.sites, 1):>8.2f} {str(ratio):>24} "
-              f"{goal_mark(ratio.value, GOAL):>9} {floor.value:>12.3f}", flush=True)
+        surgery_ms, forward_ms = ratio.numerator_s * 1e3, statistics.median(row.forward) * 1e3
+        print(f"{name:<14} {row.sites:>5} {ratio.denominator_s * 1e3:>9.1f} {forward_ms:>8.1f} {surgery_ms:>11.1f} "
+              f"{surgery_ms / max(row.sites, 1):>8.2f} {ratio!s:>24} {goal_mark(ratio.value, GOAL):>9} "
+              f"{floor.value:>12.3f}", flush=True)
     sites = [row.sites for row in rows]
     times = [statistics.median(row.surgery) * 1e3 for row in rows]
     slope, intercept, r2 = linear_fit(sites, times)

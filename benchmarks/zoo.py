@@ -235,7 +235,7 @@ def choose_size(model: nn.Module, sizes: tuple[int, ...]) -> tuple[int, int, int
         try:
             _eval_outputs(model, lambda m, x: m(x), probe_input(shape, model))
             return shape
-        except Exception as exc:  # the model's own limitation: try the next size
+        except Exception as exc:  # noqa: BLE001 - the model's own limitation: try the next size
             error = exc
     raise RuntimeError(f"the unpatched model fails at {', '.join(map(str, sizes))}px: {one_line(error)}")
 
@@ -277,12 +277,22 @@ def run_entry(entry: Entry) -> dict[str, Any]:
         routing = [[getattr(layer, a, None) for a in entry.routing] for layer in getattr(model, "model", [])]
         features = _eval_outputs(model, entry.features, probe) if entry.features else None
         result = _surgery(entry, model, shape, record)
-        if result is None:
-            return record
-        _check(entry, model, result, record, original, routing, features, probe)
-    except Exception as exc:  # one record per model, whatever went wrong
+        if result is not None:
+            _check(entry, model, result, record, original, routing, features, probe)
+    except Exception as exc:  # noqa: BLE001 - one record per model, whatever went wrong
         record["error"] = one_line(exc)
+    if "input_shape" in record and "sites" not in record:
+        record["sites"] = _site_counts(model, tuple(record["input_shape"]))
     return record
+
+
+def _site_counts(model: nn.Module, shape: tuple[int, ...]) -> dict[str, int] | None:
+    """Site counts of a model that was not patched, so failures can be told apart by whether it has residual units."""
+    try:
+        table = surgeon.sites(model, shape)
+    except Exception:  # noqa: BLE001 - the surgery's own error is already recorded
+        return None
+    return {kind: len(table.of_kind(kind)) for kind in ("block", "conv", "module")}
 
 
 def _check(entry: Entry, model: nn.Module, result: Any, record: dict[str, Any], original: dict[str, torch.Tensor],
@@ -349,7 +359,8 @@ def run_isolated(entry: Entry, timeout: float, threads: int) -> dict[str, Any]:
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts per source and the issue's targets, computed from the records alone."""
+    """Counts per source, and for timm the families that have residual units (the target's denominator) and how
+    many of those were patched; computed from the records alone."""
     summary: dict[str, Any] = {}
     for source in SOURCES:
         rows = [r for r in records if r["source"] == source]
@@ -367,7 +378,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
             "median_surgery_s": statistics.median(r["surgery_s"] for r in patched) if patched else None,
         }
     timm_rows = [r for r in records if r["source"] == "timm"]
-    residual = [r for r in timm_rows if r.get("sites", {}).get("block") or r["status"] == "failed"]
+    residual = [r for r in timm_rows if (r.get("sites") or {}).get("block")]
     if residual:
         summary["timm"]["residual_families"] = len(residual)
         summary["timm"]["residual_patched"] = sum(r["status"] == "patched" for r in residual)
@@ -436,7 +447,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-done", action="store_true", help="leave out models already in --output")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per model")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per model")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON file the records merge into")
     parser.add_argument("--summary", action="store_true", help="only print the table of --output")
     parser.add_argument("--list", action="store_true", help="only list the models that would run")
     args = parser.parse_args(argv)
@@ -449,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
                if not args.model or any(fnmatch.fnmatch(e.name, g) for g in args.model)]
     entries = [e for e in entries if not (args.skip_done and e.key in records)][:args.limit]
     if args.list:
-        print("\n".join(f"{e.source:12} {e.family:36} {e.name} {e.sizes}" for e in entries))
+        print("\n".join(f"{e.source:12} {e.family:36} {e.name} {e.block} {e.sizes}" for e in entries))
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -29,10 +29,10 @@ from torch.utils.data.distributed import DistributedSampler
 if __package__ in (None, ""):  # run as a file (torchrun examples/finetune_ddp.py): make `examples` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import surgeon  # noqa: E402
-from examples.digits.data import load_split  # noqa: E402
-from examples.digits.engine import evaluate, seed_everything  # noqa: E402
-from examples.digits.model import INPUT_SIZE, build  # noqa: E402
+import surgeon
+from examples.digits.data import load_split
+from examples.digits.engine import evaluate
+from examples.digits.model import INPUT_SIZE, build
 
 ARCH = "examples.digits.model:build"
 CHECKPOINT = Path(__file__).resolve().parent / "digits" / "digits_resnet.pt"
@@ -52,7 +52,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _setup() -> tuple[int, int, torch.device]:
     """Join the process group that torchrun describes in the environment; one GPU per process where there are."""
-    use_cuda = torch.cuda.is_available() and torch.cuda.device_count() >= int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    use_cuda = torch.cuda.is_available() and torch.cuda.device_count() >= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=2))
     device = torch.device("cpu")
     if use_cuda:
@@ -73,7 +73,9 @@ def _same_on_every_rank(model: torch.nn.Module, device: torch.device) -> bool:
 def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
     rank, world, device = _setup()
-    seed_everything(args.seed)
+    # Same seed on every rank (DDP also broadcasts rank 0's weights when it wraps the model). Not
+    # torch.use_deterministic_algorithms: on CUDA it would need CUBLAS_WORKSPACE_CONFIG set before start-up.
+    torch.manual_seed(args.seed)
     data = load_split()
 
     model = build()
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         dist.broadcast(buffer, src=0)
     if rank == 0:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        surgeon.save(model, args.output, force=True)  # the wrapped model (ddp.module): keys without "module."
+        surgeon.save(ddp, args.output, force=True)  # unwrapped: the keys carry no "module." prefix
     dist.barrier()
     # The file names no architecture (the model was patched in Python); --arch-style rebuild from this repo.
     reloaded = surgeon.load(args.output, arch=ARCH)

@@ -4,6 +4,7 @@ The lines between the ``snippet`` markers are the README's, verbatim (``tests/te
 and checks that both copies agree). Two names stand for what your training repository already has:
 ``resnet18.pt``, your pretrained weights (a plain ``state_dict``), and ``train_loader``, your data loader.
 """
+# ruff: noqa: F821  (train_loader is yours: the snippet uses it without defining it)
 
 # snippet:training
 import torch

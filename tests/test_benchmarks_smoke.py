@@ -44,7 +44,7 @@ def _row(out: str, *leading: str) -> re.Match[str]:
 
 
 def _machine_line_first(out: str) -> None:
-    assert re.match(r".+, \d+ cores, torch \S+, \d+ thread\(s\), load average", out.splitlines()[0])
+    assert re.match(r".+, \d+ cores, torch \S+, \d+ thread\(s\), (cpu|wall) clock, load average", out.splitlines()[0])
 
 
 def test_surgery_time_quick(run_script) -> None:

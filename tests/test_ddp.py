@@ -18,12 +18,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import surgeon
+from examples.digits.model import INPUT_SIZE, build
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `examples` is a package of the repository, not of the installed distribution
-    sys.path.insert(0, str(REPO))
-
-from examples.digits.model import INPUT_SIZE, build  # noqa: E402
 
 ARCH = "examples.digits.model:build"
 SHAPE = (1, 1, INPUT_SIZE, INPUT_SIZE)
@@ -75,7 +72,8 @@ def test_torchrun_two_cpu_processes_finetune_save_and_reload(tmp_path: Path) -> 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "examples/finetune_ddp.py", "--block", "eca", "--max-steps", "3", "-o", str(output)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo on CPU even on a GPU runner
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+                          check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for rank in (0, 1):
         assert (f"rank {rank}: 3 steps, parameters identical on all 2 ranks: True, reloaded {output} equals the "
@@ -90,7 +88,6 @@ def test_torchrun_two_cpu_processes_finetune_save_and_reload(tmp_path: Path) -> 
     assert not any(key.startswith("module.") for key in state)
 
 
-@pytest.mark.xfail(strict=True, reason="awaiting /work/briefs/patches/helper7-unwrap-ddp-compile.diff")
 def test_save_unwraps_ddp_and_compile_wrappers(process_group, tmp_path: Path) -> None:
     model = surgeon.insert(build(), "eca", after="bottleneck", input_shape=SHAPE)
     for label, wrapped in (("ddp", DistributedDataParallel(model)), ("compiled", torch.compile(model))):

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torchvision
 
+import surgeon
 from surgeon.blocks.eca import EfficientChannelAttention
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,3 +67,20 @@ def test_training_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.Mo
     resumed = model.state_dict()
     assert saved.keys() == resumed.keys() and all(torch.equal(saved[k], resumed[k]) for k in saved)
     assert not torch.equal(saved["conv1.weight"], pretrained["conv1.weight"])  # the loop trained it
+
+
+def test_same_rules_on_a_fresh_model_resume_a_plain_state_dict_strictly(tmp_path: Path) -> None:
+    """The README's claim: a trainer's own ``torch.save(model.state_dict())`` resumes after the same ``apply``."""
+    torch.set_num_threads(1)
+    rules = REPO / "rules" / "eca_resnet.yaml"
+    trained = surgeon.apply(torchvision.models.resnet18(num_classes=10), rules, input_shape=(1, 3, 64, 64))
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            parameter.add_(torch.randn_like(parameter))  # stands for training: every tensor moves
+    torch.save({"model": trained.state_dict(), "epoch": 3}, tmp_path / "last.pt")
+
+    fresh = surgeon.apply(torchvision.models.resnet18(num_classes=10), rules, input_shape=(1, 3, 64, 64))
+    fresh.load_state_dict(torch.load(tmp_path / "last.pt", weights_only=True)["model"], strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(x), trained.eval()(x))

@@ -62,7 +62,7 @@ def _hang() -> nn.Module:
     return _tiny_cnn()
 
 
-def _entry(build, name: str = "tiny", **kwargs) -> "zoo.Entry":
+def _entry(build, name: str = "tiny", **kwargs) -> zoo.Entry:
     return zoo.Entry("torchvision", "test", name, build, **kwargs)
 
 
@@ -117,6 +117,7 @@ def test_library_errors_are_recorded_as_one_line(monkeypatch: pytest.MonkeyPatch
     record = zoo.run_entry(_entry(_tiny_cnn, sizes=(32,)))
     assert record["status"] == "failed"
     assert record["error"] == "layer3.1: data-dependent control flow at resnet_x.py:88 (tried layer3.1, layer3)"
+    assert record["sites"] == {"block": 2, "conv": 3, "module": 3}  # counted, to tell residual models apart
 
 
 def test_norm_stats_are_randomized_so_identity_checks_bite() -> None:
@@ -141,22 +142,24 @@ def test_summary_counts_and_merged_output(tmp_path: Path) -> None:
         "a": {"key": "a", "source": "timm", "family": "f/a", "name": "a", "block": "eca", "status": "patched",
               "selector": "bottleneck", "max_abs_diff": 0.0, "surgery_s": 1.0, "sites": {"block": 3}},
         "b": {"key": "b", "source": "timm", "family": "f/b", "name": "b", "block": "eca", "status": "failed",
-              "error": "x"},
+              "error": "x", "sites": {"block": 2}},
+        "e": {"key": "e", "source": "timm", "family": "f/e", "name": "e", "block": "eca", "status": "failed",
+              "error": "z", "sites": {"block": 0}},
         "c": {"key": "c", "source": "timm", "family": "f/c", "name": "c", "block": "eca", "status": "answered",
               "error": "y", "sites": {"block": 0}},
         "d": {"key": "d", "source": "timm", "family": "f/d", "name": "d", "block": "eca", "status": "patched",
               "selector": "conv3x3", "max_abs_diff": 2e-5, "surgery_s": 3.0, "sites": {"block": 0}},
     }
     summary = zoo.summarize(list(records.values()))["timm"]
-    assert summary["models"] == 4 and summary["patched"] == 2 and summary["answered"] == 1
+    assert summary["models"] == 5 and summary["patched"] == 2 and summary["answered"] == 1 and summary["failed"] == 2
     assert summary["patched_by"] == {"bottleneck": 1, "conv3x3": 1}
     assert summary["within_tolerance"] == 1 and summary["max_abs_diff"] == 2e-5 and summary["median_surgery_s"] == 2
-    # residual families: those with residual units, and failures (which may have had some)
+    # the target's denominator: families with residual units, patched or not (e has none: not counted)
     assert (summary["residual_families"], summary["residual_patched"]) == (2, 1)
     path = tmp_path / "zoo.json"
     zoo._write(path, records)
     data = json.loads(path.read_text())
-    assert data["schema"] == zoo.SCHEMA and [r["key"] for r in data["models"]] == ["a", "b", "c", "d"]
+    assert data["schema"] == zoo.SCHEMA and [r["key"] for r in data["models"]] == ["a", "b", "c", "d", "e"]
     assert data["versions"]["torch"] == torch.__version__
 
 
@@ -170,13 +173,13 @@ def test_timm_families_group_by_module_and_leading_word() -> None:
 
 # --- the representative subset: real architectures, marked zoo -----------------------------------------------------
 
-def _timm(name: str) -> "zoo.Entry":
+def _timm(name: str) -> zoo.Entry:
     import timm
 
     return zoo.Entry("timm", "subset", name, lambda: timm.create_model(name, pretrained=False))
 
 
-def _torchvision(name: str) -> "zoo.Entry":
+def _torchvision(name: str) -> zoo.Entry:
     return next(e for e in zoo.torchvision_entries() if e.name == name)
 
 
@@ -190,6 +193,7 @@ SUBSET = [
     ("timm:convnext_zepto_rms", lambda: _timm("convnext_zepto_rms"), "bottleneck"),
     ("timm:regnetx_002", lambda: _timm("regnetx_002"), "bottleneck"),
     ("timm:mobilevit_xxs", lambda: _timm("mobilevit_xxs"), "bottleneck"),
+    ("timm:dla34", lambda: _timm("dla34"), "bottleneck"),  # units called with shortcut=tensor are left out
 ]
 
 

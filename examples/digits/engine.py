@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["seed_everything", "evaluate", "train"]
+__all__ = ["evaluate", "seed_everything", "train"]
 
 
 def seed_everything(seed: int) -> None:
@@ -25,7 +25,8 @@ def seed_everything(seed: int) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> tuple[float, torch.Tensor]:
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int = 512) -> tuple[float, torch.Tensor]:
     """Top-1 accuracy and the logits of ``model`` in eval mode (its train/eval mode is restored)."""
     was_training = model.training
     model.eval()

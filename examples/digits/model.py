@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["BasicBlock", "DigitsResNet", "build", "INPUT_SIZE"]
+__all__ = ["INPUT_SIZE", "BasicBlock", "DigitsResNet", "build"]
 
 INPUT_SIZE = 16  # the 8x8 scans are upsampled 2x (nearest) so the last stage still sees 4x4 maps
 
@@ -56,8 +56,8 @@ class DigitsResNet(nn.Module):
 
     def __init__(self, widths: Sequence[int] = (16, 24, 32), num_classes: int = 10, in_channels: int = 1) -> None:
         super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
         stages = []
         previous = widths[0]
         for i, width in enumerate(widths):

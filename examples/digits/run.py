@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -75,17 +74,16 @@ def _gate_openings(model: torch.nn.Module) -> str:
 def run_cli(command: list[str]) -> None:
     """Run the ``attn-surgeon`` command from the repository root, as a user would type it."""
     executable = shutil.which("attn-surgeon") or str(Path(sys.executable).with_name("attn-surgeon"))
-    # A console script does not put the working directory on sys.path (``python -m`` does), and --arch names
-    # a module of this repository; a training repository that installs its package needs no such line.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     print(f"$ {shlex.join(command)}")
-    done = subprocess.run([executable, *command[1:]], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run([executable, *command[1:]], cwd=REPO_ROOT, capture_output=True, text=True,
+                          check=False)
     print("\n".join(f"  {line}" for line in done.stdout.strip().splitlines()))
     if done.returncode != 0:
         raise SystemExit(f"attn-surgeon failed (exit {done.returncode}): {done.stderr.strip()}")
 
 
-def _measure(name: str, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[Result, torch.Tensor]:
+def _measure(name: str, model: torch.nn.Module, images: torch.Tensor,
+             labels: torch.Tensor) -> tuple[Result, torch.Tensor]:
     accuracy, logits = evaluate(model, images, labels)
     return Result(name, accuracy, F.cross_entropy(logits, labels).item()), logits
 

@@ -50,16 +50,12 @@ def profile_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def format_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--format pt|safetensors``; kept in the click context so that commands need no new parameter."""
-
-    def remember(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-        ctx.meta["surgeon.format"] = value
-        return value
-
+    """``--format pt|safetensors`` for the patched checkpoint, passed to the command as ``fmt``."""
     return click.option(
-        "--format", "fmt", type=click.Choice(FORMATS), expose_value=False, callback=remember,
+        "--format", "fmt", type=click.Choice(FORMATS), default=None,
         help="Checkpoint format: pt (torch.save, the input's layout) or safetensors (tensors only, the recipe in "
-             "the header) [default: the input's; safetensors for a .safetensors output].")(func)
+             "the header) [default: the input's; safetensors for a .safetensors output].",
+    )(func)
 
 
 def _check_outputs(paths: list[Path], force: bool) -> None:
@@ -84,8 +80,7 @@ def render_plan(summary: dict, title: str) -> None:
 
 def run_rules_command(source: str, rules: list[Rule], *, arch: str | None, arch_args: tuple[str, ...],
                      input_shape: tuple[int, ...], output: Path | None, suffix: str, dry_run: bool, force: bool,
-                     as_json: bool, profile: str = "counts") -> None:
-    fmt = click.get_current_context().meta.get("surgeon.format")
+                     as_json: bool, profile: str = "counts", fmt: str | None = None) -> None:
     if output is None:
         output = default_output(source, suffix)
         output = output.with_suffix(".safetensors") if fmt == "safetensors" else output

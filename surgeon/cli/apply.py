@@ -44,7 +44,7 @@ Presets (rules/*.yaml; the language is described in rules/README.md):
 @click.option("--json", "as_json", is_flag=True, help="Print the plan or report as JSON on stdout.")
 def apply(model: str, rules: str | None, recipe: Path | None, init: str | None, input_shape: tuple[int, ...],
           arch: str | None, arch_args: tuple[str, ...], profile: str, output: Path | None, dry_run: bool, force: bool,
-          as_json: bool) -> None:
+          as_json: bool, fmt: str | None) -> None:
     """Apply RULES (a rules file or the name of a preset) to MODEL, or replay a patched checkpoint's --recipe.
 
     Rules apply in file order; a rule that matches nothing is an error unless it says allow_empty: true, and every
@@ -63,7 +63,7 @@ def apply(model: str, rules: str | None, recipe: Path | None, init: str | None, 
         ruleset, suffix = load_rules(rules, init=init, trust_code=trust_code), Path(rules).stem
     try:
         run_rules_command(model, ruleset, arch=arch, arch_args=arch_args, input_shape=input_shape, output=output,
-                          suffix=suffix, dry_run=dry_run, force=force, as_json=as_json, profile=profile)
+                          suffix=suffix, dry_run=dry_run, force=force, as_json=as_json, profile=profile, fmt=fmt)
     except (NoMatchError, SelectorError) as exc:
         if recipe is not None:
             raise CheckpointError(f"{recipe}: its recipe does not fit {model} ({exc}); is it the same base "

@@ -50,7 +50,7 @@ Examples:
 def insert(model: str, block: str, site: str, position: str | None, settings: tuple[str, ...], init: str,
            stage: str | None, stride: int | None, input_shape: tuple[int, ...], arch: str | None,
            arch_args: tuple[str, ...], output: Path | None, dry_run: bool, force: bool, profile: str,
-           as_json: bool) -> None:
+           as_json: bool, fmt: str | None) -> None:
     """Insert an attention block at every site of MODEL that --after selects.
 
     Every original weight keeps its key and value; the new blocks add keys under their own names. The output
@@ -62,4 +62,4 @@ def insert(model: str, block: str, site: str, position: str | None, settings: tu
                 name=f"--block {block} --after {site}")
     run_rules_command(model, [rule], arch=arch, arch_args=arch_args, input_shape=input_shape, output=output,
                      suffix=info.name.rsplit(":", 1)[-1].lower(), dry_run=dry_run, force=force, as_json=as_json,
-                     profile=profile)
+                     profile=profile, fmt=fmt)

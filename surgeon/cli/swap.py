@@ -39,7 +39,7 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def swap(model: str, block: str, conv: str, stride: int | None, stage: str | None, settings: tuple[str, ...],
          input_shape: tuple[int, ...], arch: str | None, arch_args: tuple[str, ...], output: Path | None,
-         dry_run: bool, force: bool, profile: str, as_json: bool) -> None:
+         dry_run: bool, force: bool, profile: str, as_json: bool, fmt: str | None) -> None:
     """Replace each selected conv unit (conv → norm → activation) of MODEL with a swap block.
 
     The new operator keeps the unit's channels and stride and inherits the old conv's weights where shapes
@@ -57,4 +57,5 @@ def swap(model: str, block: str, conv: str, stride: int | None, stage: str | Non
     rule = Rule(selector, block, "replace", None, parse_assignments(settings, "--set"), "paper",
                 name=f"--with {block} --conv {conv}")
     run_rules_command(model, [rule], arch=arch, arch_args=arch_args, input_shape=input_shape, output=output,
-                     suffix=info.name, dry_run=dry_run, force=force, as_json=as_json, profile=profile)
+                     suffix=info.name, dry_run=dry_run, force=force, as_json=as_json, profile=profile,
+                      fmt=fmt)
