@@ -402,11 +402,11 @@ def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_arg
                                  "--trust-code if you trust it, or --arch SPEC")
     elif arch is None:
         detection = detect_arch(weights, arch_args=arch_args, hint=_timm_hint(obj), where=str(path))
+        arch, arch_args = detection.spec, {**detection.arch_args, **arch_args}
     imported = sorted({step.block for step in recipe.steps if ":" in step.block}) if recipe is not None else []
     if imported and not trust_code:
         raise ModelLoadError(f"{path}: its recipe inserts {', '.join(imported)}, which imports and runs code; pass "
                              "--trust-code if you trust it")
-        arch, arch_args = detection.spec, {**detection.arch_args, **arch_args}
     model = build_arch(arch, **arch_args)
     if recipe is not None:
         from .pipeline import replay

@@ -29,7 +29,8 @@ from ..report import FULL_PROFILE_RUNS, PROFILE_MODES, surgery_profile, surgery_
 from ._console import out, print_json, progress, warn
 from ._options import default_output, load_source
 
-__all__ = ["run_rules_command", "report_path", "html_report_path", "render_plan", "profile_option", "format_option"]
+__all__ = ["run_rules_command", "report_path", "html_report_path", "render_plan", "profile_option", "format_option",
+           "output_options"]
 
 
 def report_path(output: Path) -> Path:
@@ -76,6 +77,22 @@ def render_plan(summary: dict, title: str) -> None:
     known = [row["parameters"] for row in summary["plan"] if row.get("parameters") is not None]
     table.caption = f"{len(summary['plan'])} actions, {sum(known):,} parameters in new blocks"
     out.print(table)
+
+
+def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every surgery command shares: what to write, where, and how to report it."""
+    for option in reversed((
+        format_option,
+        click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Patched checkpoint to write [default: MODELNAME_BLOCK.pt]; its report (.report.json, "
+                          ".report.html) goes beside it."),
+        click.option("--dry-run", is_flag=True, help="Print the plan; change and write nothing."),
+        click.option("--force", is_flag=True, help="Overwrite existing output files."),
+        profile_option,
+        click.option("--json", "as_json", is_flag=True, help="Print the plan or report as JSON on stdout."),
+    )):
+        func = option(func)
+    return func
 
 
 def run_rules_command(source: str, rules: list[Rule], *, arch: str | None, arch_args: tuple[str, ...],

@@ -9,7 +9,7 @@ import click
 from ..errors import CheckpointError, NoMatchError, SelectorError
 from ..rules import list_presets, load_rules, locate, read_recipe, rules_from_recipe
 from ._options import input_shape_option, model_options
-from ._surgery import format_option, profile_option, run_rules_command
+from ._surgery import output_options, run_rules_command
 
 EXAMPLES = f"""\b
 Examples:
@@ -35,13 +35,7 @@ Presets (rules/*.yaml; the language is described in rules/README.md):
                    "did) or paper (each block exactly as published).")
 @input_shape_option
 @model_options
-@format_option
-@profile_option
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Patched checkpoint to write [default: MODELNAME_RULES.pt]; the report goes beside it.")
-@click.option("--dry-run", is_flag=True, help="Print the plan; change and write nothing.")
-@click.option("--force", is_flag=True, help="Overwrite existing output files.")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan or report as JSON on stdout.")
+@output_options
 def apply(model: str, rules: str | None, recipe: Path | None, init: str | None, input_shape: tuple[int, ...],
           arch: str | None, arch_args: tuple[str, ...], profile: str, output: Path | None, dry_run: bool, force: bool,
           as_json: bool, fmt: str | None) -> None:

@@ -9,7 +9,7 @@ import click
 from ..blocks import get_block
 from ..match import Rule, parse_site_spec
 from ._options import input_shape_option, model_options, parse_assignments
-from ._surgery import format_option, profile_option, run_rules_command
+from ._surgery import output_options, run_rules_command
 
 EXAMPLES = """\b
 Examples:
@@ -39,14 +39,7 @@ Examples:
 @click.option("--stride", type=int, help="Only sites with this stride.")
 @input_shape_option
 @model_options
-@format_option
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Patched checkpoint to write [default: MODELNAME_BLOCK.pt]; its report (.report.json, "
-                   ".report.html) goes beside it.")
-@click.option("--dry-run", is_flag=True, help="Print the plan; change and write nothing.")
-@click.option("--force", is_flag=True, help="Overwrite existing output files.")
-@profile_option
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@output_options
 def insert(model: str, block: str, site: str, position: str | None, settings: tuple[str, ...], init: str,
            stage: str | None, stride: int | None, input_shape: tuple[int, ...], arch: str | None,
            arch_args: tuple[str, ...], output: Path | None, dry_run: bool, force: bool, profile: str,

@@ -10,7 +10,7 @@ from ..blocks import get_block
 from ..errors import BlockError
 from ..match import Rule, Selector, parse_site_spec
 from ._options import input_shape_option, model_options, parse_assignments
-from ._surgery import format_option, profile_option, run_rules_command
+from ._surgery import output_options, run_rules_command
 
 EXAMPLES = """\b
 Examples:
@@ -29,14 +29,7 @@ Examples:
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Swap block option (repeatable).")
 @input_shape_option
 @model_options
-@format_option
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Patched checkpoint to write [default: MODELNAME_BLOCK.pt]; its report (.report.json, "
-                   ".report.html) goes beside it.")
-@click.option("--dry-run", is_flag=True, help="Print the plan; change and write nothing.")
-@click.option("--force", is_flag=True, help="Overwrite existing output files.")
-@profile_option
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@output_options
 def swap(model: str, block: str, conv: str, stride: int | None, stage: str | None, settings: tuple[str, ...],
          input_shape: tuple[int, ...], arch: str | None, arch_args: tuple[str, ...], output: Path | None,
          dry_run: bool, force: bool, profile: str, as_json: bool, fmt: str | None) -> None:
