@@ -2,8 +2,9 @@
 
 Each :class:`Pair` builds our block and timm's with matching widths and options and copies timm's weights into
 ours, so a benchmark can check that both give the same output before timing them. Where our paper defaults differ
-from timm's defaults, the pair states the option that aligns them (``note``); none of those options changes the
-amount of work, only which numbers are computed:
+from timm's defaults, the pair states the options that align them (``note``), and the aligned configuration is what
+gets timed. Most only change which numbers are computed (pool order, biases, eps, scale); the Non-local pair also
+changes the work (no key pooling, timm's narrower width), so it times that configuration, not our default:
 
 * SE: timm rounds the width up to a multiple of 8; ``rd_divisor=1`` gives ours (``C // 16``) for every width.
 * CBAM: the official code pools ``[max, mean]`` for the spatial gate, timm ``[mean, max]`` (ours with

@@ -21,7 +21,8 @@ from torch import nn
 
 from .errors import RewriteError
 
-__all__ = ["graph_source", "wrapper_source", "wrapped_blocks", "patch_class", "original_class", "patched_source", "is_patched"]
+__all__ = ["graph_source", "wrapper_source", "wrapped_blocks", "patch_class", "original_class", "patched_source",
+           "is_patched"]
 
 _CLASS_CACHE: dict[tuple[type, str], type] = {}
 

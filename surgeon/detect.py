@@ -128,7 +128,8 @@ class SignatureCache:
         import timm
         import torchvision
 
-        versions = f"torch{torch.__version__.split('+')[0]}-tv{torchvision.__version__.split('+')[0]}-timm{timm.__version__}"
+        versions = (f"torch{torch.__version__.split('+')[0]}-tv{torchvision.__version__.split('+')[0]}"
+                    f"-timm{timm.__version__}")
         self.path = (directory or cache_dir()) / f"signatures-v{_CACHE_FORMAT}-{versions}.json"
         self._entries: dict[str, Any] = {}
         self._dirty = False
@@ -216,8 +217,8 @@ class Detection:
     def describe(self) -> str:
         args = "".join(f" {k}={v}" for k, v in self.arch_args.items())
         also = ", ".join(self.also[:4]) + (f" and {len(self.also) - 4} more" if len(self.also) > 4 else "")
-        return f"detected {self.spec}{args} ({self.matched}/{self.total} tensors match{'; also fits ' if also else ''}" \
-               f"{also})"
+        fits = f"; also fits {also}" if also else ""
+        return f"detected {self.spec}{args} ({self.matched}/{self.total} tensors match{fits})"
 
 
 def _score(spec: str, args: dict[str, Any], signature: Signature, view: dict[str, tuple[int, ...]],

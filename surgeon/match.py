@@ -343,7 +343,8 @@ def make_plan(sites: Sequence[Site], rules: Sequence[Rule]) -> Plan:
         for site in chosen:
             if rule.op == "replace":
                 if site.kind != "conv":
-                    raise SelectorError(f"rule {rule.name!r}: replace works on conv sites, {site.name} is a {site.kind}")
+                    raise SelectorError(f"rule {rule.name!r}: replace works on conv sites, "
+                                        f"{site.name} is a {site.kind}")
                 if site.name in replaced:
                     raise SelectorError(f"rule {rule.name!r}: {site.name} is already replaced by rule "
                                         f"{replaced[site.name]!r}")

@@ -265,7 +265,8 @@ def test_recurrence_reuses_the_same_weights() -> None:
     x = torch.randn(1, 16, 3, 4)
     twice = _naive_criss_cross(block, _naive_criss_cross(block, x))
     torch.testing.assert_close(block(x), twice, atol=1e-5, rtol=1e-5)
-    assert sum(p.numel() for p in block.parameters()) == sum(p.numel() for p in CrissCrossAttention(16, recurrence=1).parameters())
+    single = CrissCrossAttention(16, recurrence=1)
+    assert sum(p.numel() for p in block.parameters()) == sum(p.numel() for p in single.parameters())
 
 
 def _receptive_positions(block: nn.Module, x: torch.Tensor, h: int, w: int) -> set[tuple[int, int]]:

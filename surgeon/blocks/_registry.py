@@ -197,7 +197,8 @@ def validate_block_args(info: BlockInfo, args: Mapping[str, Any]) -> None:
             ok = isinstance(value, expected)
         if not ok and not callable(default):
             raise BlockError(
-                f"block {info.name!r} option {key!r} expects {expected[0].__name__}, got {type(value).__name__} {value!r}"
+                f"block {info.name!r} option {key!r} expects {expected[0].__name__}, "
+                f"got {type(value).__name__} {value!r}"
             )
 
 

@@ -23,7 +23,8 @@ Examples:
 
 @click.command("insert", epilog=EXAMPLES)
 @click.argument("model")
-@click.option("-b", "--block", required=True, help="Block to insert (see `attn-surgeon blocks`), or package.module:Class.")
+@click.option("-b", "--block", required=True,
+              help="Block to insert (see `attn-surgeon blocks`), or package.module:Class.")
 @click.option("--after", "site", default="bottleneck", show_default=True,
               help="Sites: bottleneck (residual units), conv, conv3x3, a class name (C2f), a name glob "
                    "('layer3.*'; * stays within one dotted segment) or re:REGEX.")
