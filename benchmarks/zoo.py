@@ -403,14 +403,17 @@ def print_summary(records: list[dict[str, Any]]) -> None:
                       "-" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:.1e}",
                       "-" if row["median_surgery_s"] is None else f"{row['median_surgery_s']:.2f}")
     console.print(table)
-    trouble = [r for r in records if r["status"] in ("failed", "answered", "skipped")]
-    if trouble:
-        detail = Table(title="not patched", show_lines=False)
-        for column in ("model", "status", "reason"):
+    reasons: dict[tuple[str, str], list[str]] = {}  # one row per distinct reason: 44 models share the ViT answer
+    for r in sorted(records, key=lambda r: r["key"]):
+        if r["status"] != "patched":
+            label = f"{r['source']}:{r['name']}" + (f" ({r['block']})" if r["block"] != "eca" else "")
+            reasons.setdefault((r["status"], r["error"] or ""), []).append(label)
+    if reasons:
+        detail = Table(title="not patched", show_lines=True)
+        for column in ("status", "reason", "models"):
             detail.add_column(column, overflow="fold")
-        for r in sorted(trouble, key=lambda r: (r["status"], r["key"])):
-            detail.add_row(f"{r['source']}:{r['name']}" + (f" ({r['block']})" if r["block"] != "eca" else ""),
-                           r["status"], r["error"] or "")
+        for (status, reason), labels in sorted(reasons.items()):
+            detail.add_row(status, reason, ", ".join(labels))
         console.print(detail)
 
 

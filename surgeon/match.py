@@ -333,8 +333,9 @@ def make_plan(sites: Sequence[Site], rules: Sequence[Rule]) -> Plan:
             if wants_units and not any(site.kind == "block" for site in sites):
                 raise NoMatchError(
                     f"rule {rule.name!r}: this model has no residual units with convolutions (a pure transformer "
-                    "or a plain CNN); select sites by class name or name glob instead (--after ClassName, "
-                    "--after 'features.*'), or convolutions (--after conv3x3)")
+                    "or a plain CNN); select convolutions (--after conv3x3) or modules with NCHW outputs by class "
+                    "or name (--after ClassName, --after 'features.*'; `attn-surgeon sites MODEL --kind all` lists "
+                    "them)")
             raise NoMatchError(
                 f"rule {rule.name!r}: no site matches ({rule.selector.describe()}"
                 f"{', position=residual' if rule.position == 'residual' else ''}); "

@@ -275,6 +275,19 @@ def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)
     return SiteTable(sites, tuple(input_shape), untraceable, tensors, {k: v for k, v in traces.items() if k in blocks})
 
 
+def _feature_map_dims(records: dict[str, _Record], modules: dict[str, nn.Module]) -> tuple[set[int], set[tuple]]:
+    """Channel counts and spatial sizes of the tensors that convolutions read and write: a 4-D tensor whose
+    dimension 1 is not such a channel count, or whose last two are not such a size, is not an NCHW feature map."""
+    channels: set[int] = set()
+    sizes: set[tuple] = set()
+    for name, record in records.items():
+        if isinstance(modules.get(name), nn.Conv2d) and record.in_shape is not None and record.out_shape is not None:
+            for shape in (record.in_shape, record.out_shape):
+                channels.add(shape[1])
+                sizes.add(tuple(shape[2:]))
+    return channels, sizes
+
+
 def _build_sites(
     model: nn.Module,
     records: dict[str, _Record],
@@ -282,6 +295,7 @@ def _build_sites(
     branch_shapes: dict[str, tuple[int, ...]],
 ) -> list[Site]:
     modules = dict(model.named_modules())
+    channels, sizes = _feature_map_dims(records, modules)
     sites: list[Site] = []
     for name, record in sorted(records.items(), key=lambda item: item[1].order):
         if not name or record.in_shape is None or record.out_shape is None:
@@ -289,6 +303,9 @@ def _build_sites(
         if len(record.in_shape) != 4 or len(record.out_shape) != 4:
             continue
         module = modules[name]
+        if not isinstance(module, nn.Conv2d) and name not in branch_shapes and not all(
+                shape[1] in channels and tuple(shape[2:]) in sizes for shape in (record.in_shape, record.out_shape)):
+            continue  # 4-D but not an NCHW feature map: Swin's NHWC tokens, attention's (B, heads, N, dim)
         in_size, out_size = tuple(record.in_shape[2:]), tuple(record.out_shape[2:])
         stride = max(1, in_size[0] // out_size[0]) if out_size[0] else 1
         common = dict(

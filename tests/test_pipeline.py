@@ -227,3 +227,11 @@ def test_untraceable_module_still_takes_after_and_before() -> None:
     clone = copy.deepcopy(net)
     with torch.no_grad():
         assert torch.equal(clone(x), net(x))
+
+
+def test_channels_last_modules_are_not_offered_as_sites() -> None:
+    """Swin's blocks output (N, H, W, C): a 4-D tensor that is not an NCHW feature map is no site."""
+    table = surgeon.sites(torchvision.models.swin_t(), (1, 3, 64, 64))
+    assert not table.of_kind("module") and not table.of_kind("block")
+    with pytest.raises(NoMatchError, match="no residual units with convolutions"):
+        surgeon.insert(torchvision.models.swin_t(), "eca", input_shape=(1, 3, 64, 64))
