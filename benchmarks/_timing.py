@@ -145,6 +145,11 @@ def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, 
     return slope, intercept, (1 - ss_res / ss_tot) if ss_tot > 0 else 1.0
 
 
-def goal_mark(value: float, goal: float) -> str:
-    """``ok`` when ``value <= goal``, else ``MISSED``."""
+def goal_mark(value: float | Ratio, goal: float) -> str:
+    """``ok`` when the value (a ratio's median) is at most ``goal``; for a :class:`Ratio` whose median is above the
+    goal but whose 25th percentile is not, ``noise`` (the rounds disagree); else ``MISSED``."""
+    if isinstance(value, Ratio):
+        if value.value <= goal:
+            return "ok"
+        return "noise" if value.low <= goal else "MISSED"
     return "ok" if value <= goal else "MISSED"

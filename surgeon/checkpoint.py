@@ -243,8 +243,11 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust_pickle: bool = False)
         raise CheckpointError(f"{path}: no such file")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
-    if not os.access(path, os.R_OK):
-        raise CheckpointError(f"{path}: not readable (permission denied)")
+    try:  # open, not os.access: root passes os.access for files the kernel still refuses (/proc/PID/mem, LSMs)
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise CheckpointError(f"{path}: not readable (permission denied)") from None
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file")
     kind = _sniff(path)

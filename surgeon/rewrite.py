@@ -209,6 +209,8 @@ def planned_parameters(action: Action) -> int | None:
                 if "feat_size" in inspect.signature(info.factory).parameters and "feat_size" not in args:
                     args["feat_size"] = tuple(size)
                 block = create_block(info, channels, init=action.init, **args)
+    except BlockError:  # bad options fail the real run; a dry run must say so too, not print a plan that cannot run
+        raise
     except Exception:  # a plan is still worth printing when one block cannot be sized in advance
         return None
     return sum(p.numel() for p in block.parameters())

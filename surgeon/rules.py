@@ -413,6 +413,8 @@ def load_rules(source: str | os.PathLike[str] | bytes | Mapping[str, Any] | Sequ
         return parse_rules(_read_file(Path(text), text), text, init=init, trust_code=trust_code)
     if "\n" in text or text.lstrip().startswith(("version:", "{")):
         return parse_rules(text, init=init, trust_code=trust_code)
+    if "\n" not in text and os.path.isdir(text):
+        raise _error(Location(text, 1, 1), "is a directory; give a rules file (.yaml) or a preset name")
     if text in list_presets():
         preset = PRESET_DIR / f"{text}.yaml"
         return parse_rules(_read_file(preset, f"rules/{text}.yaml"), f"rules/{text}.yaml", init=init,

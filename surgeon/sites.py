@@ -308,6 +308,8 @@ def _build_sites(
             continue  # 4-D but not an NCHW feature map: Swin's NHWC tokens, attention's (B, heads, N, dim)
         in_size, out_size = tuple(record.in_shape[2:]), tuple(record.out_shape[2:])
         stride = max(1, in_size[0] // out_size[0]) if out_size[0] else 1
+        if name in branch_shapes:  # a residual unit: its strided convs tell the stride even where maps are 1x1
+            stride = max([stride] + [m.stride[0] for m in module.modules() if isinstance(m, nn.Conv2d)])
         common = dict(
             name=name, cls=type(module).__name__, in_channels=record.in_shape[1], out_channels=record.out_shape[1],
             in_size=in_size, out_size=out_size, stride=stride, order=record.order,
@@ -330,7 +332,7 @@ def _assign_stages(sites: list[Site]) -> list[Site]:
     for site in sites:
         if site.kind != "block":
             continue
-        if site.out_size != size:
+        if site.out_size != size or site.stride > 1:
             stage, index, size = stage + 1, 0, site.out_size
         else:
             index += 1

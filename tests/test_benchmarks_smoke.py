@@ -17,7 +17,7 @@ import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 RATIO = r"(\d+\.\d{3}) \[(\d+\.\d{3}), (\d+\.\d{3})\]"
-MARK = r"(ok|MISSED)"
+MARK = r"(ok|noise|MISSED)"
 
 
 @pytest.fixture
@@ -106,6 +106,18 @@ def test_paired_ratio_uses_per_round_ratios() -> None:
     slope, intercept, r2 = linear_fit([8, 16, 50], [110.0, 190.0, 530.0])
     assert slope == pytest.approx(10.0) and intercept == pytest.approx(30.0) and r2 == pytest.approx(1.0)
     assert linear_fit([8, 8], [1.0, 2.0])[2] != linear_fit([8, 8], [1.0, 2.0])[2]  # NaN: no spread in x
+
+
+def test_goal_mark_separates_noise_from_a_miss() -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from _timing import Ratio, goal_mark
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    assert goal_mark(Ratio(0.99, 0.95, 1.10, 1.0, 1.0), 1.0) == "ok"
+    assert goal_mark(Ratio(1.05, 0.97, 1.10, 1.0, 1.0), 1.0) == "noise"
+    assert goal_mark(Ratio(1.05, 1.01, 1.10, 1.0, 1.0), 1.0) == "MISSED"
+    assert (goal_mark(1.25, 1.3), goal_mark(1.35, 1.3)) == ("ok", "MISSED")
 
 
 def test_alternate_rotates_the_first_contender() -> None:

@@ -8,7 +8,6 @@ import errno
 import os
 import pickle
 import stat
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,13 +17,14 @@ from _util import file_digest
 from click.testing import CliRunner
 
 import surgeon
+from surgeon.blocks import list_blocks
 from surgeon.cli import cli
 from surgeon.errors import ModelLoadError
 from surgeon.rules import MAX_BYTES
+from tests.fixtures.hostile.rule_files import GOOD, RULE_FILES, USER_BLOCK
 
 SMALL = ("--input-shape", "1,3,64,64", "--profile", "off")
 FIXTURES = "tests.fixtures.hostile.models"
-USER_BLOCK = "tests.fixtures.user_blocks:ScaledIdentity"
 
 
 def run(*args: str):
@@ -63,53 +63,6 @@ def workdir(tmp_path: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------------ rules files
 
-DOC = "version: 1\nrules:\n  - match: {{kind: block}}\n    {op}: {{block: {block}{extra}}}\n"
-GOOD = DOC.format(op="insert", block="eca", extra="")
-
-
-def _alias_bomb() -> str:
-    lines = ["version: 1", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 40)]
-    return "\n".join(lines) + "\nrules: []\n"
-
-
-# name -> (file contents (text or bytes; a callable gets the marker path), key phrase of the one-line error)
-RULE_FILES: dict[str, tuple[str | bytes | Callable[[Path], str], str]] = {
-    "malformed": ("version: 1\nrules: [\n  - {match: {kind: block\n", "invalid YAML: expected the node content"),
-    "empty": ("", "empty rules file; it needs 'version: 1' and 'rules:'"),
-    "only-comments": ("# nothing here\n", "empty rules file; it needs 'version: 1' and 'rules:'"),
-    "binary-garbage": (bytes(range(256)) * 4, "not UTF-8 text"),
-    "alias-bomb": (_alias_bomb(), "aliases (*name) are not allowed in rules files"),
-    "deep-nesting": ("[" * 5000, "nested too deeply"),
-    "unknown-top-key": (GOOD + "rulez: []\n", "unknown key 'rulez' in the document (did you mean 'rules'?)"),
-    "unknown-match-key": (DOC.format(op="insert", block="eca", extra="").replace("kind: block", "knd: block"),
-                          "unknown key 'knd' in match (did you mean 'kind'?)"),
-    "rules-not-a-list": ("version: 1\nrules: 5\n", "rules must be a non-empty list"),
-    "args-wrong-type": (DOC.format(op="insert", block="se", extra=", args: {rd_ratio: abc}"),
-                        "expects float, got str 'abc'"),
-    "unknown-block-option": (DOC.format(op="insert", block="se", extra=", args: {nosuch: 1}"),
-                             "has no option 'nosuch'"),
-    "unknown-block": (DOC.format(op="insert", block="ecaa", extra=""), "did you mean 'eca'?"),
-    "matches-nothing": (GOOD.replace("kind: block", "kind: block, stage: 9"),
-                        "no site matches (kind=block, stage=9); run `attn-surgeon sites MODEL`"),
-    "replace-twice": ("version: 1\nrules:\n  - {name: a, match: {kind: conv, kernel: 3x3}, replace: {block: sk}}\n"
-                      "  - {name: b, match: {name: layer1.0.conv1}, replace: {block: scconv}}\n",
-                      "layer1.0.conv1 is already replaced by rule 'a'"),
-    # YAML tags are never constructed (the reader works on nodes): the value is judged by its plain shape
-    "python-tag-rules": (lambda marker: f"version: 1\nrules: !!python/object/apply:os.system ['touch {marker}']\n",
-                         "a rule must be a mapping of keys to values"),
-    "python-tag-document": (lambda marker: f"!!python/object/apply:os.system ['touch {marker}']\n",
-                            "the document must be a mapping of keys to values"),
-    "python-name-scalar": ("version: !!python/name:os.system\nrules: []\n",
-                           "unsupported YAML type 'tag:yaml.org,2002:python/name:os.system'"),
-    "python-tag-match": (lambda marker: "version: 1\nrules:\n  - match: !!python/object/new:os.system "
-                                        f"['touch {marker}']\n    insert: {{block: eca}}\n",
-                         "match must be a mapping of keys to values"),
-    "import-block-untrusted": (DOC.format(op="insert", block=f"'{USER_BLOCK}'", extra=""),
-                               f"block '{USER_BLOCK}' imports and runs code; pass --trust-code"),
-    "import-os-system": (DOC.format(op="insert", block="'os:system'", extra=""),
-                         "block 'os:system' imports and runs code; pass --trust-code"),
-}
 
 
 @pytest.mark.parametrize("case", list(RULE_FILES))
@@ -138,9 +91,7 @@ def test_huge_rules_file_is_refused_before_parsing(workdir: Path) -> None:
 
 @pytest.mark.parametrize(("kind", "phrase"), [
     ("missing", "nowhere.yaml:1:1: no such rules file or preset; presets: "),
-    pytest.param("directory", "is a directory; give a rules file (.yaml) or a preset name", marks=pytest.mark.xfail(
-        strict=True, reason="a directory is reported as 'no such rules file or preset'; patch: "
-                            "/work/briefs/patches/hostile-rules-directory.diff")),
+    ("directory", "is a directory; give a rules file (.yaml) or a preset name"),
 ])
 def test_rules_path_missing_or_a_directory(kind: str, phrase: str, workdir: Path) -> None:
     path = workdir / "nowhere.yaml" if kind == "missing" else workdir / "rules.d"
@@ -173,8 +124,6 @@ def test_bad_block_options(case: str, workdir: Path) -> None:
     assert not any(workdir.iterdir())
 
 
-@pytest.mark.xfail(strict=True, reason="--dry-run plans without building the blocks, so bad options pass; "
-                                       "patch: /work/briefs/patches/hostile-dry-run-validates-options.diff")
 def test_dry_run_rejects_what_the_real_run_rejects() -> None:
     result = run("insert", "torchvision:resnet18", "--block", "se", "--set", "rd_ratio=0", "--dry-run", *SMALL[:2])
     assert_refused(result, "rd_ratio must be > 0, got 0")
@@ -195,15 +144,17 @@ def test_bad_usage_exits_2(args: tuple[str, ...], phrase: str, workdir: Path) ->
 
 # ------------------------------------------------------------------------------------------------ awkward models
 
-def test_channels_fewer_than_the_reduction_still_patch(workdir: Path) -> None:
-    """SE's default reduction is 16; a 2-channel unit keeps at least one hidden channel instead of zero."""
-    out = workdir / "narrow_se.pt"
-    result = run("insert", f"{FIXTURES}:narrow_cnn", "--block", "se", "-o", out, "--input-shape", "1,3,16,16",
+@pytest.mark.parametrize("block", [info.name
+                                   for info in list_blocks("insert")])
+def test_channels_fewer_than_the_reduction_still_patch(block: str, workdir: Path) -> None:
+    """Reductions default to 1/16 or 1/8; 2-channel units keep at least one hidden channel, and identity init holds."""
+    out = workdir / "narrow.pt"
+    result = run("insert", f"{FIXTURES}:narrow_cnn", "--block", block, "-o", out, "--input-shape", "1,3,16,16",
                  "--profile", "off")
     assert result.exit_code == 0, result.output
     assert "Patched 2 sites" in result.stdout and "max abs 0 " in result.stdout
-    state = torch.load(out, weights_only=True)
-    assert state["1.se_residual.fc1.weight"].shape[:2] == (1, 2)
+    if block == "se":
+        assert torch.load(out, weights_only=True)["1.se_residual.fc1.weight"].shape[:2] == (1, 2)
 
 
 def test_one_by_one_spatial_sites_work(workdir: Path) -> None:
@@ -215,14 +166,14 @@ def test_one_by_one_spatial_sites_work(workdir: Path) -> None:
     assert "Patched 2 sites" in result.stdout and "max abs 0 " in result.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="stages come from measured strides, which a 1x1 map cannot show, so "
-                                       "layer3/layer4 are labelled stage 2 and --stage 4 silently finds nothing; "
-                                       "the error should say to use a larger --input-shape; patch: "
-                                       "/work/briefs/patches/hostile-one-by-one-stage.diff")
-def test_stage_selection_at_one_by_one_says_why(workdir: Path) -> None:
+def test_stage_selection_at_one_by_one(workdir: Path) -> None:
+    """At 8x8, layer2..layer4 all end in 1x1 maps; stages still follow the units' strided convolutions."""
     result = run("insert", "torchvision:resnet18", "--block", "nonlocal", "--stage", "4", "-o", workdir / "o.pt",
                  "--input-shape", "1,3,8,8", "--profile", "off")
-    assert result.exit_code == 0 or "--input-shape" in result.stderr
+    assert result.exit_code == 0, result.output
+    state = torch.load(workdir / "o.pt", weights_only=True)
+    assert sorted({key.split(".nonlocal_residual.")[0] for key in state if ".nonlocal_residual." in key}) == [
+        "layer4.0", "layer4.1"]
 
 
 @pytest.mark.parametrize(("model", "after", "shape"), [
@@ -270,9 +221,6 @@ def _unreadable(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     try:
         open("/proc/1/mem", "rb").close()
     except PermissionError:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "read_checkpoint trusts os.access, which is always true for root, then reads st_size 0 of a /proc "
-            "file and says 'empty file'; patch: /work/briefs/patches/hostile-unreadable.diff")))
         return Path("/proc/1/mem")
     except OSError:
         pass
@@ -361,7 +309,8 @@ def test_malicious_pickle_never_runs(container: str, flags: tuple[str, ...], tmp
                     ("sites", evil, "--input-shape", "1,3,64,64", *flags)):
         result = run(*command)
         assert_refused(result, f"{evil}: refusing to unpickle code")
-        assert f"(it refers to {os.system.__module__}.system)" in result.stderr and "pass --trust-pickle" in result.stderr
+        assert f"(it refers to {os.system.__module__}.system)" in result.stderr
+        assert "pass --trust-pickle" in result.stderr
         assert not marker.exists(), f"unpickling ran code: {command}"
     assert file_digest(evil) == digest and not any(workdir.iterdir())
 
@@ -442,9 +391,6 @@ def test_recipe_with_an_import_needs_trust_code_to_load(user_block_checkpoint: P
     assert file_digest(user_block_checkpoint) == digest
 
 
-@pytest.mark.xfail(strict=True, reason="apply --recipe turns the recipe into rules and imports its "
-                                       "package.module:Class blocks without --trust-code; patch: "
-                                       "/work/briefs/patches/hostile-recipe-replay-trust.diff")
 def test_replaying_a_recipe_with_an_import_needs_trust_code(user_block_checkpoint: Path, workdir: Path) -> None:
     out = workdir / "replayed.pt"
     result = run("apply", "torchvision:resnet18", "--recipe", user_block_checkpoint, "-o", out, *SMALL)
@@ -486,8 +432,6 @@ def test_tampered_recipe_never_imports(edit: str, phrase: str, tampered_checkpoi
     assert_nothing_written(workdir, before)
 
 
-@pytest.mark.xfail(strict=True, reason="apply --recipe imports the recipe's package.module:Class blocks without "
-                                       "--trust-code; patch: /work/briefs/patches/hostile-recipe-replay-trust.diff")
 def test_replaying_a_tampered_recipe_never_imports(tampered_checkpoint: tuple[Path, Path], workdir: Path) -> None:
     path, marker = tampered_checkpoint
     result = run("apply", "torchvision:resnet18", "--recipe", path, "-o", workdir / "o.pt", *SMALL)

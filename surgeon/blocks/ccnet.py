@@ -90,7 +90,9 @@ class CrissCrossAttention(nn.Module):
         attn = torch.softmax(torch.cat((energy_col, energy_row), dim=-1), dim=-1)
         attn_col, attn_row = torch.split(attn, [height, width], dim=-1)
         out = torch.einsum("nhwg,ncgw->nchw", attn_col, value) + torch.einsum("nhwv,nchv->nchw", attn_row, value)
-        return self.gamma * out + x
+        # x first: the result takes x's memory layout, not the einsum's permuted one, so gamma = 0 is the identity
+        # to the bit for what follows (a pooling over a permuted layout sums in another order)
+        return x + self.gamma * out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for _ in range(self.recurrence):  # a constant count: unrolled by fx, dynamo and ONNX export

@@ -52,7 +52,12 @@ def apply(model: str, rules: str | None, recipe: Path | None, init: str | None, 
     if recipe is not None and init:
         raise click.UsageError("--init applies to RULES; --recipe replays the recorded init of each block")
     if recipe is not None:
-        ruleset, suffix = rules_from_recipe(read_recipe(recipe)), "replayed"
+        recorded = read_recipe(recipe)
+        imported = sorted({step.block for step in recorded.steps if ":" in step.block})
+        if imported and not trust_code:  # a file must never import code the user did not name on the command line
+            raise CheckpointError(f"{recipe}: its recipe inserts {', '.join(imported)}, which imports and runs code; "
+                                  "pass --trust-code if you trust it")
+        ruleset, suffix = rules_from_recipe(recorded), "replayed"
     else:
         ruleset, suffix = load_rules(rules, init=init, trust_code=trust_code), Path(rules).stem
     try:
