@@ -4,7 +4,8 @@ For every block timm also has (SE, ECA, CBAM, GC, Non-local, Coordinate attentio
 same widths and options and timm's weights are copied into ours (see ``_timm_pairs.py`` for what each pair aligns);
 the outputs are compared before anything is timed. One step is a training-mode forward and a backward pass with
 respect to the input and every parameter. Steps alternate between ours and timm's, round by round, in one process;
-the ratio is the median of the per-round ratios ours / timm's, with its 25th and 75th percentiles.
+the ratio is the median of the per-round ratios ours / timm's, with its 25th and 75th percentiles. One sample runs as
+many steps as fill ``--min-sample`` seconds (at least one) and is divided by their number.
 
     python benchmarks/blocks.py
     python benchmarks/blocks.py --blocks se cbam --shapes 8x256x56x56 --rounds 11
@@ -15,9 +16,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import warnings
+from functools import partial
 
 import torch
-from _timing import alternate, configure_threads, goal_mark, machine_line, paired_ratio, set_clock
+from _timing import alternate, configure_threads, goal_mark, machine_line, paired_ratio, seconds, set_clock
 from _timm_pairs import PAIRS, max_relative_diff
 from torch import nn
 
@@ -36,15 +38,23 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
     return parts  # type: ignore[return-value]
 
 
-def train_step(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> None:
-    """One forward and backward pass; gradients are dropped first so each step allocates alike."""
-    for param in module.parameters():
-        param.grad = None
-    x.grad = None
-    module(x).backward(grad)
+def train_step(module: nn.Module, x: torch.Tensor, grad: torch.Tensor, repeat: int = 1) -> None:
+    """``repeat`` forward and backward passes; gradients are dropped first so each step allocates alike."""
+    for _ in range(repeat):
+        for param in module.parameters():
+            param.grad = None
+        x.grad = None
+        module(x).backward(grad)
 
 
-def compare(name: str, shape: tuple[int, int, int, int], rounds: int) -> str:
+def steps_per_sample(module: nn.Module, x: torch.Tensor, grad: torch.Tensor, min_seconds: float) -> int:
+    """How many steps make one sample last ``min_seconds``: a 5 ms step timed alone is mostly timer and cache
+    noise on a shared machine."""
+    train_step(module, x, grad)  # warm-up
+    return max(1, round(min_seconds / max(seconds(partial(train_step, module, x, grad)), 1e-6)))
+
+
+def compare(name: str, shape: tuple[int, int, int, int], rounds: int, min_seconds: float) -> str:
     pair = PAIRS[name]
     ours, theirs = pair.build(shape[1])
     generator = torch.Generator().manual_seed(0)
@@ -54,8 +64,10 @@ def compare(name: str, shape: tuple[int, int, int, int], rounds: int) -> str:
     ours.train(), theirs.train()
     x.requires_grad_(True)
     grad = torch.randn(shape, generator=generator)
-    samples = alternate({"ours": lambda: train_step(ours, x, grad), "timm": lambda: train_step(theirs, x, grad)},
-                        rounds)
+    repeat = steps_per_sample(theirs, x, grad, min_seconds)
+    samples = alternate({"ours": partial(train_step, ours, x, grad, repeat),
+                         "timm": partial(train_step, theirs, x, grad, repeat)}, rounds)
+    samples = {key: [t / repeat for t in values] for key, values in samples.items()}
     ratio = paired_ratio(samples["ours"], samples["timm"])
     label = "x".join(str(v) for v in shape)
     return (f"{name:<9} {label:>14} {statistics.median(samples['ours']) * 1e3:>9.1f} "
@@ -67,7 +79,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", nargs="+", default=BLOCKS, choices=sorted(PAIRS))
     parser.add_argument("--shapes", nargs="+", type=parse_shape, default=None, help="NxCxHxW")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--min-sample", type=float, default=0.25, help="seconds of steps per sample (at least 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="process CPU time or wall time")
     parser.add_argument("--quick", action="store_true", help="tiny configuration for a smoke test")
@@ -89,7 +102,7 @@ def main() -> None:
     print("-" * len(header))
     for shape in shapes:
         for name in args.blocks:
-            print(compare(name, shape, rounds), flush=True)
+            print(compare(name, shape, rounds, 0.0 if args.quick else args.min_sample), flush=True)
     print("aligned options: " + "; ".join(f"{name}: {PAIRS[name].note}" for name in args.blocks))
 
 

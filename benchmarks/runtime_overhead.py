@@ -197,13 +197,13 @@ def main() -> None:
             for batch in args.batches:
                 x = torch.randn(batch, 3, args.size, args.size)
                 rounds = args.rounds if mode == "eager" else args.compile_rounds
-                samples, _ = time_row(models, x, rounds, mode == "compile", plain_cache)
+                samples, compile_s = time_row(models, x, rounds, mode == "compile", plain_cache)
                 versus_timm = paired_ratio(samples["ours"], samples["timm"])
                 versus_plain = paired_ratio(samples["ours"], samples["plain"])
                 print(f"{name:<11} {mode:<8} {batch:>5} {statistics.median(samples['ours']) * 1e3:>9.1f} "
                       f"{statistics.median(samples['timm']) * 1e3:>9.1f} {versus_timm!s:>24} "
                       f"{goal_mark(versus_timm, GOAL):>10} {versus_plain.value:>11.3f} {flops:>17.3f} "
-                      f"{deviation:>9.1e}", flush=True)
+                      f"{deviation:>9.1e}" + (f"  (compiled in {compile_s:.0f} s)" if compile_s else ""), flush=True)
     print("native networks: " + "; ".join(
         f"{name}: {MODEL_PAIRS[name].native} {MODEL_PAIRS[name].native_options() or ''}".replace("functools.", "")
         for name in args.blocks))

@@ -55,6 +55,8 @@ def test_surgery_time_quick(run_script) -> None:
         assert float(match.group(2)) <= float(match.group(1)) <= float(match.group(3))
     assert re.search(r"^fit: surgery ms = -?\d+\.\d \+ -?\d+\.\d\d ms/site x sites, R\^2 = \S+ over 2 models$", out,
                      flags=re.MULTILINE)
+    assert re.search(r"^fit without two forwards: ms = -?\d+\.\d \+ -?\d+\.\d\d ms/site x sites, R\^2 = \S+$", out,
+                     flags=re.MULTILINE)
 
 
 def test_blocks_quick_every_pair_equal(run_script) -> None:
