@@ -18,14 +18,15 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["CLOCKS", "Ratio", "alternate", "configure_threads", "goal_mark", "linear_fit", "machine_line",
-           "paired_ratio", "quantile", "seconds", "set_clock"]
+__all__ = ["CLOCKS", "Ratio", "allocator_line", "alternate", "configure_threads", "goal_mark", "linear_fit",
+           "machine_line", "paired_ratio", "quantile", "seconds", "set_clock", "use_steady_malloc"]
 
 CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
 _clock: list[Callable[[], float]] = [time.process_time]
@@ -67,6 +68,33 @@ def machine_line(timing: bool = True) -> str:
     clock = next(name for name, fn in CLOCKS.items() if fn is _clock[0])
     threads = f"{torch.get_num_threads()} thread(s), {clock} clock, " if timing else ""
     return f"{_cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads}load average {load}"
+
+
+# glibc malloc serves big blocks with mmap and unmaps them on free, or trims the heap top back to the OS: each
+# full-size tensor can then cost thousands of page faults (a page zeroed by the kernel per 4 KiB), and how many
+# depends on what the contender timed just before freed. These tunables keep freed memory in the process, as
+# jemalloc and tcmalloc (PyTorch's CPU tuning guide recommends either) do after a warm-up.
+STEADY_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
+
+
+def use_steady_malloc(enabled: bool) -> None:
+    """Re-run this script under :data:`STEADY_MALLOC` unless it already runs so (glibc only; call it first).
+
+    Timings of memory-bound work then compare the work itself rather than the page faults of the allocator's
+    state, which differs from one contender to the next. ``enabled=False`` keeps the system's settings.
+    """
+    if not enabled or platform.libc_ver()[0] != "glibc" or STEADY_MALLOC in os.environ.get("GLIBC_TUNABLES", ""):
+        return
+    tunables = ":".join(filter(None, (os.environ.get("GLIBC_TUNABLES"), STEADY_MALLOC)))
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": tunables})
+
+
+def allocator_line() -> str:
+    """Which malloc settings this process runs with."""
+    if STEADY_MALLOC in os.environ.get("GLIBC_TUNABLES", ""):
+        return f"malloc: glibc, freed memory kept in the process (GLIBC_TUNABLES={STEADY_MALLOC})"
+    return "malloc: the system's default settings"
 
 
 def seconds(fn: Callable[[], object]) -> float:

@@ -7,6 +7,12 @@ respect to the input and every parameter. Steps alternate between ours and timm'
 the ratio is the median of the per-round ratios ours / timm's, with its 25th and 75th percentiles. One sample runs as
 many steps as fill ``--min-sample`` seconds (at least one) and is divided by their number.
 
+At 8x256x56x56 a step is memory-bound and each full-size tensor is 26 MB: with glibc's default settings its
+allocation can cost thousands of page faults, as many or as few as the memory the other contender left behind,
+which swings a ratio by 20-40% from one run to the next (``--malloc system`` shows it). By default the script
+re-runs itself with malloc keeping freed memory (``_timing.STEADY_MALLOC``), so that both sides are timed on
+their work.
+
     python benchmarks/blocks.py
     python benchmarks/blocks.py --blocks se cbam --shapes 8x256x56x56 --rounds 11
 """
@@ -19,7 +25,8 @@ import warnings
 from functools import partial
 
 import torch
-from _timing import alternate, configure_threads, goal_mark, machine_line, paired_ratio, seconds, set_clock
+from _timing import (allocator_line, alternate, configure_threads, goal_mark, machine_line, paired_ratio, seconds,
+                     set_clock, use_steady_malloc)
 from _timm_pairs import PAIRS, max_relative_diff
 from torch import nn
 
@@ -83,8 +90,11 @@ def main() -> None:
     parser.add_argument("--min-sample", type=float, default=0.25, help="seconds of steps per sample (at least 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="process CPU time or wall time")
-    parser.add_argument("--quick", action="store_true", help="tiny configuration for a smoke test")
+    parser.add_argument("--malloc", choices=["steady", "system"], default="steady",
+                        help="steady: re-run with malloc keeping freed memory (glibc); system: as configured")
+    parser.add_argument("--quick", action="store_true", help="tiny configuration for a smoke test (no re-run)")
     args = parser.parse_args()
+    use_steady_malloc(args.malloc == "steady" and not args.quick)
     shapes = args.shapes or [parse_shape(s) for s in (QUICK_SHAPES if args.quick else SHAPES)]
     rounds = 2 if args.quick else args.rounds
     configure_threads(args.threads or None)
@@ -93,6 +103,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     print(machine_line())
+    print(allocator_line())
     print(f"forward + backward (train mode), {rounds} rounds alternating, medians in ms; ratio = median of per-round "
           "ours/timm [p25, p75]; rel diff = max |ours - timm| / max |timm| (eval, same weights); "
           "goal mark 'noise': median above the goal, 25th percentile not")

@@ -103,39 +103,44 @@ def test_per_module_counts_include_children() -> None:
 
 def test_se_element_wise_flops_by_hand() -> None:
     result = count_ops(create_block("se", 64, init="paper"), torch.randn(1, 64, 8, 8))
-    squeeze_mean = 64 * 8 * 8  # 1 per input element
+    squeeze_sum = 64 * 8 * 8  # the mean is a sum (1 per input element) ...
+    squeeze_divide = 64  # ... divided by H * W, once per channel
     gate_sigmoid = 64  # one gate value per channel
     scale_multiply = 64 * 8 * 8  # x * gate broadcasts to x's shape
     hidden_relu = 4
-    assert _flops(result, "aten.mean") == squeeze_mean
+    assert _flops(result, "aten.sum") == squeeze_sum
+    assert _flops(result, "aten.div") == squeeze_divide
     assert _flops(result, "aten.sigmoid") == gate_sigmoid
     assert _flops(result, "aten.mul") == scale_multiply
     assert _flops(result, "aten.relu") == hidden_relu
     fc_macs = 64 * 4 + 4 * 64  # two 1x1 convolutions on a 1x1 map
     fc_biases = 4 + 64
     assert result.macs == fc_macs
-    assert result.flops == 2 * fc_macs + fc_biases + squeeze_mean + hidden_relu + gate_sigmoid + scale_multiply
+    assert result.flops == (2 * fc_macs + fc_biases + squeeze_sum + squeeze_divide + hidden_relu + gate_sigmoid
+                            + scale_multiply)
 
 
 def test_eca_element_wise_flops_by_hand() -> None:
     result = count_ops(create_block("eca", 64, init="paper"), torch.randn(1, 64, 8, 8))
     kernel = 3  # adaptive rule: int((log2(64) + 1) / 2) = 3, odd
     conv1d_macs = 64 * kernel  # one output per channel, no bias
-    squeeze_mean, gate_sigmoid, scale_multiply = 4096, 64, 4096
-    assert _flops(result, "aten.mean") == squeeze_mean
+    squeeze_sum, squeeze_divide, gate_sigmoid, scale_multiply = 4096, 64, 64, 4096
+    assert _flops(result, "aten.sum") == squeeze_sum
+    assert _flops(result, "aten.div") == squeeze_divide
     assert _flops(result, "aten.sigmoid") == gate_sigmoid
     assert _flops(result, "aten.mul") == scale_multiply
     assert result.macs == conv1d_macs
-    assert result.flops == 2 * conv1d_macs + squeeze_mean + gate_sigmoid + scale_multiply
+    assert result.flops == 2 * conv1d_macs + squeeze_sum + squeeze_divide + gate_sigmoid + scale_multiply
 
 
 def test_cbam_element_wise_flops_by_hand() -> None:
     result = count_ops(create_block("cbam", 64, init="paper"), torch.randn(1, 64, 8, 8))
-    # channel gate: mean and amax over H, W (4096 inputs each); MLP on both pooled vectors; sum of the two
-    # branches (2 x 64 inputs); sigmoid of 64; x * gate (4096)
-    # spatial gate: amax and mean over C (4096 inputs each); 7x7 conv 2 -> 1 on 8x8; eval batch norm (2 per
-    # element of 64); sigmoid of 64; x * gate (4096)
+    # channel gate: mean (a sum, then a division per channel) and amax over H, W (4096 inputs each); MLP on both
+    # pooled vectors; sum of the two branches (2 x 64 inputs); sigmoid of 64; x * gate (4096)
+    # spatial gate: amax and mean (a sum, then a division per position) over C (4096 inputs each); 7x7 conv
+    # 2 -> 1 on 8x8; eval batch norm (2 per element of 64); sigmoid of 64; x * gate (4096)
     mean = 4096 + 4096
+    divide = 64 + 64
     amax = 4096 + 4096
     branch_sum = 2 * 64
     sigmoid = 64 + 64
@@ -145,17 +150,18 @@ def test_cbam_element_wise_flops_by_hand() -> None:
     mlp_macs = 2 * (64 * 4 + 4 * 64)
     mlp_biases = 2 * (4 + 64)
     conv_macs = 8 * 8 * 2 * 7 * 7
-    assert _flops(result, "aten.mean") == mean
     assert _flops(result, "aten.amax") == amax
-    assert _flops(result, "aten.sum") == branch_sum
+    assert _flops(result, "aten.sum") == mean + branch_sum
+    assert _flops(result, "aten.div") == divide
     assert _flops(result, "aten.sigmoid") == sigmoid
     assert _flops(result, "aten.mul") == multiply
     assert _flops(result, "aten.native_batch_norm") == batch_norm
     assert result.macs == mlp_macs + conv_macs
-    element_wise = mean + amax + branch_sum + sigmoid + multiply + relu + batch_norm + mlp_biases
+    element_wise = mean + divide + amax + branch_sum + sigmoid + multiply + relu + batch_norm + mlp_biases
     assert result.flops == 2 * (mlp_macs + conv_macs) + element_wise
     assert result.per_module["spatial_gate.conv"].macs == conv_macs
-    assert result.per_module["channel_gate"].flops == 2 * mlp_macs + mlp_biases + 4096 + 4096 + relu + branch_sum + 64
+    assert result.per_module["channel_gate"].flops == (2 * mlp_macs + mlp_biases + 4096 + 64 + 4096 + relu + branch_sum
+                                                       + 64)
 
 
 @pytest.mark.parametrize("block", ["se", "eca", "cbam"])
@@ -168,7 +174,7 @@ def test_fvcore_leaves_the_attention_work_out(block: str) -> None:
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         counted, skipped = analysis.by_operator(), analysis.unsupported_ops()
     ours = count_ops(model, features)
-    for op in ("sigmoid", "mul", "mean"):
+    for op in ("sigmoid", "mul", "sum"):
         assert op not in counted and f"aten::{op}" in skipped
         assert _flops(ours, f"aten.{op}") > 0
     if block == "cbam":

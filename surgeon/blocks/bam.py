@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._helpers import IdentityGate, LayerType, check_init, get_act_layer, reduced_channels
+from ._helpers import IdentityGate, LayerType, check_init, get_act_layer, mean_pool, reduced_channels
 from ._registry import register_block
 
 __all__ = ["BAM"]
@@ -114,7 +114,7 @@ class BAM(nn.Module):
         self.identity_gate = IdentityGate() if check_init(init) == "identity" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        channel_map = self.channel_att(x.mean((2, 3))).unsqueeze(-1).unsqueeze(-1)  # (N, C, 1, 1)
+        channel_map = self.channel_att(mean_pool(x, (2, 3))).unsqueeze(-1).unsqueeze(-1)  # (N, C, 1, 1)
         spatial_map = self.spatial_att(x)  # (N, 1, H, W)
         if self.combine == "mul":
             logits = channel_map * spatial_map

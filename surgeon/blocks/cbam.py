@@ -8,8 +8,13 @@ the max-pooled channel vectors, summed, sigmoid. Spatial gate, applied to the ch
 across channels into a 2-channel map ordered **[max, mean]**, 7x7 conv (2 → 1, no bias) → BatchNorm
 (eps 1e-5, momentum 0.01) → sigmoid. r = 16. The module has no internal residual.
 
-Deviations: none with ``init="paper"``. timm's ``CbamModule`` orders the spatial pool [mean, max]; pass
-``spatial_pool_order="mean_max"`` for that. ``init="identity"`` adds one scalar shared by both gates (see
+Max pools: in training mode ``torch.max`` with indices, as the official code (``torch.max(x, 1)[0]``, and
+``max_pool2d`` for the channel gate), so the gradient goes to one maximal element; in eval mode ``amax``, the same
+values without the cost of indices (see :func:`max_pool`).
+
+Deviations: none with ``init="paper"``, except that a gradient taken in eval mode is split over exact ties
+(``amax``). timm's ``CbamModule`` orders the spatial pool [mean, max] and uses ``amax`` in both modes; pass
+``spatial_pool_order="mean_max"`` for its order. ``init="identity"`` adds one scalar shared by both gates (see
 :class:`IdentityGate`).
 """
 
@@ -18,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._helpers import IdentityGate, LayerType, check_init, get_act_layer, reduced_channels
+from ._helpers import IdentityGate, LayerType, check_init, get_act_layer, max_pool, mean_pool, reduced_channels
 from ._registry import register_block
 
 __all__ = ["CBAM", "ChannelGate", "SpatialGate"]
@@ -34,7 +39,7 @@ class ChannelGate(nn.Module):
         self.fc2 = nn.Linear(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.stack((x.mean((2, 3)), x.amax((2, 3))))  # (2, N, C): both pools through the MLP at once
+        pooled = torch.stack((mean_pool(x, (2, 3)), max_pool(x, (2, 3), False, self.training)))  # (2, N, C): both pools through the MLP at once
         logits = self.fc2(self.act(self.fc1(pooled))).sum(0)
         return torch.sigmoid(logits).unsqueeze(-1).unsqueeze(-1)
 
@@ -53,7 +58,7 @@ class SpatialGate(nn.Module):
         self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_max, x_mean = x.amax(1, keepdim=True), x.mean(1, keepdim=True)
+        x_max, x_mean = max_pool(x, 1, True, self.training), mean_pool(x, (1,), keepdim=True)
         pooled = torch.cat((x_max, x_mean) if self.max_first else (x_mean, x_max), dim=1)
         return torch.sigmoid(self.bn(self.conv(pooled)))
 

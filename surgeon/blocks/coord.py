@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._helpers import IdentityGate, LayerType, check_init, get_act_layer
+from ._helpers import IdentityGate, LayerType, check_init, get_act_layer, mean_pool
 from ._registry import register_block
 
 __all__ = ["CoordAttention"]
@@ -56,8 +56,8 @@ class CoordAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height = x.shape[2]
-        x_h = x.mean(3, keepdim=True)  # (N, C, H, 1)
-        x_w = x.mean(2, keepdim=True).transpose(2, 3)  # (N, C, W, 1)
+        x_h = mean_pool(x, (3,), keepdim=True)  # (N, C, H, 1)
+        x_w = mean_pool(x, (2,), keepdim=True).transpose(2, 3)  # (N, C, W, 1)
         y = self.act(self.bn1(self.conv1(torch.cat((x_h, x_w), dim=2))))
         y_h, y_w = y[:, :, :height], y[:, :, height:]
         a_h = torch.sigmoid(self.conv_h(y_h))  # (N, C, H, 1)

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from ._helpers import IdentityGate, LayerType, check_init, get_act_layer
+from ._helpers import IdentityGate, LayerType, check_init, get_act_layer, mean_pool
 from ._registry import register_block
 
 __all__ = ["EfficientChannelAttention", "eca_kernel_size"]
@@ -64,7 +64,7 @@ class EfficientChannelAttention(nn.Module):
         self.identity_gate = IdentityGate() if check_init(init) == "identity" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = x.mean((2, 3)).unsqueeze(1)  # (N, 1, C): channels as the 1-D sequence
+        pooled = mean_pool(x, (2, 3)).unsqueeze(1)  # (N, 1, C): channels as the 1-D sequence
         gate = self.gate(self.conv(pooled)).transpose(1, 2).unsqueeze(-1)  # (N, C, 1, 1)
         if self.identity_gate is not None:
             gate = self.identity_gate(gate)

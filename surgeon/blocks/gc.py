@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._helpers import IdentityGate, LayerType, check_init, get_act_layer, reduced_channels
+from ._helpers import IdentityGate, LayerType, check_init, get_act_layer, mean_pool, reduced_channels
 from ._registry import register_block
 
 __all__ = ["GlobalContext"]
@@ -105,9 +105,14 @@ class GlobalContext(nn.Module):
     def spatial_pool(self, x: torch.Tensor) -> torch.Tensor:
         """The (N, C, 1, 1) global context of ``x``."""
         if self.conv_mask is None:
-            return x.mean((2, 3), keepdim=True)
-        weights = self.conv_mask(x).flatten(2).softmax(dim=-1)  # (N, 1, H*W), sums to 1 over positions
-        context = torch.matmul(x.flatten(2), weights.transpose(1, 2))  # (N, C, 1)
+            return mean_pool(x, (2, 3), keepdim=True)
+        flat = x.flatten(2)  # (N, C, H*W)
+        # conv_mask (a 1x1 conv to one channel) as a batched matrix product: the same values, and half the cost
+        # of the convolution forward and backward on CPU (benchmarks/blocks.py)
+        mask = self.conv_mask.weight.view(1, 1, -1).expand(x.shape[0], -1, -1)  # (N, 1, C)
+        logits = torch.baddbmm(self.conv_mask.bias.view(1, 1, 1), mask, flat)  # (N, 1, H*W)
+        weights = logits.softmax(dim=-1)  # sums to 1 over positions
+        context = torch.bmm(flat, weights.transpose(1, 2))  # (N, C, 1)
         return context.unsqueeze(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._helpers import IdentityGate, LayerType, check_init, get_act_layer, reduced_channels
+from ._helpers import IdentityGate, LayerType, check_init, get_act_layer, mean_pool, reduced_channels
 from ._registry import register_block
 
 __all__ = ["SqueezeExcite"]
@@ -54,7 +54,7 @@ class SqueezeExcite(nn.Module):
         self.identity_gate = IdentityGate() if check_init(init) == "identity" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        squeezed = x.mean((2, 3), keepdim=True)
+        squeezed = mean_pool(x, (2, 3), keepdim=True)
         gate = self.gate(self.fc2(self.act(self.fc1(squeezed))))
         if self.identity_gate is not None:
             gate = self.identity_gate(gate)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._helpers import IdentityGate, check_init
+from ._helpers import IdentityGate, check_init, mean_pool
 from ._registry import register_block
 
 __all__ = ["SimAM", "simam_denominator_count"]
@@ -68,7 +68,7 @@ class SimAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = simam_denominator_count(x.shape[2], x.shape[3])
-        deviation = (x - x.mean((2, 3), keepdim=True)).pow(2)
+        deviation = (x - mean_pool(x, (2, 3), keepdim=True)).pow(2)
         variance = deviation.sum((2, 3), keepdim=True) / n
         gate = torch.sigmoid(deviation / (4 * (variance + self.e_lambda)) + 0.5)
         if self.identity_gate is not None:

@@ -35,7 +35,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ._helpers import LayerType, get_act_layer, reduced_channels
+from ._helpers import LayerType, get_act_layer, mean_pool, reduced_channels
 from ._inherit import copy_conv, copy_norm
 from ._registry import register_block
 
@@ -119,7 +119,7 @@ class SelectiveKernel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.act(self.bn(torch.cat([conv(x) for conv in self.convs], dim=1)))  # (N, M*C, H, W)
         # the pooled sum of the paths is the sum of the pooled paths: pool before splitting
-        pooled = feats.mean((2, 3), keepdim=True).unflatten(1, (self.num_paths, -1)).sum(1)  # (N, C, 1, 1)
+        pooled = mean_pool(feats, (2, 3), keepdim=True).unflatten(1, (self.num_paths, -1)).sum(1)  # (N, C, 1, 1)
         logits = self.fc_select(self.fc_act(self.fc_bn(self.fc_reduce(pooled))))  # (N, M*C, 1, 1)
         attn = logits.unflatten(1, (self.num_paths, -1)).softmax(dim=1)  # (N, M, C, 1, 1)
         return (feats.unflatten(1, (self.num_paths, -1)) * attn).sum(1)

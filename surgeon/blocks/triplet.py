@@ -26,6 +26,8 @@ Deviations:
   and ``hw``).
 * ``init="identity"`` adds one scalar shared by the three gates (see :class:`IdentityGate`); each gate is blended
   towards 1, which is the same as blending their average.
+* The Z-pool's max is ``torch.max(x, 1)[0]`` in training mode, as the official code, and ``amax`` in eval mode
+  (the same values without computing indices; a gradient taken in eval mode is split over exact ties).
 * In train mode a branch whose plane is 1x1 with a batch of 1 fails in BatchNorm, as the official module does.
 """
 
