@@ -31,7 +31,8 @@ from .blocks import create_block, get_block
 from .codegen import graph_source, is_patched, patch_class, wrapped_blocks, wrapper_source
 from .errors import BlockError, RewriteError, TraceError
 from .match import Action, Plan
-from .trace import TracedModule, describe_trace_error, find_residual_add, is_container, trace_module
+from .trace import (TracedModule, describe_trace_error, find_residual_add, is_container, trace_module,
+                    watch_training_reads)
 
 __all__ = ["Inserted", "RewriteResult", "rewrite", "conv_unit", "planned_parameters"]
 
@@ -143,9 +144,12 @@ def _block_label(block: str) -> str:
 def _seeded(key: str) -> Iterator[None]:
     """Initialise a new block from a seed derived from its qualified name and block, leaving the caller's RNG as it
     was: the same surgery gives bit-identical weights whatever the global RNG state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(zlib.crc32(key.encode()))
+    state = torch.get_rng_state()
+    torch.default_generator.manual_seed(zlib.crc32(key.encode()))  # the CPU generator only: blocks are built on CPU
+    try:
         yield
+    finally:
+        torch.set_rng_state(state)
 
 
 def _build_block(action: Action, channels: int, size: tuple[int, int], like: nn.Module, key: str) -> nn.Module:
@@ -439,6 +443,11 @@ def rewrite(model: nn.Module, plan: Plan, traces: Mapping[str, TracedModule] | N
         RewriteError: an action that cannot be realised (e.g. a forward that returns a tuple, for ``after``).
         BlockError: a block that cannot be built with the given options.
     """
+    with watch_training_reads():  # installed once for every trace below
+        return _rewrite(model, plan, traces)
+
+
+def _rewrite(model: nn.Module, plan: Plan, traces: Mapping[str, TracedModule] | None) -> RewriteResult:
     modules = dict(model.named_modules())
     attempts: dict[str, list[tuple[str, str]]] = {}
     per_host: dict[str, list[tuple[int, Action, str | None]]] = defaultdict(list)

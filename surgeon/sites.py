@@ -20,7 +20,8 @@ import torch.fx as fx
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from .trace import TracedModule, contains_conv, describe_trace_error, find_residual_add, is_container, trace_module
+from .trace import (TracedModule, contains_conv, describe_trace_error, find_residual_add, is_container, trace_module,
+                    watch_training_reads)
 
 __all__ = ["Site", "SiteTable", "find_sites", "probe_input"]
 
@@ -140,20 +141,21 @@ def _residual_candidates(
     residual: dict[str, tuple[fx.Graph, fx.Node]] = {}
     traces: dict[str, TracedModule] = {}
     untraceable: dict[str, str] = {}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d) or is_container(module) or not contains_conv(module):
-            continue
-        if not any(True for _ in module.children()):
-            continue
-        try:
-            traced = trace_module(module)
-        except Exception as exc:  # any fx failure is a fact about the user's module, reported per module
-            untraceable[name] = describe_trace_error(exc)
-            continue
-        found = find_residual_add(traced.graph, module)
-        if found is not None:
-            residual[name] = (traced.graph, found[1])
-            traces[name] = traced
+    with watch_training_reads():  # installed once for every trace below
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Conv2d) or is_container(module) or not contains_conv(module):
+                continue
+            if not any(True for _ in module.children()):
+                continue
+            try:
+                traced = trace_module(module)
+            except Exception as exc:  # any fx failure is a fact about the user's module, reported per module
+                untraceable[name] = describe_trace_error(exc)
+                continue
+            found = find_residual_add(traced.graph, module)
+            if found is not None:
+                residual[name] = (traced.graph, found[1])
+                traces[name] = traced
     return residual, untraceable, traces
 
 

@@ -9,8 +9,10 @@ Naming convention (pinned by tests): ``call_module`` targets are qualified names
 ``getattr`` chains in the generated code address the very same submodule objects, so the generated ``forward``
 runs on the original module and every state_dict key stays where it was.
 
-A module whose own ``forward`` reads ``self.training`` is traced twice (train and eval mode); when the two graphs
-differ the patched module dispatches on ``self.training`` like torchvision's ``DualGraphModule``.
+A module is traced in train mode while every read of a module's ``training`` flag is watched. Only if the traced
+code read one (or a module in it overrides ``train()``, which may set other state) is it traced in eval mode too;
+when the two graphs differ the patched module dispatches on ``self.training`` like torchvision's
+``DualGraphModule``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import inspect
 import math
 import operator
+import threading
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from torch import nn
 __all__ = [
     "SurgeonTracer",
     "TracedModule",
+    "watch_training_reads",
     "trace_module",
     "describe_trace_error",
     "find_residual_add",
@@ -120,6 +124,72 @@ def _training_mode(module: nn.Module, mode: bool) -> Iterator[None]:
             m.training = training
 
 
+class _TrainingReads:
+    """A data descriptor put on ``nn.Module`` for ``training`` while watching: it stores and returns the flag in the
+    instance ``__dict__``, exactly where ``nn.Module`` keeps it, and notes that some code read it.
+
+    Installed on the class, it sees every attribute read of ``training`` on every module (a data descriptor on the
+    type takes precedence over the instance dict); reads by unrelated threads only make the answer more cautious.
+    """
+
+    def __init__(self) -> None:
+        self.read = False
+
+    def __get__(self, obj: object, objtype: type | None = None) -> object:
+        if obj is None:
+            return self
+        self.read = True
+        try:
+            return obj.__dict__["training"]
+        except KeyError:
+            raise AttributeError("training") from None
+
+    def __set__(self, obj: object, value: object) -> None:
+        obj.__dict__["training"] = value
+
+
+_watch_lock = threading.RLock()
+
+
+@contextmanager
+def watch_training_reads() -> Iterator[_TrainingReads]:
+    """Put :class:`_TrainingReads` on ``nn.Module`` for the duration; nested uses share it and each sees the reads
+    made inside it. Wrap a loop of traces in one, since setting a class attribute on ``nn.Module`` invalidates
+    Python's attribute caches of every module class loaded (about 0.3 ms with timm imported)."""
+    with _watch_lock:
+        current = nn.Module.__dict__.get("training")
+        if isinstance(current, _TrainingReads):
+            outer, current.read = current.read, False
+            try:
+                yield current
+            finally:
+                current.read = current.read or outer
+            return
+        if current is not None:  # someone else defined it: do not interfere, and assume it was read
+            watcher = _TrainingReads()
+            watcher.read = True
+            yield watcher
+            return
+        watcher = _TrainingReads()
+        nn.Module.training = watcher  # type: ignore[assignment]
+        try:
+            yield watcher
+        finally:
+            del nn.Module.training
+
+
+def _mode_may_matter(module: nn.Module) -> bool:
+    """Whether switching ``module`` between train and eval may change more than the ``training`` flags: a class in
+    it overrides ``train()`` or defines ``training`` itself (which would hide reads from the watcher)."""
+    for m in module.modules():
+        cls = type(m)
+        if cls.train is not nn.Module.train:
+            return True
+        if any("training" in vars(base) for base in cls.__mro__ if base is not nn.Module):
+            return True
+    return False
+
+
 def _concrete_args(module: nn.Module) -> dict[str, object] | None:
     """Pin every optional forward argument after the first to its default, so ``if mask is None`` traces."""
     try:
@@ -152,8 +222,11 @@ def trace_module(module: nn.Module, trace_through: Collection[str] = ()) -> Trac
     Raises:
         Exception: whatever torch.fx raised; :func:`describe_trace_error` turns it into one line.
     """
-    with _training_mode(module, True):
+    with _training_mode(module, True), watch_training_reads() as reads:
         train_graph = _trace_once(module, trace_through)
+        read = reads.read  # before leaving: an enclosing watch gets the reads back on exit
+    if not read and not _mode_may_matter(module):
+        return TracedModule(module, [train_graph])  # nothing traced depends on the mode: eval would trace the same
     with _training_mode(module, False):
         eval_graph = _trace_once(module, trace_through)
     if train_graph.python_code("self").src == eval_graph.python_code("self").src:
