@@ -98,7 +98,7 @@ class TracedModule:
 
     Attributes:
         module: the traced module (the original object, not a copy).
-        graphs: one graph, or two (``[train, eval]``) when the forward reads ``self.training``.
+        graphs: one graph, or two (``[train, eval]``) when the traced code depends on the mode.
     """
 
     module: nn.Module

@@ -132,3 +132,26 @@ def test_alternate_rotates_the_first_contender() -> None:
     samples = alternate({name: (lambda name=name: calls.append(name)) for name in "abc"}, rounds=3, warmup=1)
     assert calls == list("abc") + list("abc") + list("bca") + list("cab")
     assert {name: len(values) for name, values in samples.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_steady_malloc_re_runs_the_script_once_with_the_tunables(monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import _timing
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    if _timing.platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc tunables")
+    calls: list[tuple[str, list[str], dict[str, str]]] = []
+    monkeypatch.setattr(_timing.os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
+    monkeypatch.setattr(sys, "argv", ["blocks.py", "--rounds", "3"])
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    _timing.use_steady_malloc(False)
+    assert calls == [] and _timing.allocator_line() == "malloc: the system's default settings"
+    _timing.use_steady_malloc(True)
+    (path, argv, env), = calls
+    assert path == sys.executable and argv == [sys.executable, "blocks.py", "--rounds", "3"]
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:" + _timing.STEADY_MALLOC  # the user's kept
+    monkeypatch.setenv("GLIBC_TUNABLES", env["GLIBC_TUNABLES"])
+    _timing.use_steady_malloc(True)  # already under the tunables: runs on
+    assert len(calls) == 1 and "freed memory kept" in _timing.allocator_line()
