@@ -25,8 +25,17 @@ import warnings
 from functools import partial
 
 import torch
-from _timing import (allocator_line, alternate, configure_threads, goal_mark, machine_line, paired_ratio, seconds,
-                     set_clock, use_steady_malloc)
+from _timing import (
+    allocator_line,
+    alternate,
+    configure_threads,
+    goal_mark,
+    machine_line,
+    paired_ratio,
+    seconds,
+    set_clock,
+    use_steady_malloc,
+)
 from _timm_pairs import PAIRS, max_relative_diff
 from torch import nn
 

@@ -31,8 +31,14 @@ from .blocks import create_block, get_block
 from .codegen import graph_source, is_patched, patch_class, wrapped_blocks, wrapper_source
 from .errors import BlockError, RewriteError, TraceError
 from .match import Action, Plan
-from .trace import (TracedModule, describe_trace_error, find_residual_add, is_container, trace_module,
-                    watch_training_reads)
+from .trace import (
+    TracedModule,
+    describe_trace_error,
+    find_residual_add,
+    is_container,
+    trace_module,
+    watch_training_reads,
+)
 
 __all__ = ["Inserted", "RewriteResult", "rewrite", "conv_unit", "planned_parameters"]
 

@@ -20,8 +20,15 @@ import torch.fx as fx
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from .trace import (TracedModule, contains_conv, describe_trace_error, find_residual_add, is_container, trace_module,
-                    watch_training_reads)
+from .trace import (
+    TracedModule,
+    contains_conv,
+    describe_trace_error,
+    find_residual_add,
+    is_container,
+    trace_module,
+    watch_training_reads,
+)
 
 __all__ = ["Site", "SiteTable", "find_sites", "probe_input"]
 

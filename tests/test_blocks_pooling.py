@@ -57,7 +57,10 @@ def test_cbam_train_mode_gradient_is_the_official_one_at_ties() -> None:
 
     def official(t: torch.Tensor) -> torch.Tensor:
         gate = block.channel_gate
-        mlp = lambda v: gate.fc2(gate.act(gate.fc1(v)))  # noqa: E731
+
+        def mlp(v: torch.Tensor) -> torch.Tensor:
+            return gate.fc2(gate.act(gate.fc1(v)))
+
         pooled_max = F.max_pool2d(t, (t.shape[2], t.shape[3])).flatten(1)
         t = t * torch.sigmoid(mlp(t.mean((2, 3))) + mlp(pooled_max))[..., None, None]
         spatial = block.spatial_gate

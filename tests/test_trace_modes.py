@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import surgeon
-import surgeon.trace as trace
+from surgeon import trace
 
 
 class Plain(nn.Module):
@@ -118,7 +118,7 @@ def test_the_watcher_is_removed_when_tracing_fails() -> None:
                 return x
             return self.conv(x)
 
-    with pytest.raises(Exception):
+    with pytest.raises(torch.fx.proxy.TraceError):
         trace.trace_module(Untraceable())
     assert "training" not in nn.Module.__dict__
     module = Plain()

@@ -39,7 +39,8 @@ class ChannelGate(nn.Module):
         self.fc2 = nn.Linear(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.stack((mean_pool(x, (2, 3)), max_pool(x, (2, 3), False, self.training)))  # (2, N, C): both pools through the MLP at once
+        # (2, N, C): both pools through the MLP at once
+        pooled = torch.stack((mean_pool(x, (2, 3)), max_pool(x, (2, 3), False, self.training)))
         logits = self.fc2(self.act(self.fc1(pooled))).sum(0)
         return torch.sigmoid(logits).unsqueeze(-1).unsqueeze(-1)
 
