@@ -307,6 +307,32 @@ def test_sk_takes_the_split_form_in_training_and_under_compile(monkeypatch: pyte
     assert forms == [True, False, True]
 
 
+@pytest.mark.parametrize("convert", ["sync", "frozen"])
+def test_sk_with_a_converted_batchnorm_calls_it(monkeypatch: pytest.MonkeyPatch, convert: str) -> None:
+    """A user's SyncBatchNorm (which synchronises statistics across processes) or FrozenBatchNorm2d replaces the
+    plain BatchNorm2d: the block must call that module, never F.batch_norm with its tensors."""
+    torchvision_ops = pytest.importorskip("torchvision.ops")
+    block = randomize(SelectiveKernel(16, 16, 1, groups=4))
+    reference = SelectiveKernel(16, 16, 1, groups=4)
+    reference.load_state_dict(block.state_dict())
+    if convert == "sync":
+        block = nn.SyncBatchNorm.convert_sync_batchnorm(block)
+    else:
+        frozen = torchvision_ops.FrozenBatchNorm2d(32, eps=block.bn.eps)
+        frozen.load_state_dict({k: v for k, v in block.bn.state_dict().items() if k != "num_batches_tracked"})
+        block.bn = frozen
+    calls: list[int] = []
+    block.bn.register_forward_hook(lambda module, args, out: calls.append(1))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    x = torch.randn(4, 16, 7, 7)
+    out = block.train()(x)
+    assert calls == [1]
+    reference.train()
+    if convert == "frozen":
+        reference.bn.eval()  # frozen: the paths normalised with the running statistics, the rest training
+    torch.testing.assert_close(out, reference(x))
+
+
 def test_sk_timm_defaults_differ() -> None:
     # timm's defaults: split input (half the channels per path) and d = make_divisible(C/16, 8) with no L=32 floor
     timm_default = _timm_sk(256, 1, 32)

@@ -12,9 +12,8 @@ Implementation notes: the paths' BatchNorms are one ``BatchNorm2d(M·C)`` over t
 (the same parameters as M separate ones; rows ``m·C:(m+1)·C`` belong to path m), then one activation, one
 pool and one softmax for all paths; only the convs run per path, since each has its own dilation. In training
 and under ``torch.compile`` that BatchNorm is applied to each path's rows before the paths are stacked (same
-values and statistics; see ``_paths``). The fcs are
-1x1 convs as in the official prototxt. ``num_paths=M`` gives path m dilation ``(m + 1) · dilation`` (the
-paper's 3x3, 5x5, 7x7, ... as dilated 3x3s).
+values and statistics; see ``_paths``). The fcs are 1x1 convs as in the official prototxt. ``num_paths=M`` gives
+path m dilation ``(m + 1) · dilation`` (the paper's 3x3, 5x5, 7x7, ... as dilated 3x3s).
 
 Deviations:
 
@@ -120,7 +119,10 @@ class SelectiveKernel(nn.Module):
         self.fc_select = nn.Conv2d(attn_channels, num_paths * out_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self._paths([conv(x) for conv in self.convs], split=self.training or torch.compiler.is_compiling())
+        # the split form calls F.batch_norm itself: only for a plain BatchNorm2d, not one a user converted (SyncBatchNorm
+        # must synchronise its statistics, FrozenBatchNorm2d has its own forward)
+        split = (self.training or torch.compiler.is_compiling()) and type(self.bn) is nn.BatchNorm2d
+        feats = self._paths([conv(x) for conv in self.convs], split=split)
         # the pooled sum of the paths is the sum of the pooled paths: pool before summing
         pooled = mean_pool(feats, (3, 4), keepdim=True).sum(1)  # (N, C, 1, 1)
         logits = self.fc_select(self.fc_act(self.fc_bn(self.fc_reduce(pooled))))  # (N, M*C, 1, 1)
