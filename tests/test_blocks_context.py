@@ -227,6 +227,24 @@ def test_gc_forward_matches_formula():
     torch.testing.assert_close(avg.spatial_pool(x), x.mean((2, 3), keepdim=True))
 
 
+def test_gc_calls_a_mask_module_the_user_swapped_in():
+    """The mask conv runs as a matrix product only while it is a plain Conv2d; a module put in its place (a
+    quantisation-aware or adapter wrapper) is called, so what it adds to the convolution is kept."""
+    block = _build("gc", 16, {})
+    x = torch.randn(2, 16, 5, 7)
+
+    class Doubled(nn.Conv2d):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * super().forward(x)
+
+    doubled = Doubled(16, 1, kernel_size=1)
+    doubled.load_state_dict(block.conv_mask.state_dict())
+    block.conv_mask = doubled
+    mask = F.conv2d(x, doubled.weight, doubled.bias).flatten(2)
+    expected_context = torch.bmm(x.flatten(2), (2 * mask).softmax(-1).transpose(1, 2)).unsqueeze(-1)
+    torch.testing.assert_close(block.spatial_pool(x), expected_context)
+
+
 def _reference_nonlocal(x: torch.Tensor, block: NonLocalBlock, ceil_mode: bool) -> torch.Tensor:
     """The official computation written out: pool (floor mode in Caffe2), affinity, scaled softmax, residual."""
     pooled = F.max_pool2d(x, 2, 2, ceil_mode=ceil_mode) if block.use_pool else x

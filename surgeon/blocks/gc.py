@@ -107,10 +107,13 @@ class GlobalContext(nn.Module):
         if self.conv_mask is None:
             return mean_pool(x, (2, 3), keepdim=True)
         flat = x.flatten(2)  # (N, C, H*W)
-        # conv_mask (a 1x1 conv to one channel) as a batched matrix product: the same values, and half the cost
-        # of the convolution forward and backward on CPU (benchmarks/blocks.py)
-        mask = self.conv_mask.weight.view(1, 1, -1).expand(x.shape[0], -1, -1)  # (N, 1, C)
-        logits = torch.baddbmm(self.conv_mask.bias.view(1, 1, 1), mask, flat)  # (N, 1, H*W)
+        if type(self.conv_mask) is nn.Conv2d:
+            # the 1x1 conv to one channel as a batched matrix product: the same values, and half the cost of the
+            # convolution forward and backward on CPU (benchmarks/blocks.py)
+            mask = self.conv_mask.weight.view(1, 1, -1).expand(x.shape[0], -1, -1)  # (N, 1, C)
+            logits = torch.baddbmm(self.conv_mask.bias.view(1, 1, 1), mask, flat)  # (N, 1, H*W)
+        else:  # a module the user swapped in (QAT, adapters): call it
+            logits = self.conv_mask(x).flatten(2)
         weights = logits.softmax(dim=-1)  # sums to 1 over positions
         context = torch.bmm(flat, weights.transpose(1, 2))  # (N, C, 1)
         return context.unsqueeze(-1)
