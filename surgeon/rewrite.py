@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import inspect
 import operator
+import re
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
@@ -422,8 +423,30 @@ def _choose_host(action: Action, modules: dict[str, nn.Module], attempts: dict[s
             tried.append((parent or "(model)", str(exc)))
         except Exception as exc:
             tried.append((parent or "(model)", describe_trace_error(exc)))
-    detail = "; ".join(f"{name}: {reason}" for name, reason in tried) or "every enclosing module is a container"
+    if not tried:
+        raise TraceError(_only_containers_message(site.name, modules))
+    detail = "; ".join(f"{name}: {reason}" for name, reason in tried)
     raise TraceError(f"{site.name}: no enclosing module could be traced ({detail})")
+
+
+def _only_containers_message(conv_name: str, modules: dict[str, nn.Module]) -> str:
+    """Why a conv directly inside containers (a model that is one nn.Sequential) has no host, and what works."""
+    parent = conv_name.rpartition(".")[0]
+    children = list(modules[parent].named_children())
+    position = next(i for i, (name, _) in enumerate(children) if _relative(conv_name, parent) == name)
+    last = position
+    while last + 1 < len(children) and (_is_norm(children[last + 1][1])
+                                        or isinstance(children[last + 1][1], _ACTIVATIONS)):
+        last += 1
+    message = (f"{conv_name}: every module around it is a container (nn.Sequential, nn.ModuleList), whose keys "
+               "would be renumbered by a new child, so no graph can take the block")
+    if last == position:
+        return message + "; select a module after it as the site instead"
+    follower = children[last][1]
+    qualified = f"{parent}.{children[last][0]}" if parent else children[last][0]
+    return (message + f"; select the module that ends its conv unit instead, which takes the block after its own "
+            f"forward: --after {type(follower).__name__} (every {type(follower).__name__}) or "
+            f"--after 're:^{re.escape(qualified)}$'")
 
 
 def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:

@@ -7,14 +7,14 @@ import copy
 import pytest
 import torch
 import torchvision
+from _util import build, randomize_norm_stats
 from timm.models.resnet import Bottleneck as TimmBottleneck
+from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.resnet import Bottleneck
 
 import surgeon
-from surgeon.errors import BlockError, NoMatchError, SelectorError
-
-from _util import build, randomize_norm_stats
+from surgeon.errors import BlockError, NoMatchError, SelectorError, TraceError
 
 MODELS = {
     "torchvision:resnet50": Bottleneck,
@@ -235,3 +235,16 @@ def test_channels_last_modules_are_not_offered_as_sites() -> None:
     assert not table.of_kind("module") and not table.of_kind("block")
     with pytest.raises(NoMatchError, match="no residual units with convolutions"):
         surgeon.insert(torchvision.models.swin_t(), "eca", input_shape=(1, 3, 64, 64))
+
+
+def test_a_conv_in_a_sequential_model_says_which_site_works_instead() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(TraceError, match=r"^0: every module around it is a container .* --after ReLU .* "
+                                         r"--after 're:\^2\$'$"):
+        surgeon.insert(model, "eca", after="conv3x3", input_shape=(1, 3, 16, 16))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    surgeon.insert(model, "eca", after="re:^2$", input_shape=(1, 3, 16, 16))  # the suggestion works
+    assert [k for k in model.state_dict() if k not in before] == ["2.eca_after.conv.weight",
+                                                                  "2.eca_after.identity_gate.gamma"]
