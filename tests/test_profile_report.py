@@ -15,6 +15,7 @@ from torch import nn
 
 import surgeon
 from surgeon.cli import cli
+from surgeon.cli._options import LoadOptions
 from surgeon.cli._surgery import run_rules_command
 from surgeon.match import Rule, parse_site_spec
 from surgeon.profile import SCHEMA_VERSION, profile_models
@@ -271,8 +272,8 @@ def test_profile_cuda_without_a_gpu_is_bad_usage() -> None:
 
 def _surgery(tmp_path: Path, name: str, profile: str) -> Path:
     output = tmp_path / f"{name}.pt"
-    run_rules_command("torchvision:resnet18", [Rule(parse_site_spec("bottleneck"), "se", init="paper")], arch=None,
-                      arch_args=(), input_shape=SHAPE, output=output, suffix="se", dry_run=False, force=False,
+    run_rules_command("torchvision:resnet18", [Rule(parse_site_spec("bottleneck"), "se", init="paper")],
+                      load=LoadOptions(), input_shape=SHAPE, output=output, suffix="se", dry_run=False, force=False,
                       as_json=True, profile=profile)
     return output
 

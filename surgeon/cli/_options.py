@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import yaml
 from ..checkpoint import LoadedModel, is_spec, load_model
 from ._console import err, progress
 
-__all__ = ["model_options", "note", "input_shape_option", "parse_shape", "parse_assignments", "load_source",
+__all__ = ["LoadOptions", "model_options", "note", "input_shape_option", "parse_shape", "parse_assignments", "load_source",
            "default_output"]
 
 
@@ -54,43 +56,45 @@ def input_shape_option(func: Callable[..., Any]) -> Callable[..., Any]:
                         help="Probe batch shape N,C,H,W used to measure sites and the output deviation.")(func)
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load MODEL: ``--arch``, ``--arch-args``, ``--trust-pickle`` and ``--trust-code``."""
+
+    arch: str | None = None
+    arch_args: tuple[str, ...] = ()
+    trust_pickle: bool = False
+    trust_code: bool = False
+
+
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--arch``, ``--arch-args``, ``--trust-pickle`` and ``--trust-code``; the last two reach the command's
-    function as ``trust_pickle`` and ``trust_code`` only if it names them (else :func:`load_source` reads them from
-    the click context)."""
-    func = click.option("--trust-code", is_flag=True, expose_value=False, is_eager=False,
-                        callback=_remember("trust_code"),
-                        help="Allow a checkpoint whose recipe builds a package.module:factory architecture "
-                             "(imports and runs that factory).")(func)
-    func = click.option("--trust-pickle", is_flag=True, expose_value=False, callback=_remember("trust_pickle"),
-                        help="Allow a file that holds pickled code (torch.save(model)); loading it runs that code, "
-                             "so only for files you trust.")(func)
-    func = click.option("--arch-args", "arch_args", multiple=True, metavar="KEY=VALUE",
-                        help="Keyword argument for the architecture's factory (repeatable), e.g. num_classes=10.")(func)
-    func = click.option("--arch", metavar="SPEC",
-                        help="Architecture of a checkpoint that holds only weights: torchvision:NAME, timm:NAME or "
-                             "package.module:factory [default: detected from the keys and shapes].")(func)
-    return func
+    """Add ``--arch``, ``--arch-args``, ``--trust-pickle`` and ``--trust-code``; the command's function receives
+    them together as ``load`` (a :class:`LoadOptions`)."""
+
+    @functools.wraps(func)
+    def command(*args: Any, arch: str | None, arch_args: tuple[str, ...], trust_pickle: bool, trust_code: bool,
+                **kwargs: Any) -> Any:
+        return func(*args, load=LoadOptions(arch, arch_args, trust_pickle, trust_code), **kwargs)
+
+    command = click.option("--trust-code", is_flag=True,
+                           help="Allow a checkpoint whose recipe builds a package.module:factory architecture "
+                                "(imports and runs that factory).")(command)
+    command = click.option("--trust-pickle", is_flag=True,
+                           help="Allow a file that holds pickled code (torch.save(model)); loading it runs that "
+                                "code, so only for files you trust.")(command)
+    command = click.option("--arch-args", "arch_args", multiple=True, metavar="KEY=VALUE",
+                           help="Keyword argument for the architecture's factory (repeatable), e.g. "
+                                "num_classes=10.")(command)
+    command = click.option("--arch", metavar="SPEC",
+                           help="Architecture of a checkpoint that holds only weights: torchvision:NAME, timm:NAME "
+                                "or package.module:factory [default: detected from the keys and shapes].")(command)
+    return command
 
 
-def _remember(name: str) -> Callable[[click.Context, click.Parameter, bool], bool]:
-    def callback(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-        ctx.meta[f"surgeon.{name}"] = value
-        return value
-
-    return callback
-
-
-def load_source(source: str, arch: str | None, arch_args: tuple[str, ...], *, trust_pickle: bool | None = None,
-                trust_code: bool | None = None) -> LoadedModel:
-    """Load MODEL; ``--trust-pickle``/``--trust-code`` are read from the current command line unless given."""
-    ctx = click.get_current_context(silent=True)
-    meta = ctx.meta if ctx is not None else {}
-    trust_pickle = meta.get("surgeon.trust_pickle", False) if trust_pickle is None else trust_pickle
-    trust_code = meta.get("surgeon.trust_code", False) if trust_code is None else trust_code
+def load_source(source: str, load: LoadOptions) -> LoadedModel:
+    """Load MODEL as the command line says, showing progress and what architecture detection found."""
     with progress(f"Loading {source}"):
-        loaded = load_model(source, arch=arch, arch_args=parse_assignments(arch_args, "--arch-args"),
-                            trust_code=trust_code, trust_pickle=trust_pickle)
+        loaded = load_model(source, arch=load.arch, arch_args=parse_assignments(load.arch_args, "--arch-args"),
+                            trust_code=load.trust_code, trust_pickle=load.trust_pickle)
     if loaded.detection is not None:
         note(f"{source}: {loaded.detection.describe()}")
     return loaded

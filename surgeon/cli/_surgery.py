@@ -27,7 +27,7 @@ from ..profile.output import render_text
 from ..profile.report import model_facts
 from ..report import FULL_PROFILE_RUNS, PROFILE_MODES, surgery_profile, surgery_summary
 from ._console import out, print_json, progress, warn
-from ._options import default_output, load_source
+from ._options import LoadOptions, default_output, load_source
 
 __all__ = ["run_rules_command", "report_path", "html_report_path", "render_plan", "profile_option", "format_option",
            "output_options"]
@@ -95,7 +95,7 @@ def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def run_rules_command(source: str, rules: list[Rule], *, arch: str | None, arch_args: tuple[str, ...],
+def run_rules_command(source: str, rules: list[Rule], *, load: LoadOptions,
                      input_shape: tuple[int, ...], output: Path | None, suffix: str, dry_run: bool, force: bool,
                      as_json: bool, profile: str = "counts", fmt: str | None = None) -> None:
     if output is None:
@@ -105,7 +105,7 @@ def run_rules_command(source: str, rules: list[Rule], *, arch: str | None, arch_
     html = html_report_path(output) if profile != "off" else None
     if not dry_run:
         _check_outputs([output, report, *([html] if html else [])], force)
-    loaded = load_source(source, arch, arch_args)
+    loaded = load_source(source, load)
     before = original = None
     if not dry_run and profile == "counts":
         with progress("Counting the original model"):

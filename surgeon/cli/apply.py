@@ -8,7 +8,7 @@ import click
 
 from ..errors import CheckpointError, NoMatchError, SelectorError
 from ..rules import list_presets, load_rules, locate, read_recipe, rules_from_recipe
-from ._options import input_shape_option, model_options
+from ._options import LoadOptions, input_shape_option, model_options
 from ._surgery import output_options, run_rules_command
 
 EXAMPLES = f"""\b
@@ -37,7 +37,7 @@ Presets (rules/*.yaml; the language is described in rules/README.md):
 @model_options
 @output_options
 def apply(model: str, rules: str | None, recipe: Path | None, init: str | None, input_shape: tuple[int, ...],
-          arch: str | None, arch_args: tuple[str, ...], profile: str, output: Path | None, dry_run: bool, force: bool,
+          load: LoadOptions, profile: str, output: Path | None, dry_run: bool, force: bool,
           as_json: bool, fmt: str | None) -> None:
     """Apply RULES (a rules file or the name of a preset) to MODEL, or replay a patched checkpoint's --recipe.
 
@@ -45,7 +45,7 @@ def apply(model: str, rules: str | None, recipe: Path | None, init: str | None, 
     error names the file, line, column and rule. Every original weight keeps its key and value. --trust-code also
     allows blocks given as package.module:Class in RULES (importing them runs code).
     """
-    trust_code = bool(click.get_current_context().meta.get("surgeon.trust_code"))
+    trust_code = load.trust_code
     if (rules is None) == (recipe is None):
         raise click.UsageError("give RULES (a rules file or a preset name) or --recipe PATCHED.pt, not both"
                                if rules else "missing RULES (a rules file or a preset name) or --recipe PATCHED.pt")
@@ -61,7 +61,7 @@ def apply(model: str, rules: str | None, recipe: Path | None, init: str | None, 
     else:
         ruleset, suffix = load_rules(rules, init=init, trust_code=trust_code), Path(rules).stem
     try:
-        run_rules_command(model, ruleset, arch=arch, arch_args=arch_args, input_shape=input_shape, output=output,
+        run_rules_command(model, ruleset, load=load, input_shape=input_shape, output=output,
                           suffix=suffix, dry_run=dry_run, force=force, as_json=as_json, profile=profile, fmt=fmt)
     except (NoMatchError, SelectorError) as exc:
         if recipe is not None:

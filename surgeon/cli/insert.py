@@ -8,7 +8,7 @@ import click
 
 from ..blocks import get_block
 from ..match import Rule, parse_site_spec
-from ._options import input_shape_option, model_options, parse_assignments
+from ._options import LoadOptions, input_shape_option, model_options, parse_assignments
 from ._surgery import output_options, run_rules_command
 
 EXAMPLES = """\b
@@ -42,8 +42,8 @@ Examples:
 @model_options
 @output_options
 def insert(model: str, block: str, site: str, position: str | None, settings: tuple[str, ...], init: str,
-           stage: str | None, stride: int | None, input_shape: tuple[int, ...], arch: str | None,
-           arch_args: tuple[str, ...], output: Path | None, dry_run: bool, force: bool, profile: str,
+           stage: str | None, stride: int | None, input_shape: tuple[int, ...], load: LoadOptions,
+           output: Path | None, dry_run: bool, force: bool, profile: str,
            as_json: bool, fmt: str | None) -> None:
     """Insert an attention block at every site of MODEL that --after selects.
 
@@ -54,6 +54,6 @@ def insert(model: str, block: str, site: str, position: str | None, settings: tu
     selector = parse_site_spec(site, stage=stage, stride=stride)
     rule = Rule(selector, block, "insert", position, parse_assignments(settings, "--set"), init,
                 name=f"--block {block} --after {site}")
-    run_rules_command(model, [rule], arch=arch, arch_args=arch_args, input_shape=input_shape, output=output,
+    run_rules_command(model, [rule], load=load, input_shape=input_shape, output=output,
                      suffix=info.name.rsplit(":", 1)[-1].lower(), dry_run=dry_run, force=force, as_json=as_json,
                      profile=profile, fmt=fmt)

@@ -14,7 +14,7 @@ from ..profile.latency import quiet_profiler_logs
 from ..profile.output import FORMATS, format_for_path, render_text, write_report
 from ..profile.render import render_profile
 from ._console import out, progress
-from ._options import input_shape_option, load_source, model_options
+from ._options import LoadOptions, input_shape_option, load_source, model_options
 
 EXAMPLES = """\b
 Examples:
@@ -68,7 +68,7 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> torch.dev
               help="Write the report to this file instead of stdout (.json, .md, .html or .txt).")
 @click.option("--force", is_flag=True, help="Overwrite an existing report file.")
 def profile(model: str, compare: str | None, input_shape: tuple[int, ...], batch_sizes: tuple[int, ...] | None,
-            arch: str | None, arch_args: tuple[str, ...], device: torch.device, threads: int | None, runs: int,
+            load: LoadOptions, device: torch.device, threads: int | None, runs: int,
             warmup: int, fmt: str | None, as_json: bool, output: Path | None, force: bool) -> None:
     """Count, time and compare MODEL (and --compare MODEL2): parameters, MACs and FLOPs per image, latency and
     peak memory per batch size, the cost of each inserted block, and the output deviation.
@@ -83,8 +83,8 @@ def profile(model: str, compare: str | None, input_shape: tuple[int, ...], batch
     if output is not None and output.exists() and not force:  # before minutes of timing, not after
         raise OutputExistsError(f"{output}: exists; pass --force to overwrite it")
     quiet_profiler_logs()
-    base = load_source(model, arch, arch_args)
-    other = load_source(compare, arch, arch_args) if compare else None
+    base = load_source(model, load)
+    other = load_source(compare, load) if compare else None
     share = bool(other and is_spec(model) and other.recipe is not None and other.recipe.base == base.spec)
     base.module.to(device)
     if other is not None:

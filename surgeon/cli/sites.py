@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ..sites import find_sites
 from ._console import out, print_json, progress
-from ._options import input_shape_option, load_source, model_options
+from ._options import LoadOptions, input_shape_option, load_source, model_options
 
 EXAMPLES = """\b
 Examples:
@@ -26,13 +26,13 @@ Examples:
 @input_shape_option
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the sites as JSON on stdout.")
-def sites(model: str, kind: tuple[str, ...], input_shape: tuple[int, ...], arch: str | None,
-          arch_args: tuple[str, ...], as_json: bool) -> None:
+def sites(model: str, kind: tuple[str, ...], input_shape: tuple[int, ...], load: LoadOptions,
+          as_json: bool) -> None:
     """List the sites of MODEL: residual units (block), convolutions (conv) and other modules with 4-D outputs.
 
     Use the names, classes, stages and indices shown here in --after, --stage and YAML rules.
     """
-    loaded = load_source(model, arch, arch_args)
+    loaded = load_source(model, load)
     with progress("Finding sites"):
         table = find_sites(loaded.module, input_shape)
     kinds = {"block", "conv", "module"} if "all" in kind else (set(kind) or {"block", "conv"})

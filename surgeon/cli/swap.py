@@ -9,7 +9,7 @@ import click
 from ..blocks import get_block
 from ..errors import BlockError
 from ..match import Rule, Selector, parse_site_spec
-from ._options import input_shape_option, model_options, parse_assignments
+from ._options import LoadOptions, input_shape_option, model_options, parse_assignments
 from ._surgery import output_options, run_rules_command
 
 EXAMPLES = """\b
@@ -31,7 +31,7 @@ Examples:
 @model_options
 @output_options
 def swap(model: str, block: str, conv: str, stride: int | None, stage: str | None, settings: tuple[str, ...],
-         input_shape: tuple[int, ...], arch: str | None, arch_args: tuple[str, ...], output: Path | None,
+         input_shape: tuple[int, ...], load: LoadOptions, output: Path | None,
          dry_run: bool, force: bool, profile: str, as_json: bool, fmt: str | None) -> None:
     """Replace each selected conv unit (conv → norm → activation) of MODEL with a swap block.
 
@@ -49,6 +49,6 @@ def swap(model: str, block: str, conv: str, stride: int | None, stage: str | Non
         selector = Selector(**{**selector.__dict__, "kind": "conv"})
     rule = Rule(selector, block, "replace", None, parse_assignments(settings, "--set"), "paper",
                 name=f"--with {block} --conv {conv}")
-    run_rules_command(model, [rule], arch=arch, arch_args=arch_args, input_shape=input_shape, output=output,
+    run_rules_command(model, [rule], load=load, input_shape=input_shape, output=output,
                      suffix=info.name, dry_run=dry_run, force=force, as_json=as_json, profile=profile,
                       fmt=fmt)
