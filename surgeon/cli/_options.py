@@ -14,8 +14,8 @@ import yaml
 from ..checkpoint import LoadedModel, is_spec, load_model
 from ._console import err, progress
 
-__all__ = ["LoadOptions", "model_options", "note", "input_shape_option", "parse_shape", "parse_assignments", "load_source",
-           "default_output"]
+__all__ = ["LoadOptions", "model_options", "note", "input_shape_option", "parse_shape", "parse_assignments",
+           "load_source", "default_output"]
 
 
 def note(message: str) -> None:
