@@ -119,8 +119,8 @@ class SelectiveKernel(nn.Module):
         self.fc_select = nn.Conv2d(attn_channels, num_paths * out_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the split form calls F.batch_norm itself: only for a plain BatchNorm2d, not one a user converted (SyncBatchNorm
-        # must synchronise its statistics, FrozenBatchNorm2d has its own forward)
+        # the split form calls F.batch_norm itself: only for a plain BatchNorm2d, not for one a user converted
+        # (SyncBatchNorm must synchronise its statistics, FrozenBatchNorm2d has its own forward)
         split = (self.training or torch.compiler.is_compiling()) and type(self.bn) is nn.BatchNorm2d
         feats = self._paths([conv(x) for conv in self.convs], split=split)
         # the pooled sum of the paths is the sum of the pooled paths: pool before summing
