@@ -40,7 +40,7 @@ class ChannelGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (2, N, C): both pools through the MLP at once
-        pooled = torch.stack((mean_pool(x, (2, 3)), max_pool(x, (2, 3), False, self.training)))
+        pooled = torch.stack((mean_pool(x, (2, 3)), max_pool(x, (2, 3), keepdim=False, with_indices=self.training)))
         logits = self.fc2(self.act(self.fc1(pooled))).sum(0)
         return torch.sigmoid(logits).unsqueeze(-1).unsqueeze(-1)
 
@@ -59,7 +59,7 @@ class SpatialGate(nn.Module):
         self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_max, x_mean = max_pool(x, 1, True, self.training), mean_pool(x, (1,), keepdim=True)
+        x_max, x_mean = max_pool(x, 1, keepdim=True, with_indices=self.training), mean_pool(x, (1,), keepdim=True)
         pooled = torch.cat((x_max, x_mean) if self.max_first else (x_mean, x_max), dim=1)
         return torch.sigmoid(self.bn(self.conv(pooled)))
 
