@@ -34,6 +34,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -43,11 +44,11 @@ from .detect import Detection, common_prefixes, detect_arch, fit_prefix, meta_mo
 from .errors import CheckpointError, ModelLoadError, OutputExistsError
 from .recipe import Recipe
 
-__all__ = ["CONTAINER_KEYS", "FORMATS", "RECIPE_KEY", "Layout", "LoadedModel", "SaveResult", "atomic_write",
-           "build_arch", "is_spec", "load_model", "read_checkpoint", "save_model"]
+__all__ = ["CONTAINER_KEYS", "FORMATS", "FRAMEWORKS", "RECIPE_KEY", "Framework", "Layout", "LoadedModel", "SaveResult",
+           "atomic_write", "build_arch", "is_spec", "load_model", "read_checkpoint", "save_model"]
 
 RECIPE_KEY = "__surgeon__"
-CONTAINER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")
+CONTAINER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "module", "ema")
 FORMATS = ("pt", "safetensors")
 _OPTIMIZER_KEYS = ("optimizer", "optimizers", "optimizer_state_dict", "optimizer_states", "opt", "scaler",
                    "lr_scheduler", "scheduler", "lr_schedulers")
@@ -72,6 +73,7 @@ class Layout:
         pickled: the weights were a whole pickled module (``torch.save(model)``), written back the same way.
         siblings: other entries holding the same weights (EMA copies), by name, with their own key prefix; they get
             the new blocks' keys too.
+        framework: the registered :class:`Framework` whose native file this is (written back in its layout).
     """
 
     kind: Literal["spec", "bare", "container"] = "spec"
@@ -81,6 +83,38 @@ class Layout:
     format: Literal["pt", "safetensors"] = "pt"
     pickled: bool = False
     siblings: dict[str, str] = field(default_factory=dict)
+    framework: str | None = None
+
+
+@dataclass(frozen=True)
+class Framework:
+    """A framework whose model specs and pickled checkpoint files are read and written natively.
+
+    Registered by :mod:`surgeon.integrations`, so that this module knows no framework; each callable imports the
+    framework only when called.
+
+    Attributes:
+        name: the spec prefix (``ultralytics`` for ``ultralytics:yolov8n.yaml``).
+        title: what messages call its checkpoint files (``an Ultralytics checkpoint``).
+        build: ``(name, **arch_args) -> module`` for a spec.
+        layout: ``module -> Layout``: the native layout a model built from a spec is saved in.
+        owns: whether a pickled global (``ultralytics.nn.tasks.DetectionModel``) is one of the framework's.
+        restricted_load: the framework's own weights-only loader, ``path -> object``, or ``None`` where it refuses.
+        adopt: ``module -> module``, applied to a module unpickled from its files (as its own loader does).
+        before_pickle: ``(module, recipe) -> None``, before a patched module is pickled whole into its native file.
+    """
+
+    name: str
+    title: str
+    build: Callable[..., nn.Module]
+    layout: Callable[[nn.Module], Layout]
+    owns: Callable[[str], bool]
+    restricted_load: Callable[[Path], Any]
+    adopt: Callable[[nn.Module], nn.Module]
+    before_pickle: Callable[[nn.Module, Recipe], None]
+
+
+FRAMEWORKS: dict[str, Framework] = {}
 
 
 @dataclass
@@ -124,6 +158,8 @@ def build_arch(spec: str, **kwargs: Any) -> nn.Module:
         ModelLoadError: unknown library or model name (with the closest names), or a factory that fails.
     """
     library, _, name = spec.partition(":")
+    if library in FRAMEWORKS:
+        return FRAMEWORKS[library].build(name, **kwargs)
     if library == "torchvision":
         import torchvision
 
@@ -218,10 +254,19 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             reason = next((line for line in lines if line.startswith(("Unsupported", "Invalid"))), lines[0])
             raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason[:200]})") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        framework = _framework_of_file(path, found.group(1) if found else None)
         if not trust_pickle:
-            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            if framework is not None:
+                raise CheckpointError(f"{path}: is {framework.title}: it pickles the model's Python classes, and "
+                                      "loading it would run code it contains. Pass --trust-pickle if you trust this "
+                                      "file") from None
             raise CheckpointError(f"{path}: " + _PICKLE_RISK.format(
                 what=f" (it refers to {found.group(1)})" if found else "")) from None
+        if framework is not None:  # its own restricted loader first: it rebuilds only the framework's known classes
+            restricted = framework.restricted_load(path)
+            if restricted is not None:
+                return restricted
     except Exception as exc:  # noqa: BLE001  the restricted unpickler meets garbage in many ways; none of them ran code
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated ({reason[:200]})") from None
@@ -230,6 +275,21 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
     except Exception as exc:  # noqa: BLE001  unpickling runs arbitrary code: any error may come out
         raise CheckpointError(f"{path}: cannot unpickle it ({type(exc).__name__}: {exc}); is the code it was saved "
                               "with importable here?") from None
+
+
+def _framework_of_file(path: Path, first_global: str | None) -> Framework | None:
+    """The registered framework whose classes the pickle refers to (every global is listed without unpickling)."""
+    names = [first_global] if first_global else []
+    try:
+        names += torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except (AttributeError, ValueError, RuntimeError):  # torch < 2.6, or not a zip archive
+        pass
+    return next((fw for name in names for fw in FRAMEWORKS.values() if fw.owns(name)), None)
+
+
+def _framework_of_module(module: nn.Module) -> Framework | None:
+    name = f"{type(module).__module__}.{type(module).__qualname__}"
+    return next((fw for fw in FRAMEWORKS.values() if fw.owns(name)), None)
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, trust_pickle: bool = False) -> Any:
@@ -353,6 +413,10 @@ def _loaded_module(module: nn.Module, layout: Layout, path: Path, arch: str | No
     """A whole pickled module: used as it is; its spec comes from its recipe, ``arch``, or detection by class."""
     from .pipeline import recipe_of
 
+    framework = _framework_of_module(module)
+    if framework is not None:
+        module = framework.adopt(module)
+        layout.framework = framework.name
     recipe = recipe_of(module)
     spec, detection = arch or (recipe.base if recipe else None), None
     if spec is None and type(module).__module__.split(".")[0] in ("torchvision", "timm"):
@@ -387,7 +451,9 @@ def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_arg
     arch_args = dict(arch_args or {})
     source = str(source)
     if is_spec(source):
-        return LoadedModel(build_arch(source, **arch_args), source, arch_args)
+        module = build_arch(source, **arch_args)
+        framework = FRAMEWORKS.get(source.partition(":")[0])
+        return LoadedModel(module, source, arch_args, framework.layout(module) if framework else Layout())
     path = Path(source)
     obj = read_checkpoint(path, trust_pickle=trust_pickle)
     weights, layout = _split_container(obj, path)
@@ -400,7 +466,7 @@ def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_arg
         arch, arch_args = recipe.base, {**recipe.arch_args, **arch_args}
         if arch is None:
             raise ModelLoadError(f"{path}: patched from a model without a named architecture; pass --arch SPEC")
-        if arch.split(":", 1)[0] not in ("torchvision", "timm") and not trust_code:
+        if arch.split(":", 1)[0] not in ("torchvision", "timm", *FRAMEWORKS) and not trust_code:
             raise ModelLoadError(f"{path}: its recipe builds {arch!r}, which imports and runs code; pass "
                                  "--trust-code if you trust it, or --arch SPEC")
     elif arch is None:
@@ -529,8 +595,14 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, l
         payload = _safetensors_bytes(_with_prefix(state, layout.prefix), header)
         atomic_write(path, lambda file: file.write(payload), force=force, protect=protect)
         return result
+    if layout.pickled and layout.framework in FRAMEWORKS:
+        FRAMEWORKS[layout.framework].before_pickle(model, recipe)
     entry: Any = model if layout.pickled else _with_prefix(state, layout.prefix)
-    if layout.pickled:
+    if layout.pickled and layout.framework in FRAMEWORKS:
+        result.notes.append(f"the output is {FRAMEWORKS[layout.framework].title} in its own layout, the model "
+                            "pickled whole: it loads with the framework (and here with --trust-pickle), wherever "
+                            "attn-surgeon is installed")
+    elif layout.pickled:
         result.notes.append("the output pickles the whole model, as the input did: it loads only with "
                             "torch.load(weights_only=False) / --trust-pickle, and needs attn-surgeon installed")
     payload: Any = entry
