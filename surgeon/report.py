@@ -65,6 +65,8 @@ def surgery_summary(result: SurgeryResult, source: str, output: str | None = Non
         return summary
     verification = result.verification
     params_after = count_parameters(result.model)
+    original = (len(result.model.state_dict()) - len(verification.added_keys) + len(verification.removed_by_swap)
+                + len(verification.missing_keys))
     summary.update({
         "sites_patched": len(result.rewrite.inserted),
         "parameters": {"before": result.params_before, "after": params_after,
@@ -78,6 +80,9 @@ def surgery_summary(result: SurgeryResult, source: str, output: str | None = Non
         "verification": {
             "forward_ok": verification.forward_ok,
             "keys_preserved": verification.keys_preserved,
+            "original_tensors": original,
+            "transferred_tensors": original - len(verification.missing_keys) - len(verification.changed_keys)
+            - len(verification.removed_by_swap),
             "added_keys": len(verification.added_keys),
             "removed_by_swap": len(verification.removed_by_swap),
             "max_abs_diff": verification.max_abs_diff,

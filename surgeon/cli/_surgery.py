@@ -141,6 +141,9 @@ def run_rules_command(source: str, rules: list[Rule], *, load: LoadOptions,
     what = sorted({f"{row['block']} ({row['position'] or row['op']})" for row in summary["plan"]})
     out.print(f"Patched [bold]{summary['sites_patched']}[/bold] sites of {source} with {', '.join(what)}.")
     out.print(f"Parameters: {params['before']:,} → {params['after']:,} ({params['added']:+,})")
+    if loaded.path is not None:  # the user's own weights: say that every one of them came along
+        out.print(f"Weights: transferred {check['transferred_tensors']:,}/{check['original_tensors']:,} original "
+                  f"tensors, {check['added_keys']:,} new")
     out.print(f"Output deviation on the probe batch: max abs {check['max_abs_diff']:.3g} "
               f"(relative {check['rel_diff']:.3g}); original keys preserved: {check['keys_preserved']}")
     out.print(f"Wrote {output}, {report}" + (f" and {html}" if html else ""), highlight=False)

@@ -7,6 +7,7 @@ import dataclasses
 import click
 from rich.table import Table
 
+from ..integrations import ultralytics
 from ..sites import find_sites
 from ._console import out, print_json, progress
 from ._options import LoadOptions, input_shape_option, load_source, model_options
@@ -16,6 +17,7 @@ Examples:
   attn-surgeon sites torchvision:resnet50
   attn-surgeon sites timm:efficientnet_b0 --kind block
   attn-surgeon sites torchvision:mobilenet_v2 --kind conv --json
+  attn-surgeon sites ultralytics:yolo11n.yaml --input-shape 1,3,640,640
 """
 
 
@@ -30,20 +32,25 @@ def sites(model: str, kind: tuple[str, ...], input_shape: tuple[int, ...], load:
           as_json: bool) -> None:
     """List the sites of MODEL: residual units (block), convolutions (conv) and other modules with 4-D outputs.
 
-    Use the names, classes, stages and indices shown here in --after, --stage and YAML rules.
+    Use the names, classes, stages and indices shown here in --after, --stage and YAML rules. For an Ultralytics
+    YOLO, the places people put attention (backbone C2f/C3k2, SPPF, the P3/P4/P5 head inputs) are named in a
+    "place" column and always listed.
     """
     loaded = load_source(model, load)
     with progress("Finding sites"):
         table = find_sites(loaded.module, input_shape)
     kinds = {"block", "conv", "module"} if "all" in kind else (set(kind) or {"block", "conv"})
-    chosen = [site for site in table.sites if site.kind in kinds]
+    places = ultralytics.places(loaded.module) if ultralytics.is_ultralytics_model(loaded.module) else {}
+    chosen = [site for site in table.sites if site.kind in kinds or site.name in places]
     if as_json:
         print_json({"model": model, "input_shape": list(input_shape), "untraceable": table.untraceable,
-                    "sites": [dataclasses.asdict(site) for site in chosen]})
+                    "sites": [{**dataclasses.asdict(site), **({"place": places.get(site.name)} if places else {})}
+                              for site in chosen]})
         return
     view = Table(title=f"{len(chosen)} sites of {model} at input {','.join(map(str, input_shape))}",
                  title_justify="left")
-    for column in ("name", "kind", "class", "in → out ch", "size", "stride", "stage", "index", "conv"):
+    for column in ("name", "kind", "class", "in → out ch", "size", "stride", "stage", "index", "conv",
+                   *(("place",) if places else ())):
         view.add_column(column)
     for site in chosen:
         conv = ""
@@ -53,7 +60,7 @@ def sites(model: str, kind: tuple[str, ...], input_shape: tuple[int, ...], load:
         view.add_row(site.name, site.kind, site.cls, f"{site.in_channels} → {site.out_channels}",
                      f"{site.out_size[0]}x{site.out_size[1]}", str(site.stride),
                      "-" if site.stage is None else str(site.stage), "-" if site.index is None else str(site.index),
-                     conv)
+                     conv, *((places.get(site.name, ""),) if places else ()))
     out.print(view)
     if not table.of_kind("block"):
         out.print("No residual units with convolutions found: select sites by class name or name glob instead "

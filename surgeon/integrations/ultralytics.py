@@ -33,6 +33,7 @@ import functools
 import importlib.abc
 import importlib.util
 import inspect
+import logging
 import os
 import pickle
 import re
@@ -163,9 +164,10 @@ def _replaying_init(cls: type, init: Any) -> Any:
         recipe = _yaml_recipe(self)
         if recipe is None or recipe_of(self) is not None:
             return
-        if type(self) is cls:
+        outermost = next(c for c in type(self).__mro__ if "__init__" in vars(c))
+        if outermost is cls:  # the model is complete: replay now
             _replay(self, recipe, "from a model yaml that carries attn-surgeon blocks")
-        elif not hasattr(type(self).__init__, _WRAPPED):  # a subclass whose own __init__ would run after ours
+        elif not hasattr(vars(outermost)["__init__"], _WRAPPED):  # a subclass whose own __init__ is not hooked
             raise UltralyticsHookError(f"{type(self).__name__} is built from a model yaml that carries attn-surgeon "
                                        f"blocks, but attn-surgeon replays them only in {', '.join(MODEL_CLASSES)}")
 
@@ -247,17 +249,21 @@ def build(name: str, **arch_args: Any) -> nn.Module:
     if unknown:
         raise ModelLoadError(f"ultralytics:{name}: unknown argument {sorted(unknown)[0]!r}; valid: nc, ch")
     from ultralytics import YOLO
+    from ultralytics.utils import LOGGER
 
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)  # ClassificationModel prints its summary even with verbose=False
     try:
-        yolo = YOLO(name, verbose=False)
+        model = YOLO(name, verbose=False).model
+        if arch_args:
+            rebuilt = type(model)(model.yaml, verbose=False, **arch_args)
+            rebuilt.args, rebuilt.task = model.args, model.task
+            model = rebuilt
     except FileNotFoundError:
         raise ModelLoadError(f"ultralytics:{name}: Ultralytics has no model yaml by that name "
                              "(e.g. yolov8n.yaml, yolo11n.yaml, yolov8n-seg.yaml, yolo11n-cls.yaml)") from None
-    model = yolo.model
-    if arch_args:
-        rebuilt = type(model)(model.yaml, verbose=False, **arch_args)
-        rebuilt.args, rebuilt.task = model.args, model.task
-        model = rebuilt
+    finally:
+        LOGGER.setLevel(level)
     return model
 
 
