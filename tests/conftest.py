@@ -22,3 +22,14 @@ def _signature_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ultralytics_offline(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Ultralytics reads these when first imported: its settings file goes to a temporary directory, not the user's,
+    and it never checks the network (tests import it only inside fixtures and tests, after this has run)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("ultralytics-config")))
+    patch.setenv("YOLO_OFFLINE", "1")
+    yield
+    patch.undo()

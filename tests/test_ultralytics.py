@@ -1,0 +1,457 @@
+"""Ultralytics YOLO round trip through Ultralytics' own entry points: load, predict, fuse, val, export, train
+(``YOLO.train``, the ``yolo`` command, resume, another class count, the DDP launcher's child script).
+
+Nothing may reach the network: Ultralytics' download functions and name resolution are replaced for the whole
+module by ones that record the attempt and raise, and the module fails if any attempt was recorded (Ultralytics
+swallows some errors). Training runs one epoch at 32 px on four synthetic images with plots and AMP off.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import surgeon
+from examples.yolo.tiny_dataset import write_classify_dataset, write_detect_dataset
+from surgeon.checkpoint import build_arch, load_model
+from surgeon.cli import cli as main
+from surgeon.errors import CheckpointError, ModelLoadError
+from surgeon.integrations import ultralytics as integration
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="ultralytics not installed")
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = {"epochs": 1, "imgsz": 32, "batch": 4, "workers": 0, "plots": False, "amp": False, "device": "cpu",
+         "verbose": False, "exist_ok": True, "seed": 0}
+PROBE = "1,3,64,64"
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "", None)
+
+
+def _caller() -> str:
+    import traceback
+
+    frames = [f for f in traceback.extract_stack()[:-2] if "ultralytics" in f.filename]
+    return " < ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames[-4:][::-1]) or "?"
+
+
+class _Offline:
+    """Records and refuses every download and every name lookup of a non-local host."""
+
+    def __init__(self) -> None:
+        self.attempts: list[str] = []
+
+    def refuse(self, name: str) -> Any:
+        def refused(*args: Any, **kwargs: Any) -> Any:
+            self.attempts.append(f"{name}{args[:2]!r} from {_caller()}")
+            raise RuntimeError(f"test_ultralytics: {name} tried to reach the network")
+
+        return refused
+
+
+def _provide_fonts() -> None:
+    """Checking a data set makes Ultralytics fetch Arial for its plots unless the font is in its config directory
+    (a temporary one here, see conftest): put matplotlib's own font there under that name."""
+    import shutil
+
+    import matplotlib
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    assert "ultralytics-config" in str(USER_CONFIG_DIR), USER_CONFIG_DIR  # never the user's own directory
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        if not (USER_CONFIG_DIR / name).exists():
+            shutil.copyfile(font, USER_CONFIG_DIR / name)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline() -> Any:
+    import ultralytics.data.utils
+    import ultralytics.engine.exporter
+    import ultralytics.engine.trainer
+    import ultralytics.nn.tasks
+    import ultralytics.utils.checks
+    import ultralytics.utils.downloads as downloads
+
+    guard, patch = _Offline(), pytest.MonkeyPatch()
+    _provide_fonts()
+    original_asset, original_lookup = downloads.attempt_download_asset, socket.getaddrinfo
+
+    def local_asset(file: Any, *args: Any, **kwargs: Any) -> str:
+        if Path(str(file)).exists():
+            return original_asset(file, *args, **kwargs)
+        return guard.refuse("attempt_download_asset")(file)
+
+    def lookup(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in _LOCAL_HOSTS:
+            return original_lookup(host, *args, **kwargs)
+        return guard.refuse("socket.getaddrinfo")(host)
+
+    replacements = {"safe_download": guard.refuse("safe_download"), "get_github_assets": guard.refuse("github"),
+                    "attempt_download_asset": local_asset, "download": guard.refuse("download")}
+    for name, module in list(sys.modules.items()):
+        if name == "ultralytics" or name.startswith("ultralytics."):
+            for attribute, replacement in replacements.items():
+                if getattr(module, attribute, None) is getattr(downloads, attribute):
+                    patch.setattr(module, attribute, replacement)
+    patch.setattr(socket, "getaddrinfo", lookup)
+    yield guard
+    patch.undo()
+    assert not guard.attempts, f"tried to download: {guard.attempts}"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("yolo")
+
+
+@pytest.fixture(scope="module")
+def data(workdir: Path) -> Path:
+    return write_detect_dataset(workdir / "data", classes=2)
+
+
+@pytest.fixture(scope="module")
+def plain(workdir: Path) -> Path:
+    """A checkpoint exactly as Ultralytics writes one (``YOLO(...).save``: the model pickled, half precision)."""
+    from ultralytics import YOLO
+
+    path = workdir / "yolov8n.pt"
+    YOLO("yolov8n.yaml").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def patched(workdir: Path, plain: Path) -> tuple[Path, str]:
+    out = workdir / "yolov8n_cbam.pt"
+    result = CliRunner().invoke(main, ["apply", str(plain), "yolo_backbone_cbam", "--trust-pickle",
+                                       "--input-shape", PROBE, "--profile", "off", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def _blocks(model: torch.nn.Module) -> list[str]:
+    return [name for name, module in model.named_modules() if type(module).__name__ == "CBAM"]
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _saved_model(path: Path) -> torch.nn.Module:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    return (checkpoint.get("ema") or checkpoint["model"]).float()
+
+
+def _plain_params(nc: int) -> int:
+    """A plain YOLOv8n fine-tuned from the 80-class one to ``nc`` classes, as Ultralytics builds it (its head keeps
+    the source's hidden width)."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    model = DetectionModel("yolov8n.yaml", nc=nc, verbose=False)
+    model.load(DetectionModel("yolov8n.yaml", verbose=False), verbose=False)
+    return _params(model)
+
+
+def _assert_trained_with_blocks(run: Path, nc: int = 2) -> None:
+    for name in ("last.pt", "best.pt"):
+        model = _saved_model(run / "weights" / name)
+        blocks = _blocks(model)
+        added = sum(_params(model.get_submodule(block)) for block in blocks)
+        assert blocks == ["model.2.cbam_after", "model.4.cbam_after", "model.6.cbam_after", "model.8.cbam_after"]
+        assert model.yaml["nc"] == nc and surgeon.recipe_of(model) is not None
+        assert _params(model) == _plain_params(nc) + added
+        assert integration.YAML_KEY in model.yaml
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+
+
+@pytest.mark.parametrize(("spec", "cls", "places"), [
+    ("yolov8n.yaml", "DetectionModel", {"model.2": "backbone C2f", "model.9": "SPPF", "model.21": "P5 head input"}),
+    ("yolo11n.yaml", "DetectionModel", {"model.8": "backbone C3k2", "model.16": "P3 head input"}),
+    ("yolov8n-seg.yaml", "SegmentationModel", {"model.15": "P3 head input", "model.18": "P4 head input"}),
+    ("yolo11n-cls.yaml", "ClassificationModel", {"model.4": "backbone C3k2"}),
+])
+def test_specs_build_from_ultralytics_yaml(spec: str, cls: str, places: dict[str, str]) -> None:
+    model = build_arch(f"ultralytics:{spec}")
+    assert type(model).__name__ == cls
+    assert places.items() <= integration.places(model).items()
+    loaded = load_model(f"ultralytics:{spec}")
+    assert loaded.layout.framework == "ultralytics" and loaded.layout.key == "model" and loaded.layout.pickled
+
+
+def test_spec_errors_are_one_line() -> None:
+    with pytest.raises(ModelLoadError, match=r"give a model yaml .*--trust-pickle"):
+        build_arch("ultralytics:yolov8n.pt")
+    with pytest.raises(ModelLoadError, match="has no model yaml by that name"):
+        build_arch("ultralytics:yolov99z.yaml")
+
+
+def test_checkpoint_is_named_and_needs_trust_pickle(plain: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"is an Ultralytics checkpoint: .* Pass --trust-pickle"):
+        load_model(plain)
+    result = CliRunner().invoke(main, ["insert", str(plain), "--block", "cbam", "--after", "C2f"])
+    assert result.exit_code == 1
+    assert f"{plain}: is an Ultralytics checkpoint" in result.output
+
+
+def test_trusted_checkpoint_goes_through_ultralytics_restricted_loader(plain: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import ultralytics.nn.tasks as tasks
+
+    calls = []
+    original = tasks.torch_safe_load
+
+    def spy(weight: Any, safe_only: Any = None) -> Any:
+        calls.append(safe_only)
+        return original(weight, safe_only=safe_only)
+
+    monkeypatch.setattr(tasks, "torch_safe_load", spy)
+    loaded = load_model(plain, trust_pickle=True)
+    assert calls == [True]
+    assert type(loaded.module).__name__ == "DetectionModel" and loaded.layout.framework == "ultralytics"
+    assert next(loaded.module.parameters()).dtype == torch.float32
+
+
+# ---------------------------------------------------------------------------------------------------- output
+
+
+def test_patching_reports_every_original_tensor(patched: tuple[Path, str], plain: Path) -> None:
+    from ultralytics.nn.tasks import DetectionModel
+
+    original = len(DetectionModel("yolov8n.yaml", verbose=False).state_dict())
+    found = re.search(r"transferred (\d+)/(\d+) original tensors, (\d+) new", patched[1])
+    assert found and int(found[1]) == int(found[2]) == original and int(found[3]) > 0
+
+
+def test_output_is_an_ultralytics_checkpoint(patched: tuple[Path, str], plain: Path) -> None:
+    from ultralytics import YOLO
+
+    written = torch.load(patched[0], map_location="cpu", weights_only=False)
+    assert set(torch.load(plain, map_location="cpu", weights_only=False)) <= set(written)
+    yolo = YOLO(patched[0])
+    assert len(_blocks(yolo.model)) == 4 and yolo.task == "detect"
+    results = yolo.predict(np.zeros((64, 64, 3), dtype=np.uint8), imgsz=64, verbose=False)
+    assert len(results) == 1
+
+
+def test_ultralytics_fusion_keeps_the_blocks(patched: tuple[Path, str]) -> None:
+    from ultralytics import YOLO
+
+    model = YOLO(patched[0]).model.eval()
+    torch.nn.init.normal_(model.get_submodule("model.4.cbam_after").channel_gate.fc2.weight)  # not the identity
+    image = torch.rand(1, 3, 64, 64)
+    reference = model(image)[0]
+    model.fuse(verbose=False)
+    assert model.is_fused() and len(_blocks(model)) == 4
+    torch.testing.assert_close(model(image)[0], reference, atol=1e-3, rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def trained(workdir: Path, patched: tuple[Path, str], data: Path) -> Path:
+    """``YOLO('patched.pt').train(...)`` on a 2-class data set: the 80-class head is rebuilt, the blocks must stay."""
+    from ultralytics import YOLO
+
+    YOLO(patched[0]).train(data=str(data), project=str(workdir / "runs"), name="train", **TRAIN)
+    return workdir / "runs" / "train"
+
+
+def test_yolo_train_keeps_blocks_with_a_new_class_count(trained: Path) -> None:
+    _assert_trained_with_blocks(trained, nc=2)
+
+
+def test_trained_checkpoint_validates_predicts_and_exports(trained: Path, data: Path) -> None:
+    from ultralytics import YOLO
+
+    best = trained / "weights" / "best.pt"
+    metrics = YOLO(best).val(data=str(data), imgsz=32, batch=4, workers=0, plots=False, device="cpu", verbose=False)
+    assert hasattr(metrics, "box")
+    yolo = YOLO(best)
+    assert len(_blocks(yolo.model)) == 4
+    assert len(yolo.predict(np.zeros((32, 32, 3), dtype=np.uint8), imgsz=32, verbose=False)) == 1
+
+
+def test_onnx_export_runs_the_patched_network(trained: Path) -> None:
+    if importlib.util.find_spec("onnxscript") is None:
+        pytest.skip("onnxscript is not installed (the onnx and test extras add it)")
+    import onnx
+    from ultralytics import YOLO
+
+    exported = YOLO(trained / "weights" / "best.pt").export(format="onnx", imgsz=64, simplify=False)
+    nodes = [node.name for node in onnx.load(exported).graph.node]
+    for block in ("model.2/cbam_after", "model.4/cbam_after", "model.6/cbam_after", "model.8/cbam_after"):
+        assert any(f"/{block}/" in name for name in nodes), block
+
+
+def test_yolo_command_trains_the_patched_network(workdir: Path, patched: tuple[Path, str], data: Path) -> None:
+    from ultralytics.cfg import entrypoint
+
+    run = workdir / "runs" / "cli"
+    args = " ".join(f"{k}={v}" for k, v in {**TRAIN, "data": data, "project": run.parent, "name": run.name}.items())
+    entrypoint(f"train model={patched[0]} {args}")
+    _assert_trained_with_blocks(run)
+
+
+def test_resume_keeps_blocks(workdir: Path, patched: tuple[Path, str], data: Path) -> None:
+    from ultralytics import YOLO
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first_epoch(trainer: Any) -> None:
+        if trainer.epoch == 1:
+            raise Interrupted
+
+    yolo = YOLO(patched[0])
+    yolo.add_callback("on_train_epoch_start", stop_after_first_epoch)
+    with pytest.raises(Interrupted):
+        yolo.train(data=str(data), project=str(workdir / "runs"), name="resume", **{**TRAIN, "epochs": 2})
+    last = workdir / "runs" / "resume" / "weights" / "last.pt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["optimizer"] is not None
+    YOLO(last).train(resume=True)
+    _assert_trained_with_blocks(workdir / "runs" / "resume")
+
+
+def test_ddp_child_script_rebuilds_the_patched_network(workdir: Path, patched: tuple[Path, str], data: Path) -> None:
+    """The script Ultralytics' multi-GPU launcher runs in each child, run as is in a fresh process (on CPU it trains
+    in that one process): it rebuilds the model from the checkpoint with no surgeon imported beforehand."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
+    from ultralytics.utils.dist import generate_ddp_file
+
+    run = workdir / "runs" / "ddp"
+    trainer = DetectionTrainer(overrides={**TRAIN, "model": str(patched[0]), "data": str(data),
+                                          "project": str(run.parent), "name": run.name})
+    script = generate_ddp_file(trainer)
+    try:
+        env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run([sys.executable, script], cwd=workdir, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    finally:
+        Path(script).unlink(missing_ok=True)
+        Path(script).with_suffix(".pt").unlink(missing_ok=True)
+    _assert_trained_with_blocks(run)
+
+
+# ---------------------------------------------------------------------------------------------------- the hook
+
+
+def test_model_built_from_a_patched_yaml_gets_its_blocks(patched: tuple[Path, str]) -> None:
+    from ultralytics.nn.tasks import DetectionModel
+
+    rebuilt = DetectionModel(_saved_model(patched[0]).yaml, nc=3, verbose=False)
+    assert len(_blocks(rebuilt)) == 4 and surgeon.recipe_of(rebuilt) is not None
+
+
+def test_model_patched_in_memory_gives_its_blocks_to_the_trainers_model() -> None:
+    from ultralytics.nn.tasks import ClassificationModel
+
+    source = build_arch("ultralytics:yolov8n-cls.yaml")
+    surgeon.apply(source, "yolo_c2f_cbam", input_shape=(1, 3, 32, 32))
+    target = ClassificationModel(build_arch("ultralytics:yolov8n-cls.yaml").yaml, nc=5, verbose=False)
+    target.load(source)  # what every trainer's get_model does with the model it was given
+    assert _blocks(target) == _blocks(source) and len(_blocks(target)) == 6
+    assert integration.YAML_KEY in target.yaml
+
+
+def test_weights_never_go_silently_into_a_model_without_blocks(patched: tuple[Path, str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from ultralytics.nn.tasks import DetectionModel
+
+    source = _saved_model(patched[0])
+    target = DetectionModel("yolov8n.yaml", verbose=False)
+    monkeypatch.setattr(integration, "_replay", lambda *args: None)  # as if replaying had been bypassed
+    with pytest.raises(integration.UltralyticsHookError, match="without its blocks"):
+        target.load(source)
+
+
+def test_unknown_model_subclass_is_refused(patched: tuple[Path, str]) -> None:
+    from ultralytics.nn.tasks import DetectionModel
+
+    class Custom(DetectionModel):
+        def __init__(self, cfg: Any, ch: int = 3, nc: int | None = None, verbose: bool = False) -> None:
+            super().__init__(cfg, ch, nc, verbose)
+
+    with pytest.raises(integration.UltralyticsHookError, match="replays them only in"):
+        Custom(_saved_model(patched[0]).yaml)
+
+
+def test_unchecked_ultralytics_version_fails_loudly(patched: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import ultralytics
+    from ultralytics.nn.tasks import load_checkpoint
+
+    monkeypatch.setattr(integration, "_installed", False)
+    monkeypatch.setattr(ultralytics, "__version__", "9.1.0")
+    with pytest.raises(integration.UltralyticsHookError, match="checked against Ultralytics 8.3, 8.4, not 9.1.0"):
+        load_checkpoint(patched[0])
+    monkeypatch.setenv("ATTN_SURGEON_ULTRALYTICS_UNCHECKED", "1")
+    model, _ = load_checkpoint(patched[0])
+    assert len(_blocks(model)) == 4
+
+
+def test_importing_surgeon_does_not_import_ultralytics() -> None:
+    code = "import sys, surgeon; assert 'ultralytics' not in sys.modules, 'imported'"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- presets
+
+
+def _expected(preset: str, model: torch.nn.Module) -> int:
+    places = integration.places(model)
+    if preset == "yolo_c2f_cbam":
+        return sum(type(m).__name__ == "Bottleneck" and m.add for m in model.modules())
+    role = {"yolo_backbone_cbam": "backbone", "yolo_sppf_cbam": "SPPF", "yolo_neck_cbam": "head input"}[preset]
+    return sum(role in value for value in places.values())
+
+
+PRESETS = ("yolo_backbone_cbam", "yolo_c2f_cbam", "yolo_sppf_cbam", "yolo_neck_cbam")
+
+
+@pytest.mark.parametrize("spec", ["yolov8n.yaml", "yolo11n.yaml",
+                                  pytest.param("yolov8s-seg.yaml", marks=pytest.mark.slow),
+                                  pytest.param("yolo11s.yaml", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_put_blocks_where_named(spec: str, preset: str) -> None:
+    model = build_arch(f"ultralytics:{spec}")
+    expected = _expected(preset, model)
+    surgeon.apply(model, preset, input_shape=(1, 3, 64, 64))
+    steps = surgeon.recipe_of(model).steps
+    assert len(steps) == expected > 0
+    if preset != "yolo_c2f_cbam":
+        assert {step.site for step in steps} <= set(integration.places(model))
+
+
+@pytest.mark.parametrize("preset", ["yolo_backbone_cbam", "yolo_c2f_cbam"])
+def test_classification_presets(preset: str) -> None:
+    model = build_arch("ultralytics:yolo11n-cls.yaml")
+    expected = _expected(preset, model)
+    surgeon.apply(model, preset, input_shape=(1, 3, 32, 32))
+    assert len(surgeon.recipe_of(model).steps) == expected > 0
+
+
+@pytest.mark.slow
+def test_classification_training_keeps_blocks(workdir: Path) -> None:
+    from ultralytics import YOLO
+
+    out = workdir / "cls_cbam.pt"
+    result = CliRunner().invoke(main, ["apply", "ultralytics:yolov8n-cls.yaml", "yolo_c2f_cbam", "--input-shape",
+                                       "1,3,32,32", "--profile", "off", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    root = write_classify_dataset(workdir / "cls", classes=3)
+    YOLO(out).train(data=str(root), project=str(workdir / "runs"), name="cls", **TRAIN)
+    model = _saved_model(workdir / "runs" / "cls" / "weights" / "last.pt")
+    assert len(_blocks(model)) == 6 and model.yaml["nc"] == 3
