@@ -455,3 +455,19 @@ def test_classification_training_keeps_blocks(workdir: Path) -> None:
     YOLO(out).train(data=str(root), project=str(workdir / "runs"), name="cls", **TRAIN)
     model = _saved_model(workdir / "runs" / "cls" / "weights" / "last.pt")
     assert len(_blocks(model)) == 6 and model.yaml["nc"] == 3
+
+
+def test_profile_states_gflops_as_model_info_does(patched: tuple[Path, str]) -> None:
+    import json
+
+    from ultralytics import YOLO
+
+    result = CliRunner().invoke(main, ["profile", "ultralytics:yolov8n.yaml", "--compare", str(patched[0]),
+                                       "--trust-pickle", "--runs", "0", "--input-shape", PROBE, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    reported = YOLO(patched[0]).info()[3]  # (layers, parameters, gradients, GFLOPs) at 640, as it prints them
+    for row in report["models"]:
+        assert row["ultralytics"]["imgsz"] == 640 and row["ultralytics"]["gflops"] > 0
+    assert report["models"][1]["ultralytics"]["info_gflops"] == pytest.approx(reported)
+    assert any("model.info() reports" in note for note in report["notes"])
