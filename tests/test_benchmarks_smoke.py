@@ -24,7 +24,6 @@ MARK = r"(ok|noise|MISSED)"
 def run_script(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     """Run ``benchmarks/NAME`` as ``__main__`` in this process (no second import of torch) and return its stdout."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", torch._dynamo.config.recompile_limit)
     threads = torch.get_num_threads()
 
     def run(name: str, *args: str) -> str:
@@ -32,7 +31,10 @@ def run_script(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[st
         runpy.run_path(str(BENCHMARKS / name), run_name="__main__")
         return capsys.readouterr().out
 
-    yield run
+    # The scripts raise dynamo's recompile limit; torch's own scoped patch restores it (monkeypatch would delete
+    # the attribute on teardown, which hides the option from every later torch.compile).
+    with torch._dynamo.config.patch(recompile_limit=torch._dynamo.config.recompile_limit):
+        yield run
     torch.set_num_threads(threads)
 
 
