@@ -36,7 +36,7 @@ from .checkpoint import atomic_write, is_spec
 from .codegen import is_patched, original_class, patched_source
 from .errors import OutputExistsError, SurgeonError
 
-__all__ = ["TARGETS", "ExportResult", "default_export_path", "export_model", "write_python_package"]
+__all__ = ["TARGETS", "ExportResult", "default_export_path", "export_model", "require_exporter", "write_python_package"]
 
 TARGETS = ("onnx", "torchscript", "exported-program", "python")
 _SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2", "python": "_py"}
@@ -92,6 +92,28 @@ def _quiet() -> Any:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         yield
+
+
+# What each target needs beyond torch; declared as the ``onnx`` extra of the package.
+_REQUIRES = {"onnx": ("onnx", "onnxscript")}
+
+
+def require_exporter(target: str) -> None:
+    """Check that the packages ``target``'s exporter needs can be imported, before any work is done.
+
+    Raises:
+        SurgeonError: one line naming the missing packages and the command that installs them.
+    """
+    missing = []
+    for name in _REQUIRES.get(target, ()):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        names = " and ".join(missing)
+        raise SurgeonError(f"{target} export needs {names}, not installed: pip install 'attn-surgeon[onnx]' "
+                           f"(or: pip install {' '.join(missing)})")
 
 
 def _traced_inputs(example: torch.Tensor, dynamic_batch: bool) -> tuple[tuple[torch.Tensor], Any]:
@@ -159,6 +181,7 @@ def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
     """
     if target not in TARGETS:
         raise SurgeonError(f"unknown export target {target!r}; choose one of {', '.join(TARGETS)}")
+    require_exporter(target)
     path = Path(path)
     if path.exists() and not force:
         raise OutputExistsError(f"{path}: exists; pass --force to overwrite it")

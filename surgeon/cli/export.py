@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import OutputExistsError
-from ..export import TARGETS, default_export_path, export_model
+from ..export import TARGETS, default_export_path, export_model, require_exporter
 from ._console import out, print_json, progress
 from ._options import LoadOptions, input_shape_option, load_source, model_options
 
@@ -42,8 +42,9 @@ def export(model: str, target: str, output: Path | None, input_shape: tuple[int,
     The export is loaded back and run on a random batch of --input-shape, and its largest output difference
     from the PyTorch model is printed (onnx is run in onnxruntime when it is installed).
     """
+    require_exporter(target)
     output = output or default_export_path(model, target)
-    if output.exists() and not force:  # before the (slow) load, not after
+    if output.exists() and not force:  # both checks before the (slow) load, not after
         raise OutputExistsError(f"{output}: exists; pass --force to overwrite it")
     loaded = load_source(model, load)
     with progress(f"Exporting to {target}"):
