@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write, is_spec
+from .checkpoint import atomic_write, file_mode, is_spec
 from .codegen import is_patched, original_class, patched_source
 from .errors import OutputExistsError, SurgeonError
 
@@ -377,6 +377,7 @@ def _write_directory(directory: Path, files: dict[str, str], force: bool) -> lis
     try:
         for name, text in files.items():
             (temp / name).write_text(text)
+        temp.chmod(file_mode(directory, directory=True))  # mkdtemp's 0700 would keep the package private
         if directory.exists():
             old = parent / f".{directory.name}.{uuid.uuid4().hex}.old"
             os.replace(directory, old)

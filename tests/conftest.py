@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -35,7 +37,9 @@ def _dynamo_config_unchanged(request: pytest.FixtureRequest) -> None:
     before = config.get_config_copy()
     yield
     missing = object()
-    changed = sorted(key for key, value in before.items() if getattr(config, key, missing) != value)
+    with warnings.catch_warnings():  # reading deprecated options warns
+        warnings.simplefilter("ignore", FutureWarning)
+        changed = sorted(key for key, value in before.items() if getattr(config, key, missing) != value)
     if changed:
         config.load_config(before)
         pytest.fail(f"{request.node.nodeid} left torch._dynamo.config changed or unreadable: {', '.join(changed)}")
