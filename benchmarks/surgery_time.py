@@ -10,8 +10,11 @@ outputs, once to verify the patched model. Those two passes cost what the user's
 size, which no amount of work on the surgery itself can change, so the reported figure is surgery time *net* of two
 forward passes timed in the same round, over build time: ``net/build = (surgery - 2 fwd) / build``, paired within
 each round (median over rounds, 25th-75th percentile beside it), with its goal mark. The gross ratio
-``surgery/build`` is printed beside it. The forward subtracted is the unpatched model's without hooks, so it is, if
-anything, a little cheaper than either pass inside surgery: the net figure errs high, not low.
+``surgery/build`` is printed beside it. The forward subtracted is the unpatched model's, without the probe's hooks
+or the inserted blocks, so it is, if anything, cheaper than either pass inside surgery: the net figure errs high.
+
+Every timed step starts after a full ``gc.collect()`` outside its timing (``--no-collect`` turns this off), so that
+no step pays for collecting what an earlier step or round left behind (see ``_timed``).
 
 Each probe size gets its own table (default 224² and 64²: at 64² the forwards are cheap and nearly all of the
 surgery is the per-site work). Under each, lines are fitted through the median net and gross surgery times against
@@ -26,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import pstats
 import statistics
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -82,17 +87,30 @@ def _patch(into: list[int], model: torch.nn.Module, block: str, input_shape: tup
     into.append(surgery(model, block, input_shape))
 
 
-def measure(name: str, block: str, rounds: int, input_shape: tuple[int, ...]) -> Row:
+def _timed(fn: Callable[[], object], collect: bool) -> float:
+    """Seconds of ``fn()``, after a full garbage collection outside the timing if ``collect``.
+
+    Each step then pays for the collections its own allocations trigger, not for what the steps before it left to
+    the collector: a surgery leaves its discarded fx graphs (reference cycles) behind, and the full collection they
+    eventually trigger walks every object timm's import created (about 200 ms for resnetrs350's rounds on one core),
+    in whichever step happens to cross the collector's threshold, most often the next round's surgery.
+    """
+    if collect:
+        gc.collect()
+    return seconds(fn)
+
+
+def measure(name: str, block: str, rounds: int, input_shape: tuple[int, ...], collect: bool = True) -> Row:
     """Alternate build, one forward and surgery of the model just built (each timed), ``rounds`` times after a
     warm-up round."""
     row = Row(name, 0, [], [], [])
     probe = torch.randn(input_shape)
     for r in range(rounds + 1):  # round 0 warms up imports, tracer caches and oneDNN primitives
         models: list[torch.nn.Module] = []
-        built = seconds(partial(_build, models, name))
-        ran = seconds(partial(forward, models[0], probe))
+        built = _timed(partial(_build, models, name), collect)
+        ran = _timed(partial(forward, models[0], probe), collect)
         counts: list[int] = []
-        took = seconds(partial(_patch, counts, models[0], block, input_shape))
+        took = _timed(partial(_patch, counts, models[0], block, input_shape), collect)
         if r:
             row.build.append(built)
             row.forward.append(ran)
@@ -104,6 +122,7 @@ def measure(name: str, block: str, rounds: int, input_shape: tuple[int, ...]) ->
 def profile(name: str, block: str, input_shape: tuple[int, ...], lines: int) -> None:
     model = timm.create_model(name)
     surgery(timm.create_model("resnet18"), block, input_shape)  # one-off costs out of the picture
+    gc.collect()
     profiler = cProfile.Profile()
     profiler.enable()
     surgery(model, block, input_shape)
@@ -121,6 +140,9 @@ def main() -> None:
                         help="probe resolutions, one table each (default: 224 64; --quick: 64 32)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="process CPU time or wall time")
+    parser.add_argument("--no-collect", dest="collect", action="store_false",
+                        help="no full garbage collection before each timed step (a step may then pay for the "
+                             "collection of an earlier round's model)")
     parser.add_argument("--profile", metavar="MODEL", help="print a cProfile of one surgery of MODEL and exit")
     parser.add_argument("--quick", action="store_true", help="tiny configuration for a smoke test")
     args = parser.parse_args()
@@ -139,13 +161,13 @@ def main() -> None:
 
     print(f"surgery = run_surgery(insert {args.block} after every residual unit); fwd = one eval-mode no_grad "
           f"forward of the fresh model; build = timm.create_model(name); {args.rounds} rounds, medians in ms; "
-          f"net = surgery - 2 fwd; ratios = median of per-round ratios [p25, p75]; goal mark 'noise': median above "
-          f"the goal, 25th percentile not")
+          f"{'gc.collect() before each step; ' if args.collect else ''}net = surgery - 2 fwd; ratios = median of "
+          f"per-round ratios [p25, p75]; goal mark 'noise': median above the goal, 25th percentile not")
     for size in sizes:
-        report(args.models or MODELS, args.block, args.rounds, (1, 3, size, size))
+        report(args.models or MODELS, args.block, args.rounds, (1, 3, size, size), args.collect)
 
 
-def report(models: list[str], block: str, rounds: int, input_shape: tuple[int, ...]) -> None:
+def report(models: list[str], block: str, rounds: int, input_shape: tuple[int, ...], collect: bool) -> None:
     """Measure every model at one probe shape and print its table and fitted lines."""
     print(f"\nprobe {'x'.join(map(str, input_shape))}")
     header = (f"{'model':<14} {'sites':>5} {'build ms':>9} {'fwd ms':>8} {'surgery ms':>11} {'net ms':>8} "
@@ -155,7 +177,7 @@ def report(models: list[str], block: str, rounds: int, input_shape: tuple[int, .
     print("-" * len(header))
     rows = []
     for name in models:
-        row = measure(name, block, rounds, input_shape)
+        row = measure(name, block, rounds, input_shape, collect)
         rows.append(row)
         net = paired_ratio(row.net, row.build)
         gross = paired_ratio(row.surgery, row.build)
