@@ -35,6 +35,7 @@ from torch import nn
 from .checkpoint import atomic_write, file_mode, is_spec
 from .codegen import is_patched, original_class, patched_source
 from .errors import OutputExistsError, SurgeonError
+from .probe import default_input_shape, probe_guard
 
 __all__ = ["TARGETS", "ExportResult", "default_export_path", "export_model", "require_exporter", "write_python_package"]
 
@@ -162,7 +163,7 @@ def _export_program(model: nn.Module, example: torch.Tensor, path: Path, force: 
 
 
 def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
-                 input_shape: Sequence[int] = (1, 3, 224, 224), force: bool = False, opset: int | None = None,
+                 input_shape: Sequence[int] | None = None, force: bool = False, opset: int | None = None,
                  dynamic_batch: bool = True, check: bool = True) -> ExportResult:
     """Export ``model`` (in eval mode; its mode is restored) to ``target``, then reload it and compare outputs.
 
@@ -170,7 +171,7 @@ def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
         model: the model, usually patched (``python`` needs patched modules and a recipe).
         path: output file, or directory for ``python``.
         target: one of :data:`TARGETS`.
-        input_shape: the example batch's shape (NCHW).
+        input_shape: the example batch's shape (NCHW); ``None`` for the model's declared input size.
         force: overwrite an existing output.
         opset: ONNX opset version (the exporter's default if ``None``).
         dynamic_batch: let ONNX and exported programs take any batch size.
@@ -178,6 +179,7 @@ def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
 
     Raises:
         SurgeonError: an unknown target, an existing output without ``force``, or a model the exporter rejects.
+        ModelForwardError: the model raises on the example batch.
     """
     if target not in TARGETS:
         raise SurgeonError(f"unknown export target {target!r}; choose one of {', '.join(TARGETS)}")
@@ -185,11 +187,12 @@ def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
     path = Path(path)
     if path.exists() and not force:
         raise OutputExistsError(f"{path}: exists; pass --force to overwrite it")
+    input_shape = tuple(int(v) for v in input_shape) if input_shape is not None else default_input_shape(model)
     was_training = model.training
     model.eval()
     try:
-        example = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
+        example = torch.randn(input_shape, generator=torch.Generator().manual_seed(0))
+        with probe_guard(model, input_shape), torch.no_grad():
             expected = model(example)
         if target == "python":
             from .pipeline import recipe_of
