@@ -64,7 +64,7 @@ def _torchvision_size(model: nn.Module) -> tuple[int, ...] | None:
     models = sys.modules.get("torchvision.models")
     if models is None:
         return None
-    if isinstance(model, models.Inception3):  # built for 299x299; at 224 its last feature map is too small to pool
+    if isinstance(model, models.Inception3):  # designed and trained for 299x299 (its weights' transforms crop 299)
         return (3, _INCEPTION_SIZE, _INCEPTION_SIZE)
     if isinstance(model, models.VisionTransformer):  # its forward asserts this size
         return (3, model.image_size, model.image_size)

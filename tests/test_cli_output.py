@@ -24,7 +24,8 @@ SITES = ("sites", MODEL, "--kind", "all", "--input-shape", "1,3,16,16")
 def test_a_pipe_gets_every_name_whole() -> None:
     """A real pipe, not a terminal, with the narrow COLUMNS a CI runner may set: one table row per site."""
     env = {**os.environ, "COLUMNS": "60", "OMP_NUM_THREADS": "1"}
-    env.pop("FORCE_COLOR", None), env.pop("TTY_COMPATIBLE", None)
+    for forces_a_terminal in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        env.pop(forces_a_terminal, None)
     result = subprocess.run([sys.executable, "-c", "from surgeon.cli import main; main()", *SITES], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr

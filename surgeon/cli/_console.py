@@ -1,9 +1,9 @@
 """The one place terminal output goes through: results on stdout, messages and progress on stderr.
 
 A pipe or a file has no right edge. rich gives one 80 columns (or the width of whatever terminal stdin is), and its
-tables then cut long module names to ``model.…``, which makes ``attn-surgeon sites MODEL | grep C2f`` useless. So off a
-terminal the consoles are unbounded and a table takes its natural width; on a terminal a table fits the terminal, and
-:func:`table` makes every column fold what does not fit onto further lines instead of cutting it.
+tables then cut long module names to ``model.…``, which makes ``attn-surgeon sites MODEL | grep C2f`` useless. So
+off a terminal the consoles are unbounded and a table takes its natural width; on a terminal a table fits the
+terminal, and :func:`table` makes every column fold what does not fit onto further lines instead of cutting it.
 """
 
 from __future__ import annotations
