@@ -94,6 +94,16 @@ def test_sites_and_profile_run_at_the_declared_size() -> None:
     assert maxxvit.stdout.startswith("7 sites of timm:maxxvitv2_nano_rw_256 at input 1,3,256,256")
 
 
+def test_timm_model_at_a_size_it_refuses_is_told_its_own() -> None:
+    result = run("sites", "timm:botnet26t_256", "--input-shape", "1,3,224,224")
+    assert result.exit_code == 1 and result.stdout == "" and "Traceback" not in result.output
+    # timm's own message (empty for this assert in timm 1.0.31) is its to change: only its type is pinned here
+    assert result.stderr.startswith("error: timm:botnet26t_256 fails on a probe batch of shape 1,3,224,224: "
+                                    "AssertionError")
+    assert result.stderr.endswith(" Pass --input-shape 1,3,256,256, the input size it declares.\n")
+    assert len(result.stderr.splitlines()) == 1
+
+
 def test_apply_with_a_recipe_probes_at_the_recorded_size(tmp_path: Path) -> None:
     output = tmp_path / "r18_eca.pt"
     assert run("insert", "torchvision:resnet18", "--block", "eca", "--input-shape", "1,3,48,48", "--profile", "off",
