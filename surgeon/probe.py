@@ -133,7 +133,7 @@ def probe_guard(model: nn.Module, input_shape: Sequence[int], name: str | None =
         yield
     except SurgeonError:
         raise
-    except Exception as body_error:
+    except Exception:
         try:
             _forward_alone(model, shape)
         except Exception as exc:  # the model's own code refuses the batch, whatever it raises
