@@ -27,6 +27,7 @@ import json
 import os
 import pickle
 import re
+import stat
 import struct
 import tempfile
 import zipfile
@@ -45,7 +46,7 @@ from .errors import CheckpointError, ModelLoadError, OutputExistsError
 from .recipe import Recipe
 
 __all__ = ["CONTAINER_KEYS", "FORMATS", "FRAMEWORKS", "RECIPE_KEY", "Framework", "Layout", "LoadedModel", "SaveResult",
-           "atomic_write", "build_arch", "is_spec", "load_model", "read_checkpoint", "save_model"]
+           "atomic_write", "build_arch", "file_mode", "is_spec", "load_model", "read_checkpoint", "save_model"]
 
 RECIPE_KEY = "__surgeon__"
 CONTAINER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "module", "ema")
@@ -491,6 +492,19 @@ def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_arg
 # ---------------------------------------------------------------------------------------------------- writing
 
 
+def file_mode(path: Path, directory: bool = False) -> int:
+    """The permissions ``path`` gets: those of the file it replaces, else a new file's under the user's umask.
+
+    A temporary file is created private (0600, 0700 for a directory); the result is a file like any other the user
+    writes (0644 under umask 022), so it can be shared, served or mounted into a container.
+    """
+    if path.exists():
+        return stat.S_IMODE(path.stat().st_mode)
+    umask = os.umask(0)  # the only portable way to read it; restored at once
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def atomic_write(path: str | os.PathLike[str], write: Any, force: bool = False,
                  protect: tuple[str | os.PathLike[str], ...] = ()) -> Path:
     """Call ``write(fileobj)`` into a temporary file beside ``path``, then rename it into place.
@@ -521,6 +535,7 @@ def atomic_write(path: str | os.PathLike[str], write: Any, force: bool = False,
             write(file)
             file.flush()
             os.fsync(file.fileno())
+            os.fchmod(file.fileno(), file_mode(path))
         os.replace(temp, path)
     except BaseException as exc:
         Path(temp).unlink(missing_ok=True)

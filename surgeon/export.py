@@ -32,11 +32,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write, is_spec
+from .checkpoint import atomic_write, file_mode, is_spec
 from .codegen import is_patched, original_class, patched_source
 from .errors import OutputExistsError, SurgeonError
+from .probe import default_input_shape, probe_guard
 
-__all__ = ["TARGETS", "ExportResult", "default_export_path", "export_model", "write_python_package"]
+__all__ = ["TARGETS", "ExportResult", "default_export_path", "export_model", "require_exporter", "write_python_package"]
 
 TARGETS = ("onnx", "torchscript", "exported-program", "python")
 _SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2", "python": "_py"}
@@ -94,6 +95,28 @@ def _quiet() -> Any:
         yield
 
 
+# What each target needs beyond torch; declared as the ``onnx`` extra of the package.
+_REQUIRES = {"onnx": ("onnx", "onnxscript")}
+
+
+def require_exporter(target: str) -> None:
+    """Check that the packages ``target``'s exporter needs can be imported, before any work is done.
+
+    Raises:
+        SurgeonError: one line naming the missing packages and the command that installs them.
+    """
+    missing = []
+    for name in _REQUIRES.get(target, ()):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        names = " and ".join(missing)
+        raise SurgeonError(f"{target} export needs {names}, not installed: pip install 'attn-surgeon[onnx]' "
+                           f"(or: pip install {' '.join(missing)})")
+
+
 def _traced_inputs(example: torch.Tensor, dynamic_batch: bool) -> tuple[tuple[torch.Tensor], Any]:
     """Inputs and dynamic shapes for torch.export; a batch of 1 would be specialised to 1, so trace with 2."""
     if not dynamic_batch:
@@ -140,7 +163,7 @@ def _export_program(model: nn.Module, example: torch.Tensor, path: Path, force: 
 
 
 def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
-                 input_shape: Sequence[int] = (1, 3, 224, 224), force: bool = False, opset: int | None = None,
+                 input_shape: Sequence[int] | None = None, force: bool = False, opset: int | None = None,
                  dynamic_batch: bool = True, check: bool = True) -> ExportResult:
     """Export ``model`` (in eval mode; its mode is restored) to ``target``, then reload it and compare outputs.
 
@@ -148,7 +171,7 @@ def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
         model: the model, usually patched (``python`` needs patched modules and a recipe).
         path: output file, or directory for ``python``.
         target: one of :data:`TARGETS`.
-        input_shape: the example batch's shape (NCHW).
+        input_shape: the example batch's shape (NCHW); ``None`` for the model's declared input size.
         force: overwrite an existing output.
         opset: ONNX opset version (the exporter's default if ``None``).
         dynamic_batch: let ONNX and exported programs take any batch size.
@@ -156,17 +179,20 @@ def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
 
     Raises:
         SurgeonError: an unknown target, an existing output without ``force``, or a model the exporter rejects.
+        ModelForwardError: the model raises on the example batch.
     """
     if target not in TARGETS:
         raise SurgeonError(f"unknown export target {target!r}; choose one of {', '.join(TARGETS)}")
+    require_exporter(target)
     path = Path(path)
     if path.exists() and not force:
         raise OutputExistsError(f"{path}: exists; pass --force to overwrite it")
+    input_shape = tuple(int(v) for v in input_shape) if input_shape is not None else default_input_shape(model)
     was_training = model.training
     model.eval()
     try:
-        example = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
+        example = torch.randn(input_shape, generator=torch.Generator().manual_seed(0))
+        with probe_guard(model, input_shape), torch.no_grad():
             expected = model(example)
         if target == "python":
             from .pipeline import recipe_of
@@ -354,6 +380,7 @@ def _write_directory(directory: Path, files: dict[str, str], force: bool) -> lis
     try:
         for name, text in files.items():
             (temp / name).write_text(text)
+        temp.chmod(file_mode(directory, directory=True))  # mkdtemp's 0700 would keep the package private
         if directory.exists():
             old = parent / f".{directory.name}.{uuid.uuid4().hex}.old"
             os.replace(directory, old)

@@ -16,15 +16,15 @@ from torch import nn
 from .checkpoint import LoadedModel, load_model, save_model
 from .errors import RewriteError, SurgeonError, VerificationError
 from .match import Plan, Rule, Selector, make_plan, parse_site_spec
+from .probe import DEFAULT_INPUT_SHAPE, probe_input
 from .recipe import Recipe, plan_from_recipe, recipe_from_rewrite
 from .rewrite import RewriteResult, rewrite
-from .sites import SiteTable, find_sites, probe_input
+from .sites import SiteTable, find_sites
 from .verify import Verification, capture_reference, verify
 
 __all__ = ["SurgeryResult", "run_surgery", "replay", "insert", "swap", "apply", "sites", "save", "load",
            "recipe_of", "DEFAULT_INPUT_SHAPE"]
 
-DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
 _RECIPE_ATTR = "_surgeon_recipe"
 
 
@@ -61,7 +61,7 @@ def run_surgery(
     model: nn.Module,
     rules: Sequence[Rule],
     *,
-    input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE,
+    input_shape: Sequence[int] | None = None,
     base: str | None = None,
     arch_args: dict[str, Any] | None = None,
     dry_run: bool = False,
@@ -71,16 +71,17 @@ def run_surgery(
     Args:
         model: the model to patch (modified in place unless ``dry_run``).
         rules: what to insert where, applied in order.
-        input_shape: shape of the probe batch used to measure sites and output deviation.
+        input_shape: shape of the probe batch used to measure sites and output deviation; ``None`` for the model's
+            declared input size (see :func:`~surgeon.probe.default_input_shape`). The recipe records the shape used.
         base: architecture spec recorded in the recipe, so the saved checkpoint can be rebuilt from the file alone.
         arch_args: keyword arguments of the base architecture, recorded likewise.
         dry_run: plan only; the model is not changed.
 
     Raises:
-        SurgeonError: a user error (no match, bad block options, untraceable site, ...); the model is unchanged.
+        SurgeonError: a user error (no match, bad block options, untraceable site, a model that refuses the probe
+            batch, ...); the model is unchanged.
         VerificationError: the patched model lost an original tensor or cannot run (a bug, reported as such).
     """
-    input_shape = tuple(int(v) for v in input_shape)
     table = find_sites(model, input_shape)
     plan = make_plan(table.sites, rules)
     if dry_run:
@@ -139,7 +140,7 @@ def insert(
     position: str | None = None,
     *,
     init: str = "identity",
-    input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE,
+    input_shape: Sequence[int] | None = None,
     **block_args: Any,
 ) -> nn.Module:
     """Insert ``block`` at every site that ``after`` selects; modifies ``model`` in place and returns it.
@@ -152,7 +153,7 @@ def insert(
         position: ``"residual"`` (before the skip addition; default for residual units), ``"after"`` (default
             otherwise) or ``"before"``.
         init: ``"identity"`` (the patched model computes the same function) or ``"paper"``.
-        input_shape: probe batch shape.
+        input_shape: probe batch shape; ``None`` for the model's declared input size.
         **block_args: options of the block (e.g. ``k_size=3``).
 
     Example:
@@ -167,7 +168,7 @@ def swap(
     block: str,
     conv: str | Selector = "conv3x3",
     *,
-    input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE,
+    input_shape: Sequence[int] | None = None,
     stride: int | None = None,
     **block_args: Any,
 ) -> nn.Module:
@@ -185,7 +186,7 @@ def swap(
     return run_surgery(model, [rule], input_shape=input_shape).model
 
 
-def apply(model: nn.Module, rules_or_recipe: Any, *, input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE,
+def apply(model: nn.Module, rules_or_recipe: Any, *, input_shape: Sequence[int] | None = None,
           init: str | None = None, trust_code: bool = False) -> nn.Module:
     """Apply rules, or replay a recipe, to ``model`` in place and return it.
 
@@ -195,7 +196,8 @@ def apply(model: nn.Module, rules_or_recipe: Any, *, input_shape: Sequence[int] 
             :func:`surgeon.rules.list_presets`), YAML text, a rules document as a dict (``{"version": 1,
             "rules": [...]}``) or a list of :class:`Rule` — or a recipe: a :class:`Recipe`, its dict (with
             ``steps``), or the path of a checkpoint written by attn-surgeon, whose recipe is replayed.
-        input_shape: probe batch shape for rules (a recipe records its own).
+        input_shape: probe batch shape for rules, ``None`` for the model's declared input size (a recipe replays at
+            the shape it recorded).
         init: ``"identity"`` or ``"paper"`` for every insert rule, overriding the document (rules only).
         trust_code: allow blocks given as ``package.module:Class`` in a rules document (importing runs code).
 
@@ -221,9 +223,10 @@ def apply(model: nn.Module, rules_or_recipe: Any, *, input_shape: Sequence[int] 
         raise locate(exc, rules) from None
 
 
-def sites(model: nn.Module, input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE) -> SiteTable:
-    """Every candidate site of ``model``; the model is not changed."""
-    return find_sites(model, tuple(input_shape))
+def sites(model: nn.Module, input_shape: Sequence[int] | None = None) -> SiteTable:
+    """Every candidate site of ``model``, probed at ``input_shape`` (``None``: its declared input size); the model is
+    not changed."""
+    return find_sites(model, None if input_shape is None else tuple(input_shape))
 
 
 def save(model: nn.Module, path: str | os.PathLike[str], *, force: bool = False) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,6 +21,7 @@ import torch.fx as fx
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from .probe import default_input_shape, probe_guard, probe_input
 from .trace import (
     TracedModule,
     contains_conv,
@@ -30,7 +32,7 @@ from .trace import (
     watch_training_reads,
 )
 
-__all__ = ["Site", "SiteTable", "find_sites", "probe_input"]
+__all__ = ["Site", "SiteTable", "find_sites", "probe_input"]  # probe_input: re-exported, it lived here
 
 SiteKind = Literal["block", "conv", "module"]
 
@@ -98,17 +100,6 @@ class SiteTable:
 
     def of_kind(self, kind: SiteKind) -> list[Site]:
         return [site for site in self.sites if site.kind == kind]
-
-
-def probe_input(input_shape: tuple[int, ...], module: nn.Module | None = None, seed: int = 0) -> torch.Tensor:
-    """A deterministic probe batch on the module's device and floating dtype."""
-    device, dtype = torch.device("cpu"), torch.float32
-    if module is not None:
-        tensor = next((t for t in module.parameters()), None)
-        if tensor is not None and tensor.is_floating_point():
-            device, dtype = tensor.device, tensor.dtype
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(input_shape, generator=generator).to(device=device, dtype=dtype)
 
 
 @dataclass
@@ -203,12 +194,21 @@ def _branch_module(name: str, graph: fx.Graph, branch: fx.Node) -> str | None:
     return f"{name}.{branch.target}" if name else str(branch.target)
 
 
-def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)) -> SiteTable:
+def find_sites(model: nn.Module, input_shape: Sequence[int] | None = None) -> SiteTable:
     """List every site of ``model`` with its shapes, measured on a probe batch of ``input_shape``.
 
     The model is not modified: it runs once in eval mode under ``no_grad`` and every submodule's train/eval
     flag is restored afterwards.
+
+    Args:
+        model: the model.
+        input_shape: the probe batch's shape; ``None`` for the model's declared input size (see
+            :func:`~surgeon.probe.default_input_shape`).
+
+    Raises:
+        ModelForwardError: the model raises on the probe batch (it runs only at another input size, say).
     """
+    input_shape = tuple(int(v) for v in input_shape) if input_shape is not None else default_input_shape(model)
     residual, untraceable, traces = _residual_candidates(model)
     branch_modules = {name: _branch_module(name, graph, branch) for name, (graph, branch) in residual.items()}
     records: dict[str, _Record] = {}
@@ -258,18 +258,19 @@ def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)
 
     handles = []
     saved = [(m, m.training) for m in model.modules()]
-    try:
-        for module in names:
-            handles.append(module.register_forward_pre_hook(pre_hook))
-            handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
-        model.eval()
-        with torch.no_grad():
-            outputs, _ = tree_flatten(model(probe_input(input_shape, model)))
-    finally:
-        for handle in handles:
-            handle.remove()
-        for m, training in saved:
-            m.training = training
+    with probe_guard(model, input_shape):  # outside the try: the hooks are gone when it reruns the model alone
+        try:
+            for module in names:
+                handles.append(module.register_forward_pre_hook(pre_hook))
+                handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
+            model.eval()
+            with torch.no_grad():
+                outputs, _ = tree_flatten(model(probe_input(input_shape, model)))
+        finally:
+            for handle in handles:
+                handle.remove()
+            for m, training in saved:
+                m.training = training
 
     for name in rejected:
         branch_shapes.pop(name, None)

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from .probe import probe_guard
+
 __all__ = ["Reference", "Verification", "capture_reference", "verify", "output_deviation"]
 
 
@@ -72,9 +74,16 @@ def _run(model: nn.Module, probe: torch.Tensor) -> list[torch.Tensor]:
 
 
 def capture_reference(model: nn.Module, probe: torch.Tensor, outputs: list[torch.Tensor] | None = None) -> Reference:
-    """Record the original tensors (no copies) and the eval-mode outputs on ``probe`` (run now unless given)."""
+    """Record the original tensors (no copies) and the eval-mode outputs on ``probe`` (run now unless given).
+
+    Raises:
+        ModelForwardError: the model raises on ``probe``.
+    """
     tensors = {key: (tensor, tensor.data_ptr(), tensor._version) for key, tensor in model.state_dict().items()}
-    return Reference(tensors, _run(model, probe) if outputs is None else list(outputs), probe)
+    if outputs is None:
+        with probe_guard(model, tuple(probe.shape)):
+            outputs = _run(model, probe)
+    return Reference(tensors, list(outputs), probe)
 
 
 def output_deviation(reference: Iterable[torch.Tensor], outputs: Iterable[torch.Tensor]) -> tuple[float, float]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,11 @@ import click
 import yaml
 
 from ..checkpoint import LoadedModel, is_spec, load_model
+from ..errors import ModelForwardError
 from ._console import err, progress
 
 __all__ = ["LoadOptions", "model_options", "note", "input_shape_option", "parse_shape", "parse_assignments",
-           "load_source", "default_output"]
+           "load_source", "default_output", "model_errors"]
 
 
 def note(message: str) -> None:
@@ -47,13 +49,26 @@ def parse_assignments(values: tuple[str, ...], option: str) -> dict[str, Any]:
     return result
 
 
-def _shape_callback(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
-    return parse_shape(value)
+def _shape_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    return None if value is None else parse_shape(value)
 
 
 def input_shape_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--input-shape", default="1,3,224,224", show_default=True, callback=_shape_callback,
-                        help="Probe batch shape N,C,H,W used to measure sites and the output deviation.")(func)
+    """``--input-shape N,C,H,W``, passed as a tuple, or ``None`` when not given (the model's declared size)."""
+    return click.option("--input-shape", callback=_shape_callback, metavar="N,C,H,W",
+                        help="Probe batch shape used to measure sites and the output deviation [default: the input "
+                             "size the model declares (timm's pretrained config, an Ultralytics model's imgsz, "
+                             "299 for Inception v3), else 1,3,224,224].")(func)
+
+
+@contextmanager
+def model_errors(source: str | None = None, input_shape: tuple[int, ...] | None = None) -> Iterator[None]:
+    """A model that refuses its probe batch is named as on the command line (``source``, ``--input-shape``), with the
+    option to pass."""
+    try:
+        yield
+    except ModelForwardError as exc:
+        raise exc.on_command_line(source, input_shape) from exc.__cause__
 
 
 @dataclass(frozen=True)

@@ -16,18 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from ..checkpoint import FORMATS, atomic_write, save_model
 from ..errors import OutputExistsError
 from ..match import Rule
 from ..pipeline import run_surgery
+from ..probe import default_input_shape
 from ..profile.latency import quiet_profiler_logs
 from ..profile.output import render_text
 from ..profile.report import model_facts
 from ..report import FULL_PROFILE_RUNS, PROFILE_MODES, surgery_profile, surgery_summary
-from ._console import out, print_json, progress, warn
-from ._options import LoadOptions, default_output, load_source
+from ._console import out, print_json, progress, table, warn
+from ._options import LoadOptions, default_output, load_source, model_errors
 
 __all__ = ["run_rules_command", "report_path", "html_report_path", "render_plan", "profile_option", "format_option",
            "output_options"]
@@ -66,17 +66,16 @@ def _check_outputs(paths: list[Path], force: bool) -> None:
 
 
 def render_plan(summary: dict, title: str) -> None:
-    table = Table(title=title, title_justify="left")
-    for column in ("site", "class", "stage", "index", "channels", "action", "block", "params"):
-        table.add_column(column, justify="right" if column in ("stage", "index", "channels", "params") else "left")
+    view = table(title, ("site", "class", "stage", "index", "channels", "action", "block", "params"),
+                 right=("stage", "index", "channels", "params"))
     for row in summary["plan"]:
         action = row["position"] if row["op"] == "insert" else "replace"
         params = row.get("parameters")
-        table.add_row(row["site"], row["class"], str(row["stage"] or "-"), str(row["index"] if row["index"] is not None
+        view.add_row(row["site"], row["class"], str(row["stage"] or "-"), str(row["index"] if row["index"] is not None
                       else "-"), str(row["channels"]), action, row["block"], "?" if params is None else f"{params:,}")
     known = [row["parameters"] for row in summary["plan"] if row.get("parameters") is not None]
-    table.caption = f"{len(summary['plan'])} actions, {sum(known):,} parameters in new blocks"
-    out.print(table)
+    view.caption = f"{len(summary['plan'])} actions, {sum(known):,} parameters in new blocks"
+    out.print(view)
 
 
 def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -96,7 +95,7 @@ def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def run_rules_command(source: str, rules: list[Rule], *, load: LoadOptions,
-                     input_shape: tuple[int, ...], output: Path | None, suffix: str, dry_run: bool, force: bool,
+                     input_shape: tuple[int, ...] | None, output: Path | None, suffix: str, dry_run: bool, force: bool,
                      as_json: bool, profile: str = "counts", fmt: str | None = None) -> None:
     if output is None:
         output = default_output(source, suffix)
@@ -106,22 +105,26 @@ def run_rules_command(source: str, rules: list[Rule], *, load: LoadOptions,
     if not dry_run:
         _check_outputs([output, report, *([html] if html else [])], force)
     loaded = load_source(source, load)
+    input_shape = input_shape or default_input_shape(loaded.module)
+    shown = ",".join(map(str, input_shape))
     before = original = None
-    if not dry_run and profile == "counts":
-        with progress("Counting the original model"):
-            before = model_facts(loaded.module, source, input_shape[1:])
-    elif not dry_run and profile == "full":
-        original = copy.deepcopy(loaded.module)  # surgery is in place; the full profile times both models
-    with progress("Finding sites and rewriting"):
-        result = run_surgery(loaded.module, rules, input_shape=input_shape, base=loaded.spec,
-                             arch_args=loaded.arch_args, dry_run=dry_run)
-    summary = surgery_summary(result, source, None if dry_run else str(output))
-    if dry_run:
-        print_json(summary) if as_json else render_plan(summary, f"Plan for {source} (dry run, nothing written)")
-        return
-    quiet_profiler_logs()
-    summary["profile"] = surgery_profile(profile, result, before=before, original=original,
-                                         names=(source, "patched"), input_shape=input_shape, step=progress)
+    with model_errors(source, input_shape):
+        if not dry_run and profile == "counts":
+            with progress("Counting the original model"):
+                before = model_facts(loaded.module, source, input_shape[1:])
+        elif not dry_run and profile == "full":
+            original = copy.deepcopy(loaded.module)  # surgery is in place; the full profile times both models
+        with progress("Finding sites and rewriting"):
+            result = run_surgery(loaded.module, rules, input_shape=input_shape, base=loaded.spec,
+                                 arch_args=loaded.arch_args, dry_run=dry_run)
+        summary = surgery_summary(result, source, None if dry_run else str(output))
+        if dry_run:
+            title = f"Plan for {source} at input {shown} (dry run, nothing written)"
+            print_json(summary) if as_json else render_plan(summary, title)
+            return
+        quiet_profiler_logs()
+        summary["profile"] = surgery_profile(profile, result, before=before, original=original,
+                                             names=(source, "patched"), input_shape=input_shape, step=progress)
     del original
     with progress(f"Saving {output}"):
         dropped = save_model(result.model, output, result.recipe, loaded.layout, force=force,
@@ -144,6 +147,6 @@ def run_rules_command(source: str, rules: list[Rule], *, load: LoadOptions,
     if loaded.path is not None:  # the user's own weights: say that every one of them came along
         out.print(f"Weights: transferred {check['transferred_tensors']:,}/{check['original_tensors']:,} original "
                   f"tensors, {check['added_keys']:,} new")
-    out.print(f"Output deviation on the probe batch: max abs {check['max_abs_diff']:.3g} "
+    out.print(f"Output deviation on a probe batch of {shown}: max abs {check['max_abs_diff']:.3g} "
               f"(relative {check['rel_diff']:.3g}); original keys preserved: {check['keys_preserved']}")
     out.print(f"Wrote {output}, {report}" + (f" and {html}" if html else ""), highlight=False)

@@ -36,7 +36,7 @@ Presets (rules/*.yaml; the language is described in rules/README.md):
 @input_shape_option
 @model_options
 @output_options
-def apply(model: str, rules: str | None, recipe: Path | None, init: str | None, input_shape: tuple[int, ...],
+def apply(model: str, rules: str | None, recipe: Path | None, init: str | None, input_shape: tuple[int, ...] | None,
           load: LoadOptions, profile: str, output: Path | None, dry_run: bool, force: bool,
           as_json: bool, fmt: str | None) -> None:
     """Apply RULES (a rules file or the name of a preset) to MODEL, or replay a patched checkpoint's --recipe.
@@ -58,6 +58,7 @@ def apply(model: str, rules: str | None, recipe: Path | None, init: str | None, 
             raise CheckpointError(f"{recipe}: its recipe inserts {', '.join(imported)}, which imports and runs code; "
                                   "pass --trust-code if you trust it")
         ruleset, suffix = rules_from_recipe(recorded), "replayed"
+        input_shape = input_shape or recorded.input_shape  # the sites were found, and named, at this shape
     else:
         ruleset, suffix = load_rules(rules, init=init, trust_code=trust_code), Path(rules).stem
     try:

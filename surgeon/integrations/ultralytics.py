@@ -48,10 +48,11 @@ from torch import nn
 from ..checkpoint import FRAMEWORKS, Framework, Layout
 from ..errors import ModelLoadError, SurgeonError
 from ..pipeline import recipe_of, replay
+from ..probe import ULTRALYTICS_IMGSZ
 from ..recipe import Recipe
 
 __all__ = ["CHECKED_VERSIONS", "MODEL_CLASSES", "YAML_KEY", "UltralyticsHookError", "YamlRecipe", "build",
-           "default_imgsz", "info_gflops", "install", "is_ultralytics_model", "places", "register"]
+           "info_gflops", "install", "is_ultralytics_model", "places", "register"]
 
 YAML_KEY = "attn_surgeon"
 # Ultralytics releases whose model construction the hook was read against and tested with, as (major, minor).
@@ -323,18 +324,12 @@ def register() -> None:
 # ---------------------------------------------------------------------------------------------------- reporting
 
 
-def default_imgsz(model: nn.Module) -> int:
-    """The image size Ultralytics defaults to for this model (its training ``imgsz``, else 640)."""
-    args = getattr(model, "args", None)
-    imgsz = args.get("imgsz") if isinstance(args, dict) else getattr(args, "imgsz", None)
-    return int(imgsz) if isinstance(imgsz, int) and imgsz > 0 else 640
-
-
-def info_gflops(model: nn.Module, imgsz: int | None = None) -> float | None:
-    """GFLOPs as ``model.info()`` reports them (Ultralytics' ``get_flops``, thop MACs x 2), or ``None`` if unknown."""
+def info_gflops(model: nn.Module, imgsz: int = ULTRALYTICS_IMGSZ) -> float | None:
+    """GFLOPs as ``model.info()`` reports them (Ultralytics' ``get_flops``: thop MACs x 2, at 640 unless told), or
+    ``None`` where Ultralytics cannot count them (thop missing)."""
     from ultralytics.utils.torch_utils import get_flops
 
-    flops = get_flops(model, imgsz or default_imgsz(model))
+    flops = get_flops(model, imgsz)
     return float(flops) if flops else None
 
 
