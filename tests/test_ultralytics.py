@@ -421,18 +421,20 @@ def _expected(preset: str, model: torch.nn.Module) -> int:
 PRESETS = ("yolo_backbone_cbam", "yolo_c2f_cbam", "yolo_sppf_cbam", "yolo_neck_cbam")
 
 
-@pytest.mark.parametrize("spec", ["yolov8n.yaml", "yolo11n.yaml",
-                                  pytest.param("yolov8s-seg.yaml", marks=pytest.mark.slow),
-                                  pytest.param("yolo11s.yaml", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("preset", PRESETS)
-def test_presets_put_blocks_where_named(spec: str, preset: str) -> None:
+@pytest.mark.parametrize("spec", ["yolov8n.yaml", "yolo11n.yaml", "yolov8s-seg.yaml", "yolo11s.yaml"])
+def test_presets_put_blocks_where_named(spec: str) -> None:
+    from surgeon.rules import load_rules
+
     model = build_arch(f"ultralytics:{spec}")
-    expected = _expected(preset, model)
-    surgeon.apply(model, preset, input_shape=(1, 3, 64, 64))
+    expected = {preset: _expected(preset, model) for preset in PRESETS}
+    rules = {preset: load_rules(preset) for preset in PRESETS}
+    surgeon.run_surgery(model, [rule for preset in PRESETS for rule in rules[preset]], input_shape=(1, 3, 64, 64))
     steps = surgeon.recipe_of(model).steps
-    assert len(steps) == expected > 0
-    if preset != "yolo_c2f_cbam":
-        assert {step.site for step in steps} <= set(integration.places(model))
+    for preset in PRESETS:
+        mine = [step for step in steps if step.rule == rules[preset][0].name]
+        assert len(mine) == expected[preset] > 0, preset
+        if preset != "yolo_c2f_cbam":
+            assert {step.site for step in mine} <= set(integration.places(model)), preset
 
 
 @pytest.mark.parametrize("preset", ["yolo_backbone_cbam", "yolo_c2f_cbam"])
