@@ -102,7 +102,7 @@ class Framework:
         owns: whether a pickled global (``ultralytics.nn.tasks.DetectionModel``) is one of the framework's.
         restricted_load: the framework's own weights-only loader, ``path -> object``, or ``None`` where it refuses.
         adopt: ``module -> module``, applied to a module unpickled from its files (as its own loader does).
-        before_pickle: ``(module, recipe) -> None``, before a patched module is pickled whole into its native file.
+        to_pickle: ``(module, recipe) -> module``: what a patched module is pickled as in its native file.
     """
 
     name: str
@@ -112,7 +112,7 @@ class Framework:
     owns: Callable[[str], bool]
     restricted_load: Callable[[Path], Any]
     adopt: Callable[[nn.Module], nn.Module]
-    before_pickle: Callable[[nn.Module, Recipe], None]
+    to_pickle: Callable[[nn.Module, Recipe], nn.Module]
 
 
 FRAMEWORKS: dict[str, Framework] = {}
@@ -610,9 +610,9 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, l
         payload = _safetensors_bytes(_with_prefix(state, layout.prefix), header)
         atomic_write(path, lambda file: file.write(payload), force=force, protect=protect)
         return result
-    if layout.pickled and layout.framework in FRAMEWORKS:
-        FRAMEWORKS[layout.framework].before_pickle(model, recipe)
     entry: Any = model if layout.pickled else _with_prefix(state, layout.prefix)
+    if layout.pickled and layout.framework in FRAMEWORKS:
+        entry = FRAMEWORKS[layout.framework].to_pickle(model, recipe)
     if layout.pickled and layout.framework in FRAMEWORKS:
         result.notes.append(f"the output is {FRAMEWORKS[layout.framework].title} in its own layout, the model "
                             "pickled whole: it loads with the framework (and here with --trust-pickle), wherever "

@@ -238,6 +238,7 @@ def test_output_is_an_ultralytics_checkpoint(patched: tuple[Path, str], plain: P
 
     written = torch.load(patched[0], map_location="cpu", weights_only=False)
     assert set(torch.load(plain, map_location="cpu", weights_only=False)) <= set(written)
+    assert next(written["model"].parameters()).dtype == torch.float16  # as YOLO.save() writes it
     yolo = YOLO(patched[0])
     assert len(_blocks(yolo.model)) == 4 and yolo.task == "detect"
     results = yolo.predict(np.zeros((64, 64, 3), dtype=np.uint8), imgsz=64, verbose=False)
@@ -346,6 +347,16 @@ def test_ddp_child_script_rebuilds_the_patched_network(workdir: Path, patched: t
 
 
 # ---------------------------------------------------------------------------------------------------- the hook
+
+
+def test_ddp_state_file_carries_a_built_patched_model(patched: tuple[Path, str]) -> None:
+    """``YOLO.train`` hands the launcher a model already built; the state file pickles it with cloudpickle."""
+    cloudpickle = pytest.importorskip("cloudpickle")
+    model = _saved_model(patched[0]).eval()
+    copy = cloudpickle.loads(cloudpickle.dumps(model))
+    image = torch.rand(1, 3, 64, 64)
+    assert _blocks(copy) == _blocks(model) and len(_blocks(copy)) == 4
+    torch.testing.assert_close(copy(image)[0], model(image)[0])
 
 
 def test_model_built_from_a_patched_yaml_gets_its_blocks(patched: tuple[Path, str]) -> None:

@@ -27,6 +27,7 @@ it wraps, and raises :class:`UltralyticsHookError` rather than let a patched mod
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import functools
@@ -306,18 +307,20 @@ def _adopt(model: nn.Module) -> nn.Module:
     return model.float()
 
 
-def _before_pickle(model: nn.Module, recipe: Recipe) -> None:
-    """The recipe goes into ``model.yaml``, the only part of a model Ultralytics' trainer rebuilds from."""
+def _to_pickle(model: nn.Module, recipe: Recipe) -> nn.Module:
+    """What ``YOLO.save()`` pickles: a half-precision copy. The recipe goes into ``model.yaml`` (of the caller's model
+    too), the only part of a model that Ultralytics' trainer rebuilds from."""
     if isinstance(getattr(model, "yaml", None), dict):
         install()
         model.yaml[YAML_KEY] = YamlRecipe(recipe.to_dict())
+    return copy.deepcopy(model).half()
 
 
 def register() -> None:
     """Register ``ultralytics:`` specs and Ultralytics checkpoint files with :mod:`surgeon.checkpoint`."""
     FRAMEWORKS["ultralytics"] = Framework(
         name="ultralytics", title="an Ultralytics checkpoint", build=build, layout=_native_layout, owns=_owns,
-        restricted_load=_restricted_load, adopt=_adopt, before_pickle=_before_pickle)
+        restricted_load=_restricted_load, adopt=_adopt, to_pickle=_to_pickle)
     _install_when_used()
 
 
