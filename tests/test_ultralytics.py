@@ -151,25 +151,28 @@ def _saved_model(path: Path) -> torch.nn.Module:
     return (checkpoint.get("ema") or checkpoint["model"]).float()
 
 
-def _plain_params(nc: int) -> int:
-    """A plain YOLOv8n fine-tuned from the 80-class one to ``nc`` classes, as Ultralytics builds it (its head keeps
-    the source's hidden width)."""
+def _body_params(model: torch.nn.Module) -> int:
+    """Parameters outside the head (its width follows the class count and the source model) and the blocks."""
+    head = f"model.{len(model.model) - 1}."
+    return sum(p.numel() for name, p in model.named_parameters() if not name.startswith(head) and "cbam" not in name)
+
+
+def _block_params(model: torch.nn.Module) -> dict[str, int]:
+    return {block: _params(model.get_submodule(block)) for block in _blocks(model)}
+
+
+def _assert_trained_with_blocks(run: Path, patched: Path, nc: int = 2) -> None:
+    """Every block of the patched checkpoint, the same size; the rest a plain YOLOv8n; a head for ``nc`` classes."""
     from ultralytics.nn.tasks import DetectionModel
 
-    model = DetectionModel("yolov8n.yaml", nc=nc, verbose=False)
-    model.load(DetectionModel("yolov8n.yaml", verbose=False), verbose=False)
-    return _params(model)
-
-
-def _assert_trained_with_blocks(run: Path, nc: int = 2) -> None:
+    inserted = _block_params(_saved_model(patched))
+    assert list(inserted) == ["model.2.cbam_after", "model.4.cbam_after", "model.6.cbam_after", "model.8.cbam_after"]
     for name in ("last.pt", "best.pt"):
         model = _saved_model(run / "weights" / name)
-        blocks = _blocks(model)
-        added = sum(_params(model.get_submodule(block)) for block in blocks)
-        assert blocks == ["model.2.cbam_after", "model.4.cbam_after", "model.6.cbam_after", "model.8.cbam_after"]
-        assert model.yaml["nc"] == nc and surgeon.recipe_of(model) is not None
-        assert _params(model) == _plain_params(nc) + added
-        assert integration.YAML_KEY in model.yaml
+        assert _block_params(model) == inserted
+        assert _body_params(model) == _body_params(DetectionModel("yolov8n.yaml", nc=nc, verbose=False))
+        assert model.model[-1].nc == model.yaml["nc"] == nc
+        assert surgeon.recipe_of(model) is not None and integration.YAML_KEY in model.yaml
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -269,8 +272,8 @@ def trained(workdir: Path, patched: tuple[Path, str], data: Path) -> Path:
     return workdir / "runs" / "train"
 
 
-def test_yolo_train_keeps_blocks_with_a_new_class_count(trained: Path) -> None:
-    _assert_trained_with_blocks(trained, nc=2)
+def test_yolo_train_keeps_blocks_with_a_new_class_count(trained: Path, patched: tuple[Path, str]) -> None:
+    _assert_trained_with_blocks(trained, patched[0], nc=2)
 
 
 def test_trained_checkpoint_validates_predicts_and_exports(trained: Path, data: Path) -> None:
@@ -302,7 +305,7 @@ def test_yolo_command_trains_the_patched_network(workdir: Path, patched: tuple[P
     run = workdir / "runs" / "cli"
     args = " ".join(f"{k}={v}" for k, v in {**TRAIN, "data": data, "project": run.parent, "name": run.name}.items())
     entrypoint(f"train model={patched[0]} {args}")
-    _assert_trained_with_blocks(run)
+    _assert_trained_with_blocks(run, patched[0])
 
 
 def test_resume_keeps_blocks(workdir: Path, patched: tuple[Path, str], data: Path) -> None:
@@ -322,7 +325,7 @@ def test_resume_keeps_blocks(workdir: Path, patched: tuple[Path, str], data: Pat
     last = workdir / "runs" / "resume" / "weights" / "last.pt"
     assert torch.load(last, map_location="cpu", weights_only=False)["optimizer"] is not None
     YOLO(last).train(resume=True)
-    _assert_trained_with_blocks(workdir / "runs" / "resume")
+    _assert_trained_with_blocks(workdir / "runs" / "resume", patched[0])
 
 
 def test_ddp_child_script_rebuilds_the_patched_network(workdir: Path, patched: tuple[Path, str], data: Path) -> None:
@@ -343,7 +346,7 @@ def test_ddp_child_script_rebuilds_the_patched_network(workdir: Path, patched: t
     finally:
         Path(script).unlink(missing_ok=True)
         Path(script).with_suffix(".pt").unlink(missing_ok=True)
-    _assert_trained_with_blocks(run)
+    _assert_trained_with_blocks(run, patched[0])
 
 
 # ---------------------------------------------------------------------------------------------------- the hook

@@ -295,9 +295,12 @@ def _restricted_load(path: Path) -> Any:
     if path.suffix.lower() != ".pt":
         return None
     try:
-        return torch_safe_load(str(path), safe_only=True)[0]
+        checkpoint = torch_safe_load(str(path), safe_only=True)[0]
     except (TypeError, pickle.UnpicklingError, ModuleNotFoundError, AttributeError, RuntimeError):
         return None
+    # Ultralytics 8.3's safe_only stands placeholders in for the classes it does not rebuild: only a real model counts
+    model = (checkpoint.get("ema") or checkpoint.get("model")) if isinstance(checkpoint, dict) else None
+    return checkpoint if isinstance(model, nn.Module) else None
 
 
 def _adopt(model: nn.Module) -> nn.Module:
