@@ -17,6 +17,7 @@ Examples:
   attn-surgeon apply torchvision:resnet18 eca_resnet -o resnet18_eca.pt
   attn-surgeon apply torchvision:resnet18 cbam_resnet --init paper --dry-run --json
   attn-surgeon apply ckpt.pt --arch torchvision:resnet18 --recipe resnet18_eca.pt -o ckpt_eca.pt
+  attn-surgeon apply ultralytics:yolo11n.yaml yolo_c2f_cbam --dry-run
 
 \b
 Presets (rules/*.yaml; the language is described in rules/README.md):

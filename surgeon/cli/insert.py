@@ -18,6 +18,7 @@ Examples:
   attn-surgeon insert torchvision:mobilenet_v2 --block ca --after conv3x3 --stride 1 --dry-run
   attn-surgeon insert timm:resnet50 --block gc --stage 2-4 --set rd_ratio=0.25 -o gc_r4.pt
   attn-surgeon insert ckpt.pt --arch torchvision:resnet18 --block cbam --after 'layer3.*'
+  attn-surgeon insert ultralytics:yolov8n.yaml --block cbam --after C2f -o y8_cbam.pt
 """
 
 

@@ -16,7 +16,7 @@ Examples:
   attn-surgeon sites torchvision:resnet50
   attn-surgeon sites timm:efficientnet_b0 --kind block
   attn-surgeon sites torchvision:mobilenet_v2 --kind conv --json
-  attn-surgeon sites ultralytics:yolo11n.yaml --input-shape 1,3,640,640
+  attn-surgeon sites ultralytics:yolo11n.yaml --kind block
 """
 
 
