@@ -192,6 +192,17 @@ def test_specs_build_from_ultralytics_yaml(spec: str, cls: str, places: dict[str
     assert loaded.layout.framework == "ultralytics" and loaded.layout.key == "model" and loaded.layout.pickled
 
 
+def test_sites_names_the_yolo_places() -> None:
+    import json
+
+    result = CliRunner().invoke(main, ["sites", "ultralytics:yolov8n.yaml", "--input-shape", PROBE, "--json"])
+    assert result.exit_code == 0, result.output
+    places = {site["name"]: site["place"] for site in json.loads(result.output)["sites"] if site["place"]}
+    assert places == {"model.2": "backbone C2f", "model.4": "backbone C2f", "model.6": "backbone C2f",
+                      "model.8": "backbone C2f", "model.9": "SPPF", "model.15": "P3 head input",
+                      "model.18": "P4 head input", "model.21": "P5 head input"}
+
+
 def test_spec_errors_are_one_line() -> None:
     with pytest.raises(ModelLoadError, match=r"give a model yaml .*--trust-pickle"):
         build_arch("ultralytics:yolov8n.pt")
@@ -415,8 +426,12 @@ def test_unchecked_ultralytics_version_fails_loudly(patched: tuple[Path, str], m
     assert len(_blocks(model)) == 4
 
 
-def test_importing_surgeon_does_not_import_ultralytics() -> None:
-    code = "import sys, surgeon; assert 'ultralytics' not in sys.modules, 'imported'"
+def test_importing_surgeon_does_not_import_ultralytics_but_hooks_it_once_imported() -> None:
+    code = ("import sys, surgeon\n"
+            "assert 'ultralytics' not in sys.modules, 'imported'\n"
+            "from ultralytics.nn.tasks import BaseModel, DetectionModel\n"
+            "from surgeon.integrations.ultralytics import _WRAPPED\n"
+            "assert hasattr(vars(DetectionModel)['__init__'], _WRAPPED) and hasattr(BaseModel.load, _WRAPPED)\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 
