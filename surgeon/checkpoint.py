@@ -2,13 +2,15 @@
 
 Sources: ``torchvision:NAME`` and ``timm:NAME`` (random init, nothing downloaded), ``package.module:factory``, or a
 file: a bare state_dict; a container holding one under ``state_dict``/``model``/``state_dict_ema``/``model_ema``/
-``module`` (PyTorch Lightning ``.ckpt`` and timm training checkpoints are such containers); a ``.safetensors`` file;
+``module``/``ema`` (PyTorch Lightning ``.ckpt`` and timm training checkpoints are such containers); a ``.safetensors`` file;
 or, only with ``trust_pickle``, a whole pickled module (``torch.save(model)``). A key prefix common to every tensor
 (DDP's ``module.``, Lightning's ``model.``, ``torch.compile``'s ``_orig_mod.``) is found by fitting the keys to the
 architecture, removed on load and restored on save. Without ``arch``, the architecture is detected from the keys
 and shapes (:mod:`surgeon.detect`). Every file is first read with ``torch.load(weights_only=True)``: nothing in it
 can run code unless the caller trusts it. TorchScript archives and ``torch.export`` programs are refused with the
-reason: their Python modules are gone, so there is nothing left to rewrite.
+reason: their Python modules are gone, so there is nothing left to rewrite. A :class:`Framework` registered by
+:mod:`surgeon.integrations` adds its own specs (``ultralytics:yolov8n.yaml``) and its own pickled checkpoint files,
+named as such when refused, read through its restricted loader where it has one, and written back in its layout.
 
 Saved files keep the input's layout (a bare state_dict stays bare; a container keeps its other entries, and EMA
 copies of the weights get the same new keys). The recipe travels inside the state_dict's ``_metadata`` (the
@@ -32,10 +34,9 @@ import struct
 import tempfile
 import zipfile
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -249,7 +250,7 @@ def _read_safetensors(path: Path) -> OrderedDict[str, torch.Tensor]:
 def _torch_load(path: Path, trust_pickle: bool) -> Any:
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not any(mark in str(exc) for mark in _CODE_MARKS):
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -258,12 +259,7 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         framework = _framework_of_file(path, found.group(1) if found else None)
         if not trust_pickle:
-            if framework is not None:
-                raise CheckpointError(f"{path}: is {framework.title}: it pickles the model's Python classes, and "
-                                      "loading it would run code it contains. Pass --trust-pickle if you trust this "
-                                      "file") from None
-            raise CheckpointError(f"{path}: " + _PICKLE_RISK.format(
-                what=f" (it refers to {found.group(1)})" if found else "")) from None
+            raise CheckpointError(_refusal(path, framework, found.group(1) if found else None)) from None
         if framework is not None:  # its own restricted loader first: it rebuilds only the framework's known classes
             restricted = framework.restricted_load(path)
             if restricted is not None:
@@ -271,11 +267,34 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
     except Exception as exc:  # noqa: BLE001  the restricted unpickler meets garbage in many ways; none of them ran code
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated ({reason[:200]})") from None
+    else:
+        module = _pickled_module(loaded)
+        if module is None or trust_pickle:
+            return loaded
+        # Classes someone allowed for weights-only loads in this process (a framework's restricted loader does) let a
+        # whole module through; a pickled module still needs the user's word, whatever ran before in the process.
+        name = f"{type(module).__module__}.{type(module).__qualname__}"
+        raise CheckpointError(_refusal(path, _framework_of_module(module), name))
     try:  # the user vouched for this file
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001  unpickling runs arbitrary code: any error may come out
         raise CheckpointError(f"{path}: cannot unpickle it ({type(exc).__name__}: {exc}); is the code it was saved "
                               "with importable here?") from None
+
+
+def _refusal(path: Path, framework: Framework | None, global_name: str | None) -> str:
+    if framework is not None:
+        return (f"{path}: is {framework.title}: it pickles the model's Python classes, and loading it would run code "
+                "it contains. Pass --trust-pickle if you trust this file")
+    return f"{path}: " + _PICKLE_RISK.format(what=f" (it refers to {global_name})" if global_name else "")
+
+
+def _pickled_module(loaded: Any) -> nn.Module | None:
+    """The whole module a checkpoint pickles, at its top or as an entry of its top-level mapping."""
+    if isinstance(loaded, nn.Module):
+        return loaded
+    values = loaded.values() if isinstance(loaded, Mapping) else ()
+    return next((value for value in values if isinstance(value, nn.Module)), None)
 
 
 def _framework_of_file(path: Path, first_global: str | None) -> Framework | None:
@@ -613,7 +632,6 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, l
     entry: Any = model if layout.pickled else _with_prefix(state, layout.prefix)
     if layout.pickled and layout.framework in FRAMEWORKS:
         entry = FRAMEWORKS[layout.framework].to_pickle(model, recipe)
-    if layout.pickled and layout.framework in FRAMEWORKS:
         result.notes.append(f"the output is {FRAMEWORKS[layout.framework].title} in its own layout, the model "
                             "pickled whole: it loads with the framework (and here with --trust-pickle), wherever "
                             "attn-surgeon is installed")

@@ -213,25 +213,34 @@ def test_spec_errors_are_one_line() -> None:
 def test_checkpoint_is_named_and_needs_trust_pickle(plain: Path) -> None:
     with pytest.raises(CheckpointError, match=r"is an Ultralytics checkpoint: .* Pass --trust-pickle"):
         load_model(plain)
+    load_model(plain, trust_pickle=True)  # Ultralytics' restricted loader now allows its classes in this process
+    with pytest.raises(CheckpointError, match=r"is an Ultralytics checkpoint: .* Pass --trust-pickle"):
+        load_model(plain)
     result = CliRunner().invoke(main, ["insert", str(plain), "--block", "cbam", "--after", "C2f"])
     assert result.exit_code == 1
     assert f"{plain}: is an Ultralytics checkpoint" in result.output
 
 
-def test_trusted_checkpoint_goes_through_ultralytics_restricted_loader(plain: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trusted_checkpoint_is_read_by_a_restricted_loader(plain: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --trust-pickle, a plain Ultralytics checkpoint is still never fully unpickled: Ultralytics' restricted
+    loader reads it (or torch's weights-only one, once that loader has allowed Ultralytics' classes)."""
     import ultralytics.nn.tasks as tasks
 
-    calls = []
-    original = tasks.torch_safe_load
+    safe_only, weights_only = [], []
+    original_safe_load, original_load = tasks.torch_safe_load, torch.load
 
-    def spy(weight: Any, safe_only: Any = None) -> Any:
-        calls.append(safe_only)
-        return original(weight, safe_only=safe_only)
+    def spy_safe_load(weight: Any, safe_only_flag: Any = None, **kwargs: Any) -> Any:
+        safe_only.append(kwargs.get("safe_only", safe_only_flag))
+        return original_safe_load(weight, safe_only=kwargs.get("safe_only", safe_only_flag))
 
-    monkeypatch.setattr(tasks, "torch_safe_load", spy)
+    def spy_load(*args: Any, **kwargs: Any) -> Any:
+        weights_only.append(kwargs.get("weights_only"))
+        return original_load(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "torch_safe_load", spy_safe_load)
+    monkeypatch.setattr(torch, "load", spy_load)
     loaded = load_model(plain, trust_pickle=True)
-    assert calls == [True]
+    assert False not in weights_only and all(safe_only)
     assert type(loaded.module).__name__ == "DetectionModel" and loaded.layout.framework == "ultralytics"
     assert next(loaded.module.parameters()).dtype == torch.float32
 

@@ -149,14 +149,18 @@ def _yaml_recipe(model: nn.Module) -> Recipe | None:
 
 def _replay(model: nn.Module, recipe: Recipe, why: str) -> None:
     """Put ``recipe``'s blocks into a model Ultralytics built, probing with the channels it was built for."""
-    channels = model.yaml.get("channels", recipe.input_shape[1]) if isinstance(model.yaml, dict) else 3
+    cfg = getattr(model, "yaml", None)
+    if not isinstance(cfg, dict):
+        raise UltralyticsHookError(f"Ultralytics built a {type(model).__name__} {why}, but it has no model yaml to "
+                                   "rebuild attn-surgeon's blocks from")
+    channels = cfg.get("channels", recipe.input_shape[1])
     recipe = dataclasses.replace(recipe, input_shape=(1, int(channels), *recipe.input_shape[2:]))
     try:
         replay(model, recipe)
     except SurgeonError as exc:
         raise UltralyticsHookError(f"Ultralytics built a {type(model).__name__} {why}, and attn-surgeon cannot put "
                                    f"its blocks back: {exc}") from exc
-    model.yaml[YAML_KEY] = YamlRecipe(recipe.to_dict())
+    cfg[YAML_KEY] = YamlRecipe(recipe.to_dict())
 
 
 def _replaying_init(cls: type, init: Any) -> Any:
@@ -289,7 +293,11 @@ def is_ultralytics_model(model: nn.Module) -> bool:
 
 
 def _restricted_load(path: Path) -> Any:
-    """Ultralytics' own weights-only loader, or ``None`` where it refuses the file (a patched model's classes)."""
+    """Ultralytics' own weights-only loader, or ``None`` where it refuses the file (a patched model's classes).
+
+    As Ultralytics documents, the classes a restricted load allows stay allowed for ``torch.load(weights_only=True)``
+    in this process.
+    """
     from ultralytics.nn.tasks import torch_safe_load
 
     if path.suffix.lower() != ".pt":
