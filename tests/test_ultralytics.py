@@ -511,3 +511,15 @@ def test_profile_states_gflops_as_model_info_does(patched: tuple[Path, str]) -> 
         assert row["ultralytics"]["imgsz"] == 640 and row["ultralytics"]["gflops"] > 0
     assert report["models"][1]["ultralytics"]["info_gflops"] == pytest.approx(reported)
     assert any("model.info() reports" in note for note in report["notes"])
+
+
+@pytest.mark.slow
+def test_yolo_example_runs(tmp_path: Path) -> None:
+    """examples/yolo/run.py: the README's three commands, each in a fresh process, on CPU."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "yolo" / "run.py"), "--out", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "6 CBAM blocks after Ultralytics' training" in done.stdout
