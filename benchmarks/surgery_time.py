@@ -1,17 +1,19 @@
 """How long surgery takes, net of its two verification forward passes, next to timm's construction time.
 
 Each round builds the model with ``timm.create_model(name)`` (random initialisation, nothing downloaded) and times
-it, times one eval-mode ``no_grad`` forward pass of that fresh model on the probe batch, then times
+it, times one eval-mode ``no_grad`` forward pass of that fresh model on the probe batch (``fwd``), times
 ``surgeon.run_surgery`` inserting a block after every residual unit of it (what ``attn-surgeon insert MODEL --block
-eca --after bottleneck`` runs: sites, match, rewrite, verify; construction excluded).
+eca --after bottleneck`` runs: sites, match, rewrite, verify; construction excluded), then times one forward pass of
+the patched model the same way (``patched fwd``).
 
-Surgery runs the model twice on the probe batch, on purpose: once to measure the sites and record the reference
-outputs, once to verify the patched model. Those two passes cost what the user's model costs at the user's input
-size, which no amount of work on the surgery itself can change, so the reported figure is surgery time *net* of two
-forward passes timed in the same round, over build time: ``net/build = (surgery - 2 fwd) / build``, paired within
-each round (median over rounds, 25th-75th percentile beside it), with its goal mark. The gross ratio
-``surgery/build`` is printed beside it. The forward subtracted is the unpatched model's, without the probe's hooks
-or the inserted blocks, so it is, if anything, cheaper than either pass inside surgery: the net figure errs high.
+Surgery runs the model twice on the probe batch, on purpose: the original, to measure the sites and record the
+reference outputs, and the patched model, to verify it. Those two passes cost what the user's model (and its new
+blocks) cost at the user's input size, which no work on the surgery itself can change, so the reported figure is
+surgery time *net* of the two passes as timed in the same round, over build time: ``net/build = (surgery - fwd -
+patched fwd) / build``, paired within each round (median over rounds, 25th-75th percentile beside it), with its goal
+mark. The gross ratio ``surgery/build`` is printed beside it. Both passes subtracted run without the probe's hooks,
+each on an already warm model, so they are, if anything, cheaper than their counterparts inside surgery: the net
+figure errs high.
 
 Every timed step starts after a full ``gc.collect()`` outside its timing (``--no-collect`` turns this off), so that
 no step pays for collecting what an earlier step or round left behind (see ``_timed``).
@@ -56,12 +58,18 @@ class Row:
     sites: int
     build: list[float]
     forward: list[float]
+    patched_forward: list[float]
     surgery: list[float]
 
     @property
     def net(self) -> list[float]:
-        """Per round: surgery time minus the two forward passes it runs (timed in the same round)."""
-        return [s - 2 * f for s, f in zip(self.surgery, self.forward)]
+        """Per round: surgery time minus the two forward passes it runs (as timed in the same round)."""
+        return [s - f - p for s, f, p in zip(self.surgery, self.forward, self.patched_forward)]
+
+    @property
+    def forwards(self) -> list[float]:
+        """Per round: the original model's forward plus the patched model's."""
+        return [f + p for f, p in zip(self.forward, self.patched_forward)]
 
 
 def surgery(model: torch.nn.Module, block: str, input_shape: tuple[int, ...]) -> int:
@@ -101,9 +109,9 @@ def _timed(fn: Callable[[], object], collect: bool) -> float:
 
 
 def measure(name: str, block: str, rounds: int, input_shape: tuple[int, ...], collect: bool = True) -> Row:
-    """Alternate build, one forward and surgery of the model just built (each timed), ``rounds`` times after a
-    warm-up round."""
-    row = Row(name, 0, [], [], [])
+    """Alternate build, one forward, surgery of the model just built and one forward of the patched model (each
+    timed), ``rounds`` times after a warm-up round."""
+    row = Row(name, 0, [], [], [], [])
     probe = torch.randn(input_shape)
     for r in range(rounds + 1):  # round 0 warms up imports, tracer caches and oneDNN primitives
         models: list[torch.nn.Module] = []
@@ -111,9 +119,11 @@ def measure(name: str, block: str, rounds: int, input_shape: tuple[int, ...], co
         ran = _timed(partial(forward, models[0], probe), collect)
         counts: list[int] = []
         took = _timed(partial(_patch, counts, models[0], block, input_shape), collect)
+        ran_patched = _timed(partial(forward, models[0], probe), collect)
         if r:
             row.build.append(built)
             row.forward.append(ran)
+            row.patched_forward.append(ran_patched)
             row.surgery.append(took)
         row.sites = counts[0]
     return row
@@ -159,10 +169,11 @@ def main() -> None:
             profile(args.profile, args.block, (1, 3, size, size), 40)
         return
 
-    print(f"surgery = run_surgery(insert {args.block} after every residual unit); fwd = one eval-mode no_grad "
-          f"forward of the fresh model; build = timm.create_model(name); {args.rounds} rounds, medians in ms; "
-          f"{'gc.collect() before each step; ' if args.collect else ''}net = surgery - 2 fwd; ratios = median of "
-          f"per-round ratios [p25, p75]; goal mark 'noise': median above the goal, 25th percentile not")
+    print(f"surgery = run_surgery(insert {args.block} after every residual unit); fwd / patched fwd = one eval-mode "
+          f"no_grad forward of the fresh / patched model; build = timm.create_model(name); {args.rounds} rounds, "
+          f"medians in ms; {'gc.collect() before each step; ' if args.collect else ''}net = surgery - fwd - patched "
+          f"fwd; ratios = median of per-round ratios [p25, p75]; goal mark 'noise': median above the goal, 25th "
+          f"percentile not")
     for size in sizes:
         report(args.models or MODELS, args.block, args.rounds, (1, 3, size, size), args.collect)
 
@@ -170,9 +181,9 @@ def main() -> None:
 def report(models: list[str], block: str, rounds: int, input_shape: tuple[int, ...], collect: bool) -> None:
     """Measure every model at one probe shape and print its table and fitted lines."""
     print(f"\nprobe {'x'.join(map(str, input_shape))}")
-    header = (f"{'model':<14} {'sites':>5} {'build ms':>9} {'fwd ms':>8} {'surgery ms':>11} {'net ms':>8} "
-              f"{'net ms/site':>11} {'net/build':>24} {'goal<=' + str(GOAL):>9} {'surgery/build':>24} "
-              f"{'2 fwd/build':>12}")
+    header = (f"{'model':<14} {'sites':>5} {'build ms':>9} {'fwd ms':>8} {'patched fwd':>11} {'surgery ms':>11} "
+              f"{'net ms':>8} {'net ms/site':>11} {'net/build':>24} {'goal<=' + str(GOAL):>9} {'surgery/build':>24} "
+              f"{'fwds/build':>11}")
     print(header)
     print("-" * len(header))
     rows = []
@@ -181,14 +192,14 @@ def report(models: list[str], block: str, rounds: int, input_shape: tuple[int, .
         rows.append(row)
         net = paired_ratio(row.net, row.build)
         gross = paired_ratio(row.surgery, row.build)
-        forwards = paired_ratio([2 * t for t in row.forward], row.build)
-        forward_ms = statistics.median(row.forward) * 1e3
-        print(f"{name:<14} {row.sites:>5} {gross.denominator_s * 1e3:>9.1f} {forward_ms:>8.1f} "
+        forwards = paired_ratio(row.forwards, row.build)
+        forward_ms, patched_ms = (statistics.median(t) * 1e3 for t in (row.forward, row.patched_forward))
+        print(f"{name:<14} {row.sites:>5} {gross.denominator_s * 1e3:>9.1f} {forward_ms:>8.1f} {patched_ms:>11.1f} "
               f"{gross.numerator_s * 1e3:>11.1f} {net.numerator_s * 1e3:>8.1f} "
               f"{net.numerator_s * 1e3 / max(row.sites, 1):>11.2f} {net!s:>24} {goal_mark(net, GOAL):>9} "
-              f"{gross!s:>24} {forwards.value:>12.3f}", flush=True)
+              f"{gross!s:>24} {forwards.value:>11.3f}", flush=True)
     sites = [row.sites for row in rows]
-    # the two probe forwards scale with the model's FLOPs and the probe's pixels, not with its sites
+    # the two forwards scale with the model's FLOPs and the probe's pixels, not with its sites
     slope, intercept, r2 = linear_fit(sites, [statistics.median(row.net) * 1e3 for row in rows])
     print(f"fit net of two forwards: ms = {intercept:.1f} + {slope:.2f} ms/site x sites, R^2 = {r2:.3f} "
           f"over {len(rows)} models")

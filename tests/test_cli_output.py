@@ -53,3 +53,11 @@ def test_a_terminal_gets_a_table_that_fits_with_names_folded(width: int, monkeyp
     for name in LONG_NAMES:  # the pieces of the folded name column, read down the rows, spell every name
         column = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│"))
         assert name in column
+
+
+def test_messages_are_text_not_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    """A warning or error that holds brackets (an extra, a regex, a list) is printed as it is."""
+    from surgeon.cli._console import warn
+
+    warn("install 'attn-surgeon[onnx]' for re:layer[34]\\..*")
+    assert capsys.readouterr().err == "warning: install 'attn-surgeon[onnx]' for re:layer[34]\\..*\n"

@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.cells import cell_len
 from rich.console import Console, ConsoleDimensions
+from rich.markup import escape
 from rich.table import Table
 
 __all__ = ["out", "err", "print_json", "progress", "warn", "table"]
@@ -63,7 +64,7 @@ def print_json(data: Any) -> None:
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
 
 
 @contextmanager
