@@ -134,8 +134,10 @@ def _setattr(self: nn.Module, name: str, value: Any) -> None:
     """
     if name == "forward" and _is_own_method(self, value):
         if "_surgeon_base.forward" not in type(self)._surgeon_source:
-            raise RewriteError(f"{type(self).__name__}.{value.__func__.__name__} would replace a forward that "
-                               "attn-surgeon rewrote, and drop the blocks inserted in it")
+            raise RewriteError(f"{type(self).__name__}.{value.__func__.__name__} would replace the forward that "
+                               "attn-surgeon rewrote for this module, and drop the blocks inserted in it; put them "
+                               "on a module that keeps its forward (for a YOLO Conv layer fused by Ultralytics: "
+                               "--position before on the layer after it)")
         self.__dict__[_INNER_FORWARD] = value
         return
     type(self)._surgeon_base.__setattr__(self, name, value)

@@ -280,6 +280,17 @@ def test_ultralytics_fusion_keeps_the_blocks(patched: tuple[Path, str]) -> None:
     torch.testing.assert_close(model(image)[0], reference, atol=1e-3, rtol=1e-3)
 
 
+def test_fusing_a_rewritten_conv_raises_instead_of_dropping_its_block() -> None:
+    """A block inside a Conv layer's own rewritten graph cannot survive Ultralytics' fuse (it deletes the BatchNorm
+    and swaps in ``forward_fuse``): it fails loudly instead of predicting without the block."""
+    from surgeon.errors import RewriteError
+
+    model = build_arch("ultralytics:yolov8n.yaml")
+    surgeon.insert(model, "cbam", after="model.1", input_shape=(1, 3, 64, 64))
+    with pytest.raises(RewriteError, match="Conv.forward_fuse would replace the forward"):
+        model.fuse(verbose=False)
+
+
 # ---------------------------------------------------------------------------------------------------- training
 
 
