@@ -9,6 +9,8 @@ swallows some errors). Training runs one epoch at 32 px on four synthetic images
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import re
 import socket
 import subprocess
@@ -193,8 +195,6 @@ def test_specs_build_from_ultralytics_yaml(spec: str, cls: str, places: dict[str
 
 
 def test_sites_names_the_yolo_places() -> None:
-    import json
-
     result = CliRunner().invoke(main, ["sites", "ultralytics:yolov8n.yaml", "--input-shape", PROBE, "--json"])
     assert result.exit_code == 0, result.output
     places = {site["name"]: site["place"] for site in json.loads(result.output)["sites"] if site["place"]}
@@ -370,7 +370,7 @@ def test_ddp_child_script_rebuilds_the_patched_network(workdir: Path, patched: t
                                           "project": str(run.parent), "name": run.name})
     script = generate_ddp_file(trainer)
     try:
-        env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         done = subprocess.run([sys.executable, script], cwd=workdir, env=env, capture_output=True, text=True,
                               timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -509,8 +509,6 @@ def test_classification_training_keeps_blocks(workdir: Path) -> None:
 
 
 def test_profile_states_gflops_as_model_info_does(patched: tuple[Path, str]) -> None:
-    import json
-
     from ultralytics import YOLO
 
     result = CliRunner().invoke(main, ["profile", "ultralytics:yolov8n.yaml", "--compare", str(patched[0]),
@@ -527,8 +525,6 @@ def test_profile_states_gflops_as_model_info_does(patched: tuple[Path, str]) -> 
 @pytest.mark.slow
 def test_yolo_example_runs(tmp_path: Path) -> None:
     """examples/yolo/run.py: the README's three commands, each in a fresh process, on CPU."""
-    import os
-
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, str(ROOT / "examples" / "yolo" / "run.py"), "--out", str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=600)
