@@ -330,6 +330,16 @@ def test_onnx_export_runs_the_patched_network(trained: Path) -> None:
         assert any(f"/{block}/" in name for name in nodes), block
 
 
+def test_plain_checkpoint_trains_as_before(workdir: Path, plain: Path, data: Path) -> None:
+    """The hook is transparent to models attn-surgeon never patched."""
+    from ultralytics import YOLO
+
+    YOLO(plain).train(data=str(data), project=str(workdir / "runs"), name="plain", **TRAIN)
+    model = _saved_model(workdir / "runs" / "plain" / "weights" / "last.pt")
+    assert not _blocks(model) and surgeon.recipe_of(model) is None and integration.YAML_KEY not in model.yaml
+    assert type(model).__mro__[1].__name__ == "BaseModel" and model.yaml["nc"] == 2
+
+
 def test_yolo_command_trains_the_patched_network(workdir: Path, patched: tuple[Path, str], data: Path) -> None:
     from ultralytics.cfg import entrypoint
 
