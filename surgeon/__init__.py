@@ -7,7 +7,7 @@
 
 __version__ = "0.1.0"
 
-from . import errors
+from . import errors, integrations
 from .blocks import get_block, list_blocks, register_block
 from .match import Rule, Selector
 from .pipeline import apply, insert, load, recipe_of, replay, run_surgery, save, sites, swap

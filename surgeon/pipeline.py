@@ -7,7 +7,7 @@ Every function here modifies the model **in place** and returns it (or a result 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +22,40 @@ from .rewrite import RewriteResult, rewrite
 from .sites import SiteTable, find_sites
 from .verify import Verification, capture_reference, verify
 
-__all__ = ["SurgeryResult", "run_surgery", "replay", "insert", "swap", "apply", "sites", "save", "load",
+__all__ = ["MODEL_HOOKS", "ModelHook", "SurgeryResult", "run_surgery", "replay", "insert", "swap", "apply", "sites", "save", "load",
            "recipe_of", "DEFAULT_INPUT_SHAPE"]
 
 _RECIPE_ATTR = "_surgeon_recipe"
+
+
+@dataclass(frozen=True)
+class ModelHook:
+    """What a framework integration does around surgery on its models; registered by :mod:`surgeon.integrations`.
+
+    Attributes:
+        check: ``model -> None``, before surgery and before saving: raises a :class:`SurgeonError` for a model that
+            lost blocks it records (a patched Hugging Face model loaded with its plain class), and does nothing for
+            a model that is not the framework's.
+        recorded: ``(model, recipe) -> None``, after a surgery or a replay gave ``model`` its recipe (a Hugging Face
+            model copies it into its config, so that ``save_pretrained`` writes it).
+    """
+
+    check: Callable[[nn.Module], None]
+    recorded: Callable[[nn.Module, Recipe], None]
+
+
+MODEL_HOOKS: list[ModelHook] = []
+
+
+def _set_recipe(model: nn.Module, recipe: Recipe) -> None:
+    model.__dict__[_RECIPE_ATTR] = recipe
+    for hook in MODEL_HOOKS:
+        hook.recorded(model, recipe)
+
+
+def _check(model: nn.Module) -> None:
+    for hook in MODEL_HOOKS:
+        hook.check(model)
 
 
 @dataclass
@@ -82,6 +112,7 @@ def run_surgery(
             batch, ...); the model is unchanged.
         VerificationError: the patched model lost an original tensor or cannot run (a bug, reported as such).
     """
+    _check(model)
     table = find_sites(model, input_shape)
     plan = make_plan(table.sites, rules)
     if dry_run:
@@ -107,7 +138,7 @@ def _execute(model: nn.Module, table: SiteTable, plan: Plan, *, base: str | None
     recipe = recipe_from_rewrite(result, base, table.input_shape, arch_args)
     if previous is not None:
         recipe = previous.extended(recipe)
-    model.__dict__[_RECIPE_ATTR] = recipe
+    _set_recipe(model, recipe)
     return SurgeryResult(model, table, plan, result, verification, recipe, params_before)
 
 
@@ -125,7 +156,7 @@ def replay(model: nn.Module, recipe: Recipe | dict[str, Any]) -> nn.Module:
         if step.module != item.key:
             raise RewriteError(f"replay put {step.block!r} at {item.key!r}, the recipe recorded {step.module!r}; "
                                "was the model patched before?")
-    model.__dict__[_RECIPE_ATTR] = recipe
+    _set_recipe(model, recipe)
     return model
 
 
@@ -195,7 +226,8 @@ def apply(model: nn.Module, rules_or_recipe: Any, *, input_shape: Sequence[int] 
         rules_or_recipe: rules — a rules file path, a preset name (``"se_resnet"``, see
             :func:`surgeon.rules.list_presets`), YAML text, a rules document as a dict (``{"version": 1,
             "rules": [...]}``) or a list of :class:`Rule` — or a recipe: a :class:`Recipe`, its dict (with
-            ``steps``), or the path of a checkpoint written by attn-surgeon, whose recipe is replayed.
+            ``steps``), or the path of a checkpoint written by attn-surgeon or of a model directory written from a
+            patched model (a Hugging Face ``save_pretrained`` directory), whose recipe is replayed.
         input_shape: probe batch shape for rules, ``None`` for the model's declared input size (a recipe replays at
             the shape it recorded).
         init: ``"identity"`` or ``"paper"`` for every insert rule, overriding the document (rules only).
@@ -232,6 +264,9 @@ def sites(model: nn.Module, input_shape: Sequence[int] | None = None) -> SiteTab
 def save(model: nn.Module, path: str | os.PathLike[str], *, force: bool = False) -> None:
     """Save a patched model's state_dict with its recipe (``torch.load(weights_only=True)``-safe, atomic).
 
+    A Hugging Face transformers model is saved as a ``save_pretrained`` directory instead (config, weights, and the
+    recipe inside ``config.json``).
+
     A DistributedDataParallel or ``torch.compile`` wrapper is unwrapped, so the keys carry no ``module.`` or
     ``_orig_mod.`` prefix.
 
@@ -239,6 +274,7 @@ def save(model: nn.Module, path: str | os.PathLike[str], *, force: bool = False)
         SurgeonError: the model was not patched by attn-surgeon, or ``path`` exists and ``force`` is false.
     """
     model = _unwrap(model)
+    _check(model)
     recipe = recipe_of(model)
     if recipe is None:
         raise SurgeonError("this model was not patched by attn-surgeon; save it with torch.save(model.state_dict())")

@@ -23,7 +23,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .blocks import BlockInfo, get_block, list_blocks
 from .blocks._registry import INIT_MODES, validate_block_args
-from .checkpoint import CONTAINER_KEYS, RECIPE_KEY, read_checkpoint
+from .checkpoint import CONTAINER_KEYS, RECIPE_KEY, framework_of_directory, read_checkpoint
 from .errors import BlockError, CheckpointError, RuleError, SelectorError, SurgeonError
 from .match import POSITIONS, IntFilter, Rule, Selector, dotted_glob, parse_int_filter
 from .recipe import Recipe
@@ -440,8 +440,9 @@ def locate(exc: SurgeonError, rules: Sequence[Rule]) -> SurgeonError:
 
 
 def is_checkpoint(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a file in torch's zip checkpoint format (as attn-surgeon writes them)."""
-    return os.path.isfile(path) and zipfile.is_zipfile(path)
+    """Whether ``path`` is a file in torch's zip checkpoint format (as attn-surgeon writes them), or a framework's
+    model directory (a Hugging Face ``save_pretrained`` directory)."""
+    return (os.path.isfile(path) and zipfile.is_zipfile(path)) or framework_of_directory(path) is not None
 
 
 def read_recipe(path: str | os.PathLike[str]) -> Recipe:
@@ -450,6 +451,13 @@ def read_recipe(path: str | os.PathLike[str]) -> Recipe:
     Raises:
         CheckpointError: unreadable file, or a checkpoint without a recipe.
     """
+    framework = framework_of_directory(path)
+    if framework is not None:
+        recipe = framework.read_recipe(Path(path))
+        if recipe is None:
+            raise CheckpointError(f"{path}: records no attn-surgeon recipe; only model directories written from a "
+                                  "patched model do")
+        return recipe
     data = read_checkpoint(path)
     candidates = [data, *(data.get(key) for key in CONTAINER_KEYS)] if isinstance(data, Mapping) else [data]
     for candidate in candidates:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 import yaml
 
-from ..checkpoint import LoadedModel, is_spec, load_model
+from ..checkpoint import FRAMEWORKS, LoadedModel, framework_of_directory, is_spec, load_model
 from ..errors import ModelForwardError
 from ._console import err, progress
 
@@ -116,8 +116,14 @@ def load_source(source: str, load: LoadOptions) -> LoadedModel:
 
 
 def default_output(source: str, suffix: str) -> Path:
-    """``resnet50_eca.pt`` for ``torchvision:resnet50``; ``ckpt_eca.pt`` beside ``ckpt.pt``."""
+    """``resnet50_eca.pt`` for ``torchvision:resnet50``; ``ckpt_eca.pt`` beside ``ckpt.pt``; a directory (``DIR_eca``
+    beside a model directory ``DIR``, ``ResNetForImageClassification_eca`` for a transformers spec) for a framework
+    whose models are saved as directories."""
     if is_spec(source):
-        return Path(f"{source.rsplit(':', 1)[-1]}_{suffix}.pt")
+        library, _, name = source.rpartition(":")
+        framework = FRAMEWORKS.get(library)
+        return Path(f"{name}_{suffix}" + ("" if framework is not None and framework.writes_directory else ".pt"))
     path = Path(source)
+    if framework_of_directory(path) is not None:
+        return path.with_name(f"{path.name}_{suffix}")
     return path.with_name(f"{path.stem}_{suffix}{path.suffix or '.pt'}")

@@ -82,9 +82,9 @@ def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options every surgery command shares: what to write, where, and how to report it."""
     for option in reversed((
         format_option,
-        click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Patched checkpoint to write [default: MODELNAME_BLOCK.pt]; its report (.report.json, "
-                          ".report.html) goes beside it."),
+        click.option("-o", "--output", type=click.Path(path_type=Path),
+                     help="Patched checkpoint to write [default: MODELNAME_BLOCK.pt; a directory MODELNAME_BLOCK for a "
+                          "transformers model]; its report (.report.json, .report.html) goes beside it."),
         click.option("--dry-run", is_flag=True, help="Print the plan; change and write nothing."),
         click.option("--force", is_flag=True, help="Overwrite existing output files."),
         profile_option,

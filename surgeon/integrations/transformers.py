@@ -1,0 +1,373 @@
+"""Hugging Face transformers vision models: specs, ``save_pretrained`` directories, and blocks kept through ``Trainer``.
+
+Specs: ``transformers:ResNetForImageClassification`` (any model class transformers exports whose input is
+``pixel_values``: ``*ForImageClassification``, ``*Model``) builds the class from its default config, with random
+weights; ``arch_args`` (``--arch-args``) are config fields (``depths=[1,1,1,1]``, ``num_labels=10``). Nothing is
+downloaded.
+
+Directories: a directory as ``save_pretrained`` writes it — ``config.json`` with a ``model_type``, beside
+``model.safetensors`` (or safetensors shards and their index, or ``pytorch_model.bin``) — is recognised by its content.
+Its model class is the first of the config's ``architectures``, taken from transformers itself: no code is imported
+from the directory. A directory without a recipe loads with the class's own ``from_pretrained`` (local files only).
+
+The recipe lives in ``config.json``, under ``attn_surgeon``. A transformers config keeps the keys it does not know as
+attributes and writes them back, so every directory a patched model is saved to — by :func:`surgeon.save`,
+``model.save_pretrained``, ``Trainer.save_model`` and each ``checkpoint-N`` of ``Trainer`` — carries the recipe, and
+:func:`surgeon.load` rebuilds the model with its blocks from it: the class from its config, the recipe replayed, then
+every tensor loaded with ``strict=True``. The patched model's config gets the recipe at the moment of surgery (or of
+a replay), through :class:`surgeon.pipeline.ModelHook`.
+
+A plain ``from_pretrained`` of such a directory cannot know the blocks: transformers builds the class, loads every
+original tensor, logs its LOAD REPORT with each block tensor as UNEXPECTED, and returns the model without the blocks.
+No field of ``config.json`` can make transformers refuse or redirect that load short of running code from the
+directory (``auto_map`` with ``trust_remote_code``), and attn-surgeon puts no code into model directories. What the
+config carries instead is the recipe, which the plainly loaded model keeps as ``model.config.attn_surgeon``: every
+attn-surgeon call given such a model (``insert``, ``apply`` with rules, ``save``) and :func:`surgeon_callback` at the
+start of training raise :class:`MissingBlocksError`, which says how to get the blocks back.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..checkpoint import FRAMEWORKS, Framework, Layout, LoadedModel, SaveResult, file_mode, read_checkpoint
+from ..errors import CheckpointError, ModelLoadError, OutputExistsError, SurgeonError
+from ..pipeline import MODEL_HOOKS, ModelHook, recipe_of, replay
+from ..recipe import Recipe
+
+__all__ = ["CONFIG_KEY", "MissingBlocksError", "build", "check_blocks", "is_model_directory", "is_transformers_model",
+           "load_directory", "read_recipe", "register", "save_directory", "surgeon_callback"]
+
+CONFIG_KEY = "attn_surgeon"
+"""The ``config.json`` key (and config attribute) that holds the recipe of a patched model."""
+
+_CONFIG = "config.json"
+_SAFETENSORS, _SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
+_BIN, _BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
+_WEIGHT_FILES = (_SAFETENSORS, _SAFETENSORS_INDEX, _BIN, _BIN_INDEX)
+# What Trainer's checkpoint-N directories hold beside the model: state of one training run, which refers to the old
+# parameter list and so is not carried into a patched model's directory.
+_TRAINING_STATE = ("optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "trainer_state.json",
+                   "training_args.bin")
+
+
+class MissingBlocksError(SurgeonError):
+    """A transformers model whose config records attn-surgeon blocks that the model does not have."""
+
+
+def _modeling() -> Any:
+    """``transformers.modeling_utils`` if something imported it, else ``None`` (then no model can be one of its)."""
+    return sys.modules.get("transformers.modeling_utils")
+
+
+def is_transformers_model(module: nn.Module) -> bool:
+    """Whether ``module`` is a transformers ``PreTrainedModel``; never imports transformers."""
+    modeling = _modeling()
+    return modeling is not None and isinstance(module, modeling.PreTrainedModel)
+
+
+# ---------------------------------------------------------------------------------------------------- specs
+
+
+def _model_class(name: str, where: str = "") -> type:
+    import transformers
+
+    cls = getattr(transformers, name, None) if name.isidentifier() else None
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+        names = [n for n in dir(transformers) if n.endswith(("ForImageClassification", "Model"))]
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ModelLoadError(f"{where}transformers has no model class {name!r}{hint}; use transformers:ClassName, "
+                             "e.g. transformers:ResNetForImageClassification")
+    if cls.main_input_name != "pixel_values":
+        raise ModelLoadError(f"{where}transformers:{name} takes {cls.main_input_name}, not an image batch "
+                             "(pixel_values); attn-surgeon patches vision models")
+    return cls
+
+
+def _config(cls: type, fields: dict[str, Any]) -> Any:
+    """``cls``'s config with ``fields`` set; an unknown field is an error (a config would keep it silently)."""
+    known = cls.config_class()
+    unknown = [key for key in fields if not hasattr(known, key)]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(known.to_dict()), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ModelLoadError(f"{cls.config_class.__name__} has no field {unknown[0]!r}{hint}")
+    try:
+        return cls.config_class(**fields)
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(f"cannot build {cls.config_class.__name__}: {exc}") from None
+
+
+def build(name: str, **config_fields: Any) -> nn.Module:
+    """``transformers:NAME``: the class built from its default config (with ``config_fields`` set), random weights.
+
+    Raises:
+        ModelLoadError: no such class in transformers, not a vision model, or a config field it does not have.
+    """
+    cls = _model_class(name)
+    return cls(_config(cls, config_fields)).eval()
+
+
+def _layout(module: nn.Module) -> Layout | None:
+    """A transformers model's layout; its source is the directory ``from_pretrained`` read it from, if local."""
+    if not is_transformers_model(module):
+        return None
+    source = Path(str(getattr(module, "name_or_path", "") or ""))
+    return Layout(format="safetensors", framework="transformers",
+                  source=source if str(source) not in ("", ".") and is_model_directory(source) else None)
+
+
+# ---------------------------------------------------------------------------------------------------- directories
+
+
+def _read_config(path: Path) -> dict[str, Any] | None:
+    try:
+        config = json.loads((path / _CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) and isinstance(config.get("model_type"), str) else None
+
+
+def is_model_directory(path: Path) -> bool:
+    """A ``save_pretrained`` directory: ``config.json`` with a ``model_type``, and a weights file beside it."""
+    return (path / _CONFIG).is_file() and any((path / name).is_file() for name in _WEIGHT_FILES) and \
+        _read_config(path) is not None
+
+
+def _recipe_from(data: Any, where: str) -> Recipe | None:
+    if data is None:
+        return None
+    try:
+        return Recipe.from_dict(data)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{where}: its {CONFIG_KEY} entry: {exc}") from None
+
+
+def read_recipe(path: Path) -> Recipe | None:
+    """The recipe a model directory's ``config.json`` records under ``attn_surgeon``, or ``None``."""
+    config = _read_config(path)
+    return _recipe_from((config or {}).get(CONFIG_KEY), str(path / _CONFIG))
+
+
+def _shards(path: Path, index: str) -> list[Path]:
+    try:
+        weight_map = json.loads((path / index).read_text(encoding="utf-8"))["weight_map"]
+        return [path / name for name in dict.fromkeys(weight_map.values())]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise CheckpointError(f"{path / index}: not a readable weights index") from None
+
+
+def _read_weights(path: Path) -> OrderedDict[str, torch.Tensor]:
+    """Every tensor of the directory, read without running code (safetensors, else ``weights_only=True``)."""
+    if (path / _SAFETENSORS).is_file():
+        files = [path / _SAFETENSORS]
+    elif (path / _SAFETENSORS_INDEX).is_file():
+        files = _shards(path, _SAFETENSORS_INDEX)
+    elif (path / _BIN).is_file():
+        files = [path / _BIN]
+    else:
+        files = _shards(path, _BIN_INDEX)
+    state: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for file in files:
+        part = read_checkpoint(file)
+        if not isinstance(part, dict) or not all(isinstance(v, torch.Tensor) for v in part.values()):
+            raise CheckpointError(f"{file}: holds no state_dict")
+        state.update(part)
+    return state
+
+
+def _load_strict(model: nn.Module, state: OrderedDict[str, torch.Tensor], where: str) -> None:
+    """Load every tensor; a key that ``save_pretrained`` left out because it shares memory (tied) may be missing."""
+    own = model.state_dict()
+    loaded = {tensor.data_ptr() for key, tensor in own.items() if key in state}
+    missing = [key for key, tensor in own.items() if key not in state and tensor.data_ptr() not in loaded]
+    unexpected = [key for key in state if key not in own]
+    mismatched = [key for key in own if key in state and own[key].shape != state[key].shape]
+    if missing or unexpected or mismatched:
+        parts = [f"{len(keys)} {label} (e.g. {keys[0]})" for label, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("with other shapes", mismatched)) if keys]
+        raise CheckpointError(f"{where}: the weights do not fit the model its config and recipe build: "
+                              f"{'; '.join(parts)}")
+    model.load_state_dict(state, strict=False)
+
+
+def load_directory(path: Path, arch: str | None = None, arch_args: dict[str, Any] | None = None) -> LoadedModel:
+    """The model of a ``save_pretrained`` directory, with its blocks when its config records a recipe.
+
+    Args:
+        path: the directory.
+        arch: ``transformers:ClassName`` to build instead of the config's first ``architectures`` entry.
+        arch_args: config fields to override.
+
+    Raises:
+        ModelLoadError, CheckpointError: one line saying what is wrong and what to do.
+    """
+    config = _read_config(path) or {}
+    if arch is not None:
+        library, _, name = arch.partition(":")
+        if library != "transformers":
+            raise ModelLoadError(f"{path}: is a transformers model directory; --arch takes transformers:ClassName")
+    else:
+        names = config.get("architectures") or []
+        if not names:
+            raise ModelLoadError(f"{path / _CONFIG}: names no model class (architectures); pass "
+                                 "--arch transformers:ClassName")
+        name = names[0]
+    cls = _model_class(name, where=f"{path}: ")
+    recipe = _recipe_from(config.get(CONFIG_KEY), str(path / _CONFIG))
+    if recipe is None:  # an ordinary model directory: transformers' own loader, local files only
+        model = cls.from_pretrained(path, local_files_only=True, **dict(arch_args or {}))
+    else:
+        model = cls(cls.config_class.from_dict({**config, **dict(arch_args or {})})).eval()
+        model.config._name_or_path = str(path)  # as from_pretrained records where a model came from
+        replay(model, recipe)
+        _load_strict(model, _read_weights(path), str(path))
+    layout = Layout(format="safetensors", framework="transformers", source=path)
+    return LoadedModel(model, f"transformers:{name}", {}, layout, path, recipe)
+
+
+def _carried_files(source: Path | None) -> list[Path]:
+    """The input directory's other files (image processor config, model card, ...), not weights or training state."""
+    if source is None or not source.is_dir():
+        return []
+    skip = {_CONFIG, *_WEIGHT_FILES, *_TRAINING_STATE}
+    return [file for file in sorted(source.iterdir()) if file.is_file() and file.name not in skip
+            and not file.name.endswith((".safetensors", ".bin", ".pth"))]
+
+
+def save_directory(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, layout: Layout | None = None, *,
+                   force: bool = False, protect: tuple[str | os.PathLike[str], ...] = ()) -> SaveResult:
+    """Write ``model`` as ``save_pretrained`` does, its recipe in ``config.json``; atomic (a temporary directory
+    beside ``path``, then renamed into place).
+
+    The files of the input directory other than weights and training state (``preprocessor_config.json``, a model
+    card) are carried over.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``force`` is false, or ``path`` is the input directory.
+        CheckpointError: the parent directory is missing or not writable, or the write failed.
+    """
+    path = Path(path)
+    for other in protect:
+        if path.exists() and Path(other).exists() and path.resolve() == Path(other).resolve():
+            raise OutputExistsError(f"{path}: is the input directory; choose another output directory")
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path}: exists; pass --force to overwrite it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise CheckpointError(f"{path}: directory {parent} does not exist")
+    _record(model, recipe)
+    result = SaveResult()
+    try:
+        temp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot write in {parent} ({exc.strerror})") from None
+    try:
+        with _quiet_progress():
+            model.save_pretrained(temp)
+        source = layout.source if layout is not None else None
+        for file in _carried_files(source):
+            shutil.copyfile(file, temp / file.name)
+        dropped = [name for name in _TRAINING_STATE if source is not None and (source / name).exists()]
+        if dropped:
+            result.notes.append(f"left out {', '.join(dropped)}: training state cannot match the new parameters")
+        for file in temp.iterdir():
+            os.chmod(file, file_mode(path / file.name))
+        os.chmod(temp, file_mode(path, directory=True))
+        if path.exists():  # --force: the old output goes only once the new one is complete
+            old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old / path.name)
+            os.replace(temp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temp, path)
+    except BaseException as exc:
+        shutil.rmtree(temp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"{path}: write failed ({exc.strerror or exc}); nothing was written") from None
+        raise
+    return result
+
+
+@contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """No "Writing model shards" bar from transformers while saving: the caller reports the save its own way."""
+    from transformers.utils import logging
+
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
+
+
+# ---------------------------------------------------------------------------------------------------- hooks
+
+
+def _record(model: nn.Module, recipe: Recipe) -> None:
+    """Put the recipe into the model's config, as JSON data, so that every ``save_pretrained`` writes it."""
+    if is_transformers_model(model):
+        setattr(model.config, CONFIG_KEY, json.loads(json.dumps(recipe.to_dict(), default=str)))
+
+
+def check_blocks(model: nn.Module) -> None:
+    """Raise :class:`MissingBlocksError` if ``model``'s config records attn-surgeon blocks that it does not have.
+
+    That is a patched model loaded with its plain class (``from_pretrained``), which drops the blocks. Does nothing for
+    any other model.
+    """
+    if not is_transformers_model(model) or recipe_of(model) is not None:
+        return
+    recorded = getattr(model.config, CONFIG_KEY, None)
+    steps = recorded.get("steps") if isinstance(recorded, dict) else None
+    if not steps:
+        return
+    cls = type(model).__name__
+    first = steps[0].get("module", "?") if isinstance(steps[0], dict) else "?"
+    raise MissingBlocksError(
+        f"this {cls}'s config records {len(steps)} attn-surgeon blocks (e.g. {first}) that the model does not have: "
+        f"it was loaded with the plain {cls}.from_pretrained, which drops them. Load it with surgeon.load(DIRECTORY), "
+        f"or give it its blocks with surgeon.apply(model, DIRECTORY) and then load the weights")
+
+
+def surgeon_callback() -> Any:
+    """A ``transformers.TrainerCallback`` that runs :func:`check_blocks` on the model when training begins.
+
+    ``Trainer(..., callbacks=[surgeon_callback()])``: training a patched model that was loaded without its blocks
+    stops at once with :class:`MissingBlocksError` instead of fine-tuning the model without them.
+    """
+    from transformers import TrainerCallback
+
+    class SurgeonCallback(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
+                           **kwargs: Any) -> None:
+            if model is not None:
+                check_blocks(model)
+
+    return SurgeonCallback()
+
+
+def register() -> None:
+    """Register the ``transformers:`` specs, ``save_pretrained`` directories and the model hooks (idempotent)."""
+    FRAMEWORKS["transformers"] = Framework(
+        name="transformers", build=build, layout=_layout, is_directory=is_model_directory,
+        load_directory=load_directory, read_recipe=read_recipe, save=save_directory,
+        writes_directory=True)
+    if not any(hook.check is check_blocks for hook in MODEL_HOOKS):
+        MODEL_HOOKS.append(ModelHook(check=check_blocks, recorded=_record))
