@@ -22,8 +22,8 @@ from .rewrite import RewriteResult, rewrite
 from .sites import SiteTable, find_sites
 from .verify import Verification, capture_reference, verify
 
-__all__ = ["MODEL_HOOKS", "ModelHook", "SurgeryResult", "run_surgery", "replay", "insert", "swap", "apply", "sites", "save", "load",
-           "recipe_of", "DEFAULT_INPUT_SHAPE"]
+__all__ = ["MODEL_HOOKS", "ModelHook", "SurgeryResult", "run_surgery", "replay", "insert", "swap", "apply", "sites",
+           "save", "load", "recipe_of", "DEFAULT_INPUT_SHAPE"]
 
 _RECIPE_ATTR = "_surgeon_recipe"
 

@@ -6,7 +6,7 @@ weights; ``arch_args`` (``--arch-args``) are config fields (``depths=[1,1,1,1]``
 downloaded.
 
 Directories: a directory as ``save_pretrained`` writes it — ``config.json`` with a ``model_type``, beside
-``model.safetensors`` (or safetensors shards and their index, or ``pytorch_model.bin``) — is recognised by its content.
+``model.safetensors`` (or safetensors shards and their index, or ``pytorch_model.bin``) — is recognised by content.
 Its model class is the first of the config's ``architectures``, taken from transformers itself: no code is imported
 from the directory. A directory without a recipe loads with the class's own ``from_pretrained`` (local files only).
 
