@@ -67,8 +67,8 @@ def test_spec_builds_the_class_from_a_default_config_with_fields() -> None:
     assert type(loaded.module) is transformers.ResNetForImageClassification
     assert loaded.module.config.hidden_sizes == [32, 64, 128, 256]
     assert loaded.layout.framework == "transformers"
-    convnext = load_model("transformers:ConvNextModel", arch_args={"depths": [1, 1, 1, 1], "image_size": 96,
-                                                                   "num_channels": 1}).module
+    convnext = load_model("transformers:ConvNextModel", arch_args={
+        "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "image_size": 96, "num_channels": 1}).module
     assert surgeon.sites(convnext).input_shape == (1, 1, 96, 96)  # the config's num_channels and image_size
 
 
@@ -200,3 +200,40 @@ def test_import_surgeon_does_not_import_transformers() -> None:
 
     code = "import sys, surgeon; sys.exit('transformers' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# Residual units of transformers' CNNs, built small: (class, config fields, unit class, units with a skip addition).
+UNITS = [
+    ("ResNetForImageClassification", {"depths": [2, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128], "embedding_size": 8},
+     "ResNetBottleNeckLayer", 5),
+    ("ResNetForImageClassification", {"depths": [2, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128], "embedding_size": 8,
+                                      "layer_type": "basic"}, "ResNetBasicLayer", 5),
+    ("ConvNextForImageClassification", {"depths": [2, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64]}, "ConvNextLayer", 5),
+    ("RegNetForImageClassification", {"depths": [2, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "embedding_size": 8,
+                                      "groups_width": 8}, "RegNetYLayer", 5),
+    ("MobileNetV2ForImageClassification", {"depth_multiplier": 0.35}, "MobileNetV2InvertedResidual", 10),
+    # The skip addition of an EfficientNet block lives in its last layer, which is handed the block's input
+    ("EfficientNetForImageClassification", {"width_coefficient": 1.0, "depth_coefficient": 1.0, "hidden_dim": 1280,
+                                            "image_size": 64}, "EfficientNetFinalBlockLayer", 9),
+]
+
+
+@pytest.mark.parametrize(("name", "fields", "unit", "count"), UNITS, ids=[f"{u[0]}-{u[2]}" for u in UNITS])
+def test_residual_units_are_found_and_patched_with_the_function_unchanged(name: str, fields: dict, unit: str,
+                                                                         count: int) -> None:
+    model = load_model(f"transformers:{name}", arch_args=fields).module
+    blocks = surgeon.sites(model, SHAPE).of_kind("block")
+    assert [site.cls for site in blocks] == [unit] * count
+    result = surgeon.run_surgery(model, [surgeon.Rule(surgeon.Selector(kind="block"), "eca")], input_shape=SHAPE)
+    assert len(result.recipe.steps) == count
+    assert result.verification.max_abs_diff == 0
+    model.train()(torch.randn(2, *SHAPE[1:])).logits.sum().backward()  # trains through the rewritten units
+
+
+def test_load_keeps_the_saved_dtype(tmp_path: Path) -> None:
+    model = surgeon.insert(_resnet(), "eca", input_shape=SHAPE).to(torch.bfloat16)
+    surgeon.save(model, tmp_path / "out")
+    reloaded = surgeon.load(tmp_path / "out")
+    assert {p.dtype for p in reloaded.parameters()} == {torch.bfloat16}
+    saved, own = model.state_dict(), reloaded.state_dict()
+    assert list(saved) == list(own) and all(torch.equal(saved[k], own[k]) for k in saved)

@@ -205,6 +205,15 @@ def _load_strict(model: nn.Module, state: OrderedDict[str, torch.Tensor], where:
     model.load_state_dict(state, strict=False)
 
 
+def _saved_dtype(config: dict[str, Any], state: OrderedDict[str, torch.Tensor]) -> torch.dtype | None:
+    """The dtype ``from_pretrained`` gives the model by default (``dtype="auto"``): the config's, else the weights'."""
+    named = getattr(torch, str(config.get("dtype") or config.get("torch_dtype") or ""), None)
+    if isinstance(named, torch.dtype):
+        return named
+    dtypes = {tensor.dtype for tensor in state.values() if tensor.is_floating_point()}
+    return dtypes.pop() if len(dtypes) == 1 else None
+
+
 def load_directory(path: Path, arch: str | None = None, arch_args: dict[str, Any] | None = None) -> LoadedModel:
     """The model of a ``save_pretrained`` directory, with its blocks when its config records a recipe.
 
@@ -235,7 +244,11 @@ def load_directory(path: Path, arch: str | None = None, arch_args: dict[str, Any
         model = cls(cls.config_class.from_dict({**config, **dict(arch_args or {})})).eval()
         model.config._name_or_path = str(path)  # as from_pretrained records where a model came from
         replay(model, recipe)
-        _load_strict(model, _read_weights(path), str(path))
+        state = _read_weights(path)
+        dtype = _saved_dtype(config, state)
+        if dtype is not None:
+            model.to(dtype)
+        _load_strict(model, state, str(path))
     layout = Layout(format="safetensors", framework="transformers", source=path)
     return LoadedModel(model, f"transformers:{name}", {}, layout, path, recipe)
 
