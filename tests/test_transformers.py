@@ -6,6 +6,7 @@ Every model is built from a small config (no weights downloaded); a test that re
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -226,7 +227,7 @@ def test_residual_units_are_found_and_patched_with_the_function_unchanged(name: 
     assert [site.cls for site in blocks] == [unit] * count
     result = surgeon.run_surgery(model, [surgeon.Rule(surgeon.Selector(kind="block"), "eca")], input_shape=SHAPE)
     assert len(result.recipe.steps) == count
-    assert result.verification.max_abs_diff == 0
+    assert result.verification.max_abs_diff <= 1e-6  # 0 on transformers 5; float noise of a traced graph on 4.x
     model.train()(torch.randn(2, *SHAPE[1:])).logits.sum().backward()  # trains through the rewritten units
 
 
@@ -237,3 +238,17 @@ def test_load_keeps_the_saved_dtype(tmp_path: Path) -> None:
     assert {p.dtype for p in reloaded.parameters()} == {torch.bfloat16}
     saved, own = model.state_dict(), reloaded.state_dict()
     assert list(saved) == list(own) and all(torch.equal(saved[k], own[k]) for k in saved)
+
+
+def test_readme_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Hugging Face transformers", 1)[1]
+    snippet = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    monkeypatch.chdir(tmp_path)
+    _resnet().save_pretrained("resnet50-finetuned")  # a small stand-in for the README's fine-tuned ResNet-50
+    args = _trainer(_resnet(), tmp_path / "run", max_steps=2).args
+    namespace = {"args": args, "train": _dataset()}
+    exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102  (our own README)
+    model = namespace["model"]
+    assert sum(name.endswith(".eca_residual") for name, _ in model.named_modules()) == 4
+    _assert_same(model, surgeon.load("resnet50-eca"))
