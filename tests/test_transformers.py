@@ -252,3 +252,24 @@ def test_readme_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.Monk
     model = namespace["model"]
     assert sum(name.endswith(".eca_residual") for name, _ in model.named_modules()) == 4
     _assert_same(model, surgeon.load("resnet50-eca"))
+
+
+def test_zoo_source_lists_the_vision_classes_and_records_a_surgery() -> None:
+    import dataclasses
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "zoo.py"
+    spec = importlib.util.spec_from_file_location("zoo_benchmark", path)
+    zoo = sys.modules.get("zoo_benchmark") or importlib.util.module_from_spec(spec)
+    if "zoo_benchmark" not in sys.modules:
+        sys.modules["zoo_benchmark"] = zoo
+        spec.loader.exec_module(zoo)
+    entries = {entry.name: entry for entry in zoo.transformers_entries()}
+    assert {"ResNetForImageClassification", "ConvNextForImageClassification", "EfficientNetForImageClassification",
+            "MobileNetV2ForImageClassification", "ViTForImageClassification"} <= set(entries)
+    assert not any(name.startswith("TimmWrapper") for name in entries)
+    small = dataclasses.replace(entries["ResNetForImageClassification"], build=_resnet, sizes=(64,))
+    record = zoo.run_entry(small)
+    assert (record["status"], record["selector"], record["patched"]) == ("patched", "bottleneck", 4)
+    assert record["keys_preserved"] and record["loads_original"] and record["max_abs_diff"] <= zoo.TOLERANCE
