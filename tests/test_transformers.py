@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 import surgeon
 from surgeon.checkpoint import load_model
-from surgeon.errors import ModelLoadError, OutputExistsError
+from surgeon.errors import CheckpointError, ModelLoadError, OutputExistsError
 
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402  (after the skip: safetensors comes with transformers here)
@@ -98,6 +98,7 @@ def test_directory_in_directory_out_every_key_kept_and_load_rebuilds_the_blocks(
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["ResNetForImageClassification"]
     assert [step["block"] for step in config[CONFIG_KEY]["steps"]] == ["eca"] * 4
+    assert config[CONFIG_KEY]["note"].startswith("attention blocks inserted by attn-surgeon: load with surgeon.load")
     saved = load_file(out / "model.safetensors")
     assert all(torch.equal(saved[key], value) for key, value in original.items())  # every original key, bit-identical
     assert {key for key in saved if key not in original} == {key for key in saved if ".eca_residual." in key}
@@ -108,6 +109,8 @@ def test_directory_in_directory_out_every_key_kept_and_load_rebuilds_the_blocks(
     with pytest.raises(OutputExistsError, match="exists; pass --force"):
         surgeon.save(model, out)
     surgeon.save(model, out, force=True)
+    with pytest.raises(CheckpointError, match="save_pretrained directory; give a directory name without .pt"):
+        surgeon.save(model, tmp_path / "out.pt")
 
 
 def test_apply_then_weights_the_peft_way(base_dir: Path, tmp_path: Path) -> None:

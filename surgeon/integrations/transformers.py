@@ -48,16 +48,22 @@ from ..errors import CheckpointError, ModelLoadError, OutputExistsError, Surgeon
 from ..pipeline import MODEL_HOOKS, ModelHook, recipe_of, replay
 from ..recipe import Recipe
 
-__all__ = ["CONFIG_KEY", "MissingBlocksError", "build", "check_blocks", "is_model_directory", "is_transformers_model",
-           "load_directory", "read_recipe", "register", "save_directory", "surgeon_callback"]
+__all__ = ["CONFIG_KEY", "NOTE", "MissingBlocksError", "build", "check_blocks", "is_model_directory",
+           "is_transformers_model", "load_directory", "read_recipe", "register", "save_directory", "surgeon_callback"]
 
 CONFIG_KEY = "attn_surgeon"
 """The ``config.json`` key (and config attribute) that holds the recipe of a patched model."""
+
+NOTE = ("attention blocks inserted by attn-surgeon: load with surgeon.load(DIRECTORY); a plain {cls}.from_pretrained "
+        "drops them (their tensors are reported as UNEXPECTED)")
+"""The note before the recipe in ``config.json``."""
 
 _CONFIG = "config.json"
 _SAFETENSORS, _SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
 _BIN, _BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
 _WEIGHT_FILES = (_SAFETENSORS, _SAFETENSORS_INDEX, _BIN, _BIN_INDEX)
+# Names that would make a directory look like a checkpoint file.
+_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 # What Trainer's checkpoint-N directories hold beside the model: state of one training run, which refers to the old
 # parameter list and so is not carried into a patched model's directory.
 _TRAINING_STATE = ("optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "trainer_state.json",
@@ -272,9 +278,13 @@ def save_directory(model: nn.Module, path: str | os.PathLike[str], recipe: Recip
 
     Raises:
         OutputExistsError: ``path`` exists and ``force`` is false, or ``path`` is the input directory.
-        CheckpointError: the parent directory is missing or not writable, or the write failed.
+        CheckpointError: ``path`` names a file (``.pt``, ``.safetensors``, ...), the parent directory is missing or
+            not writable, or the write failed.
     """
     path = Path(path)
+    if path.suffix in _FILE_SUFFIXES:
+        raise CheckpointError(f"{path}: a transformers model is saved as a save_pretrained directory; give a directory "
+                              f"name without {path.suffix}")
     for other in protect:
         if path.exists() and Path(other).exists() and path.resolve() == Path(other).resolve():
             raise OutputExistsError(f"{path}: is the input directory; choose another output directory")
@@ -334,9 +344,11 @@ def _quiet_progress() -> Iterator[None]:
 
 
 def _record(model: nn.Module, recipe: Recipe) -> None:
-    """Put the recipe into the model's config, as JSON data, so that every ``save_pretrained`` writes it."""
+    """Put the recipe into the model's config, as JSON data, so that every ``save_pretrained`` writes it; a note for
+    whoever opens ``config.json`` comes first."""
     if is_transformers_model(model):
-        setattr(model.config, CONFIG_KEY, json.loads(json.dumps(recipe.to_dict(), default=str)))
+        recorded = {"note": NOTE.format(cls=type(model).__name__), **recipe.to_dict()}
+        setattr(model.config, CONFIG_KEY, json.loads(json.dumps(recorded, default=str)))
 
 
 def check_blocks(model: nn.Module) -> None:
