@@ -59,7 +59,8 @@ DETECTION = ("fasterrcnn_resnet50_fpn", "retinanet_resnet50_fpn", "maskrcnn_resn
              "fcn_resnet50", "lraspp_mobilenet_v3_large")
 SOURCES = ("torchvision", "detection", "timm", "yolo", "transformers")
 # Left out of the transformers source: a wrapper around timm models (the timm source covers those) and a
-# vision-language safety classifier whose input is text and images together.
+# vision-language safety classifier whose input is text and images together; so are classes whose input is not
+# pixel_values (Perceiver's).
 TRANSFORMERS_LEFT_OUT = ("timm_wrapper", "shieldgemma2")
 TOLERANCE = 1e-5  # the output deviation an identity-initialised patch may show
 
