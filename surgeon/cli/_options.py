@@ -115,15 +115,21 @@ def load_source(source: str, load: LoadOptions) -> LoadedModel:
     return loaded
 
 
+def writes_directory(source: str) -> bool:
+    """Whether a patched model of ``source`` is written as a directory (a transformers spec or model directory)."""
+    if is_spec(source):
+        framework = FRAMEWORKS.get(source.partition(":")[0])
+        return framework is not None and framework.writes_directory
+    return framework_of_directory(source) is not None
+
+
 def default_output(source: str, suffix: str) -> Path:
     """``resnet50_eca.pt`` for ``torchvision:resnet50``; ``ckpt_eca.pt`` beside ``ckpt.pt``; a directory (``DIR_eca``
     beside a model directory ``DIR``, ``ResNetForImageClassification_eca`` for a transformers spec) for a framework
     whose models are saved as directories."""
     if is_spec(source):
-        library, _, name = source.rpartition(":")
-        framework = FRAMEWORKS.get(library)
-        return Path(f"{name}_{suffix}" + ("" if framework is not None and framework.writes_directory else ".pt"))
+        return Path(f"{source.rsplit(':', 1)[-1]}_{suffix}" + ("" if writes_directory(source) else ".pt"))
     path = Path(source)
-    if framework_of_directory(path) is not None:
+    if writes_directory(source):
         return path.with_name(f"{path.name}_{suffix}")
     return path.with_name(f"{path.stem}_{suffix}{path.suffix or '.pt'}")

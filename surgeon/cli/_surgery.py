@@ -27,7 +27,7 @@ from ..profile.output import render_text
 from ..profile.report import model_facts
 from ..report import FULL_PROFILE_RUNS, PROFILE_MODES, surgery_profile, surgery_summary
 from ._console import out, print_json, progress, table, warn
-from ._options import LoadOptions, default_output, load_source, model_errors
+from ._options import LoadOptions, default_output, load_source, model_errors, writes_directory
 
 __all__ = ["run_rules_command", "report_path", "html_report_path", "render_plan", "profile_option", "format_option",
            "output_options"]
@@ -100,6 +100,8 @@ def run_rules_command(source: str, rules: list[Rule], *, load: LoadOptions,
     if output is None:
         output = default_output(source, suffix)
         output = output.with_suffix(".safetensors") if fmt == "safetensors" else output
+    elif output.is_dir() and not writes_directory(source):
+        raise click.BadParameter(f"{output} is a directory; give a file path", param_hint="'-o' / '--output'")
     report = report_path(output)
     html = html_report_path(output) if profile != "off" else None
     if not dry_run:

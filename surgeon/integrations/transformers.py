@@ -125,7 +125,11 @@ def build(name: str, **config_fields: Any) -> nn.Module:
         ModelLoadError: no such class in transformers, not a vision model, or a config field it does not have.
     """
     cls = _model_class(name)
-    return cls(_config(cls, config_fields)).eval()
+    config = _config(cls, config_fields)
+    try:
+        return cls(config).eval()
+    except ImportError as exc:  # a class whose extra library is not installed (DiNAT needs natten)
+        raise ModelLoadError(f"cannot build transformers:{name}: {str(exc).strip().splitlines()[0]}") from None
 
 
 def _layout(module: nn.Module) -> Layout | None:
