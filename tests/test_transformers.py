@@ -185,6 +185,17 @@ def test_trainer_refuses_a_model_that_lost_its_blocks(tmp_path: Path) -> None:
         _trainer(plain, tmp_path / "run", max_steps=1).train()
 
 
+def test_trainer_refuses_to_resume_a_patched_checkpoint_into_a_model_without_the_blocks(tmp_path: Path) -> None:
+    _trainer(surgeon.insert(_resnet(), "eca"), tmp_path / "run", max_steps=2).train()
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    with pytest.raises(ValueError, match="parameter group that doesn't match"):  # torch's own refusal: the optimizer
+        _trainer(_resnet(), tmp_path / "run", max_steps=4).train(resume_from_checkpoint=str(checkpoint))
+    (checkpoint / "optimizer.pt").unlink()  # without optimizer state nothing else would notice: the callback does
+    message = "resuming from .*checkpoint-2, whose model has 4 attn-surgeon blocks .* but this model does not have"
+    with pytest.raises(MissingBlocksError, match=message):
+        _trainer(_resnet(), tmp_path / "run", max_steps=4).train(resume_from_checkpoint=str(checkpoint))
+
+
 def test_cli_writes_a_model_directory_beside_the_input(base_dir: Path) -> None:
     result = CliRunner().invoke(cli, ["insert", str(base_dir), "--block", "eca", "--profile", "off"])
     assert result.exit_code == 0, result.output

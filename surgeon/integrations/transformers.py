@@ -375,19 +375,42 @@ def check_blocks(model: nn.Module) -> None:
         f"or give it its blocks with surgeon.apply(model, DIRECTORY) and then load the weights")
 
 
+def _check_resume(model: nn.Module, output_dir: str, step: int) -> None:
+    """Raise if training resumed from ``output_dir/checkpoint-STEP`` and that checkpoint's blocks are not the model's.
+
+    ``Trainer`` loads a checkpoint into whatever model it holds with ``strict=False``, so a model built without the
+    blocks would otherwise resume without them, the blocks' tensors merely logged as unexpected.
+    """
+    checkpoint = Path(output_dir) / f"checkpoint-{step}"
+    recorded = read_recipe(checkpoint) if step and is_model_directory(checkpoint) else None
+    if recorded is None or not recorded.steps:
+        return
+    own = recipe_of(model)
+    if own is None or [s.module for s in own.steps] != [s.module for s in recorded.steps]:
+        what = "does not have" if own is None else "has other blocks than"
+        raise MissingBlocksError(
+            f"resuming from {checkpoint}, whose model has {len(recorded.steps)} attn-surgeon blocks (e.g. "
+            f"{recorded.steps[0].module}), but this model {what} them: build and patch it as in the first run, or "
+            f"give it the recorded blocks with surgeon.apply(model, {str(checkpoint)!r}), before resuming")
+
+
 def surgeon_callback() -> Any:
-    """A ``transformers.TrainerCallback`` that runs :func:`check_blocks` on the model when training begins.
+    """A ``transformers.TrainerCallback`` that checks, when training begins, that the model has its blocks.
 
     ``Trainer(..., callbacks=[surgeon_callback()])``: training a patched model that was loaded without its blocks
-    stops at once with :class:`MissingBlocksError` instead of fine-tuning the model without them.
+    (:func:`check_blocks`), or resuming from a checkpoint of ``output_dir`` whose blocks the model does not have,
+    stops at once with :class:`MissingBlocksError` instead of training the model without them.
     """
     from transformers import TrainerCallback
 
     class SurgeonCallback(TrainerCallback):
         def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
                            **kwargs: Any) -> None:
-            if model is not None:
-                check_blocks(model)
+            if model is None:
+                return
+            check_blocks(model)
+            if args is not None and state is not None:  # state holds the step training resumes at
+                _check_resume(model, args.output_dir, state.global_step)
 
     return SurgeonCallback()
 
