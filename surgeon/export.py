@@ -32,9 +32,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write, is_spec
+from ._version import __version__
+from .arch import is_spec
 from .codegen import is_patched, original_class, patched_source
 from .errors import OutputExistsError, SurgeonError
+from .files import atomic_write
+from .recipe import recipe_of
+from .tensors import DEFAULT_INPUT_SHAPE, eval_mode, flatten_outputs, output_deviation, probe_input
 
 __all__ = ["TARGETS", "ExportResult", "default_export_path", "export_model", "write_python_package"]
 
@@ -69,21 +73,9 @@ def default_export_path(source: str, target: str) -> Path:
     return folder / f"{stem}{_SUFFIXES[target]}"
 
 
-def _outputs(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _outputs(item)]
-    if isinstance(value, dict):
-        return [t for item in value.values() for t in _outputs(item)]
-    return [torch.from_numpy(value)] if type(value).__module__ == "numpy" else []  # onnxruntime's arrays
-
-
 def _max_diff(expected: Any, actual: Any) -> float:
-    left, right = _outputs(expected), _outputs(actual)
-    if len(left) != len(right) or any(a.shape != b.shape for a, b in zip(left, right)):
-        return float("inf")
-    return max((float((a.float() - b.float()).abs().max()) for a, b in zip(left, right)), default=0.0)
+    """The largest absolute difference between two outputs (``inf`` if their structure differs)."""
+    return output_deviation(flatten_outputs(expected), flatten_outputs(actual))[0]
 
 
 @contextlib.contextmanager
@@ -140,7 +132,7 @@ def _export_program(model: nn.Module, example: torch.Tensor, path: Path, force: 
 
 
 def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
-                 input_shape: Sequence[int] = (1, 3, 224, 224), force: bool = False, opset: int | None = None,
+                 input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE, force: bool = False, opset: int | None = None,
                  dynamic_batch: bool = True, check: bool = True) -> ExportResult:
     """Export ``model`` (in eval mode; its mode is restored) to ``target``, then reload it and compare outputs.
 
@@ -162,39 +154,39 @@ def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
     path = Path(path)
     if path.exists() and not force:
         raise OutputExistsError(f"{path}: exists; pass --force to overwrite it")
-    was_training = model.training
-    model.eval()
-    try:
-        example = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            expected = model(example)
-        if target == "python":
-            from .pipeline import recipe_of
+    with eval_mode(model):
+        return _export(model, path, target, probe_input(input_shape), force=force, opset=opset,
+                       dynamic_batch=dynamic_batch, check=check)
 
-            files = write_python_package(model, path, force=force)
-            if not check or recipe_of(model).base is None:  # without a named base only the user can build it
-                return ExportResult(target, path, None, "not checked", files)
-            return ExportResult(target, path, _max_diff(expected, _run_package(path, model, example)), "import",
-                                files)
-        try:
-            if target == "onnx":
-                run, checker = _export_onnx(model, example, path, force, opset, dynamic_batch)
-            elif target == "torchscript":
-                run, checker = _export_torchscript(model, example, path, force)
-            else:
-                run, checker = _export_program(model, example, path, force, dynamic_batch)
-        except SurgeonError:
-            raise
-        except Exception as exc:  # exporters raise many types; the user needs the reason
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SurgeonError(f"{target} export failed: {reason[:300]}") from exc
-        if not check:
-            return ExportResult(target, path, None, "not checked", [path])
-        with torch.no_grad():
-            actual = run()
-        return ExportResult(target, path, None if actual is None else _max_diff(expected, actual), checker, [path])
-    finally:
-        model.train(was_training)
+
+def _export(model: nn.Module, path: Path, target: str, example: torch.Tensor, *, force: bool, opset: int | None,
+            dynamic_batch: bool, check: bool) -> ExportResult:
+    """:func:`export_model` on a model already in eval mode."""
+    with torch.no_grad():
+        expected = model(example)
+    if target == "python":
+        files = write_python_package(model, path, force=force)
+        if not check or recipe_of(model).base is None:  # without a named base only the user can build it
+            return ExportResult(target, path, None, "not checked", files)
+        return ExportResult(target, path, _max_diff(expected, _run_package(path, model, example)), "import",
+                            files)
+    try:
+        if target == "onnx":
+            run, checker = _export_onnx(model, example, path, force, opset, dynamic_batch)
+        elif target == "torchscript":
+            run, checker = _export_torchscript(model, example, path, force)
+        else:
+            run, checker = _export_program(model, example, path, force, dynamic_batch)
+    except SurgeonError:
+        raise
+    except Exception as exc:  # exporters raise many types; the user needs the reason
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SurgeonError(f"{target} export failed: {reason[:300]}") from exc
+    if not check:
+        return ExportResult(target, path, None, "not checked", [path])
+    with torch.no_grad():
+        actual = run()
+    return ExportResult(target, path, None if actual is None else _max_diff(expected, actual), checker, [path])
 
 
 # ------------------------------------------------------------------------------------------------ python package
@@ -243,7 +235,7 @@ PATCHED = {patched}
 def _base_model() -> nn.Module:
     if BASE is None:
         raise ValueError("the recipe names no base architecture: pass base=<an unpatched model>")
-    from surgeon.checkpoint import build_arch
+    from surgeon.arch import build_arch
 
     return build_arch(BASE, **ARCH_ARGS)
 
@@ -306,8 +298,6 @@ def write_python_package(model: nn.Module, directory: str | os.PathLike[str], *,
         SurgeonError: the model has no patched module or no recipe, or a patched class cannot be imported by name.
         OutputExistsError: ``directory`` exists and ``force`` is false.
     """
-    from . import __version__
-    from .pipeline import recipe_of
 
     directory = Path(directory)
     if not directory.name.isidentifier():

@@ -18,8 +18,8 @@ from typing import Literal
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
+from .tensors import DEFAULT_INPUT_SHAPE, eval_mode, flatten_outputs, probe_input
 from .trace import (
     TracedModule,
     contains_conv,
@@ -30,9 +30,11 @@ from .trace import (
     watch_training_reads,
 )
 
-__all__ = ["Site", "SiteTable", "find_sites", "probe_input"]
+__all__ = ["POSITIONS", "Position", "Site", "SiteTable", "find_sites", "probe_input"]
 
 SiteKind = Literal["block", "conv", "module"]
+Position = Literal["residual", "after", "before"]
+POSITIONS: tuple[Position, ...] = ("residual", "after", "before")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,19 @@ class Site:
     def channels(self) -> int:
         return self.out_channels
 
+    def channels_at(self, position: Position | None) -> int:
+        """Channels of the tensor a block at ``position`` sees: the input's (``before``), the residual branch's at
+        the skip addition (``residual``), else the output's (``after``, and a swap's)."""
+        if position == "before":
+            return self.in_channels
+        if position == "residual":
+            return self.residual_channels or self.out_channels
+        return self.out_channels
+
+    def size_at(self, position: Position | None) -> tuple[int, int]:
+        """Spatial size (H, W) of the tensor a block at ``position`` sees."""
+        return self.in_size if position == "before" else self.out_size
+
 
 @dataclass
 class SiteTable:
@@ -98,17 +113,6 @@ class SiteTable:
 
     def of_kind(self, kind: SiteKind) -> list[Site]:
         return [site for site in self.sites if site.kind == kind]
-
-
-def probe_input(input_shape: tuple[int, ...], module: nn.Module | None = None, seed: int = 0) -> torch.Tensor:
-    """A deterministic probe batch on the module's device and floating dtype."""
-    device, dtype = torch.device("cpu"), torch.float32
-    if module is not None:
-        tensor = next((t for t in module.parameters()), None)
-        if tensor is not None and tensor.is_floating_point():
-            device, dtype = tensor.device, tensor.dtype
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(input_shape, generator=generator).to(device=device, dtype=dtype)
 
 
 @dataclass
@@ -203,7 +207,7 @@ def _branch_module(name: str, graph: fx.Graph, branch: fx.Node) -> str | None:
     return f"{name}.{branch.target}" if name else str(branch.target)
 
 
-def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)) -> SiteTable:
+def find_sites(model: nn.Module, input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE) -> SiteTable:
     """List every site of ``model`` with its shapes, measured on a probe batch of ``input_shape``.
 
     The model is not modified: it runs once in eval mode under ``no_grad`` and every submodule's train/eval
@@ -257,19 +261,15 @@ def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)
                 branch_shapes[name] = recorder.shape
 
     handles = []
-    saved = [(m, m.training) for m in model.modules()]
     try:
         for module in names:
             handles.append(module.register_forward_pre_hook(pre_hook))
             handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
-        model.eval()
-        with torch.no_grad():
-            outputs, _ = tree_flatten(model(probe_input(input_shape, model)))
+        with torch.no_grad(), eval_mode(model):
+            outputs = flatten_outputs(model(probe_input(input_shape, model)))
     finally:
         for handle in handles:
             handle.remove()
-        for m, training in saved:
-            m.training = training
 
     for name in rejected:
         branch_shapes.pop(name, None)
@@ -279,9 +279,8 @@ def find_sites(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224)
         if record is not None and record.out_shape is not None and calls.get(module_name) == calls.get(name):
             branch_shapes[name] = record.out_shape
     sites = _build_sites(model, records, residual, branch_shapes)
-    tensors = [t for t in outputs if isinstance(t, torch.Tensor)]
     blocks = {site.name for site in sites if site.kind == "block"}
-    return SiteTable(sites, tuple(input_shape), untraceable, tensors, {k: v for k, v in traces.items() if k in blocks})
+    return SiteTable(sites, tuple(input_shape), untraceable, outputs, {k: v for k, v in traces.items() if k in blocks})
 
 
 def _feature_map_dims(records: dict[str, _Record], modules: dict[str, nn.Module]) -> tuple[set[int], set[tuple]]:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
+
+from .tensors import output_deviation, run_outputs
 
 __all__ = ["Reference", "Verification", "capture_reference", "verify", "output_deviation"]
 
@@ -59,39 +60,10 @@ class Verification:
         return self.forward_ok and self.keys_preserved
 
 
-def _run(model: nn.Module, probe: torch.Tensor) -> list[torch.Tensor]:
-    saved = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad():
-            leaves, _ = tree_flatten(model(probe))
-    finally:
-        for m, training in saved:
-            m.training = training
-    return [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
-
-
 def capture_reference(model: nn.Module, probe: torch.Tensor, outputs: list[torch.Tensor] | None = None) -> Reference:
     """Record the original tensors (no copies) and the eval-mode outputs on ``probe`` (run now unless given)."""
     tensors = {key: (tensor, tensor.data_ptr(), tensor._version) for key, tensor in model.state_dict().items()}
-    return Reference(tensors, _run(model, probe) if outputs is None else list(outputs), probe)
-
-
-def output_deviation(reference: Iterable[torch.Tensor], outputs: Iterable[torch.Tensor]) -> tuple[float, float]:
-    """``(max abs diff, relative diff)`` over matching output tensors; ``inf`` if their structure differs."""
-    reference, outputs = list(reference), list(outputs)
-    if len(reference) != len(outputs) or any(a.shape != b.shape for a, b in zip(reference, outputs)):
-        return float("inf"), float("inf")
-    max_abs, scale = 0.0, 0.0
-    for a, b in zip(reference, outputs):
-        if a.numel() == 0:
-            continue
-        if not a.is_floating_point():
-            max_abs = max(max_abs, 0.0 if torch.equal(a, b) else float("inf"))
-            continue
-        max_abs = max(max_abs, (a.float() - b.float()).abs().max().item())
-        scale = max(scale, a.float().abs().max().item())
-    return max_abs, (max_abs / scale if scale > 0 else max_abs)
+    return Reference(tensors, run_outputs(model, probe) if outputs is None else list(outputs), probe)
 
 
 def verify(model: nn.Module, reference: Reference, removed_by_swap: Iterable[str] = ()) -> Verification:
@@ -111,7 +83,7 @@ def verify(model: nn.Module, reference: Reference, removed_by_swap: Iterable[str
             result.changed_keys.append(key)
     result.added_keys = [key for key in state if key not in reference.tensors]
     try:
-        outputs = _run(model, reference.probe)
+        outputs = run_outputs(model, reference.probe)
     except Exception as exc:  # the report states the failure; the caller decides whether it is fatal
         result.error = f"{type(exc).__name__}: {exc}"
         return result

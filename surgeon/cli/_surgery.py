@@ -1,4 +1,5 @@
-"""What ``insert``, ``swap`` and ``apply`` share: run rules on a model source, save, report.
+"""What ``insert``, ``swap`` and ``apply`` share: their output options, and the rendering of what
+:func:`surgeon.pipeline.patch` did.
 
 Beside the checkpoint ``X.pt`` go ``X.report.json`` (the surgery summary, with the profile report of original
 against patched under ``profile``) and ``X.report.html`` (that profile as a self-contained page). ``--profile``
@@ -9,36 +10,23 @@ surgery stays fast), ``full`` (also latency, peak memory and the time of each bl
 
 from __future__ import annotations
 
-import copy
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
-from ..checkpoint import FORMATS, atomic_write, save_model
-from ..errors import OutputExistsError
+from ..checkpoint import FORMATS, default_output
 from ..match import Rule
-from ..pipeline import run_surgery
-from ..profile.latency import quiet_profiler_logs
-from ..profile.output import render_text
-from ..profile.report import model_facts
-from ..report import FULL_PROFILE_RUNS, PROFILE_MODES, surgery_profile, surgery_summary
+from ..pipeline import PatchResult, patch
+from ..recipe import Recipe
+from ..report import FULL_PROFILE_RUNS, PROFILE_MODES, html_report_path, report_path
 from ._console import out, print_json, progress, warn
-from ._options import LoadOptions, default_output, load_source
+from ._options import LoadOptions, note_detection
 
 __all__ = ["run_rules_command", "report_path", "html_report_path", "render_plan", "profile_option", "format_option",
-           "output_options"]
-
-
-def report_path(output: Path) -> Path:
-    return output.with_name(output.stem + ".report.json")
-
-
-def html_report_path(output: Path) -> Path:
-    return output.with_name(output.stem + ".report.html")
+           "output_options"]  # report_path and html_report_path: kept importable from here
 
 
 def profile_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -57,12 +45,6 @@ def format_option(func: Callable[..., Any]) -> Callable[..., Any]:
         help="Checkpoint format: pt (torch.save, the input's layout) or safetensors (tensors only, the recipe in "
              "the header) [default: the input's; safetensors for a .safetensors output].",
     )(func)
-
-
-def _check_outputs(paths: list[Path], force: bool) -> None:
-    for path in paths:
-        if path.exists() and not force:
-            raise OutputExistsError(f"{path}: exists; pass --force to overwrite it")
 
 
 def render_plan(summary: dict, title: str) -> None:
@@ -95,52 +77,38 @@ def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def run_rules_command(source: str, rules: list[Rule], *, load: LoadOptions,
-                     input_shape: tuple[int, ...], output: Path | None, suffix: str, dry_run: bool, force: bool,
-                     as_json: bool, profile: str = "counts", fmt: str | None = None) -> None:
-    if output is None:
-        output = default_output(source, suffix)
-        output = output.with_suffix(".safetensors") if fmt == "safetensors" else output
-    report = report_path(output)
-    html = html_report_path(output) if profile != "off" else None
-    if not dry_run:
-        _check_outputs([output, report, *([html] if html else [])], force)
-    loaded = load_source(source, load)
-    before = original = None
-    if not dry_run and profile == "counts":
-        with progress("Counting the original model"):
-            before = model_facts(loaded.module, source, input_shape[1:])
-    elif not dry_run and profile == "full":
-        original = copy.deepcopy(loaded.module)  # surgery is in place; the full profile times both models
-    with progress("Finding sites and rewriting"):
-        result = run_surgery(loaded.module, rules, input_shape=input_shape, base=loaded.spec,
-                             arch_args=loaded.arch_args, dry_run=dry_run)
-    summary = surgery_summary(result, source, None if dry_run else str(output))
+def run_rules_command(source: str, rules: Sequence[Rule] | Recipe | str, *, load: LoadOptions,
+                      input_shape: tuple[int, ...] | None, output: Path | None, dry_run: bool, force: bool,
+                      as_json: bool, profile: str = "counts", fmt: str | None = None, init: str | None = None,
+                      suffix: str | None = None) -> PatchResult:
+    """Run :func:`surgeon.pipeline.patch` as the command line asks, and render what it did.
+
+    ``suffix`` names the default output (``MODEL_SUFFIX.pt``) instead of the pipeline's choice.
+    """
+    if output is None and suffix:
+        output = default_output(source, suffix, fmt)
+    result = patch(source, rules, output, trust_code=load.trust_code, trust_pickle=load.trust_pickle,
+                   input_shape=input_shape, init=init, profile=profile, fmt=fmt, dry_run=dry_run, force=force,
+                   step=progress, **load.arch_options())
+    note_detection(source, result.loaded)
+    summary = result.summary
     if dry_run:
         print_json(summary) if as_json else render_plan(summary, f"Plan for {source} (dry run, nothing written)")
-        return
-    quiet_profiler_logs()
-    summary["profile"] = surgery_profile(profile, result, before=before, original=original,
-                                         names=(source, "patched"), input_shape=input_shape, step=progress)
-    del original
-    with progress(f"Saving {output}"):
-        dropped = save_model(result.model, output, result.recipe, loaded.layout, force=force,
-                             protect=(loaded.path,) if loaded.path else (), fmt=fmt)
-        atomic_write(report, lambda f: f.write(json.dumps(summary, indent=2, default=str).encode()), force=force)
-        if html is not None:
-            page = render_text(summary["profile"], "html").encode("utf-8")
-            atomic_write(html, lambda f: f.write(page), force=force)
-    if dropped:
-        warn(f"dropped {', '.join(dropped)} from the container: optimizer state cannot match the new parameters")
-    for note in dropped.notes:
-        warn(note)
+        return result
+    if result.dropped:
+        warn(f"dropped {', '.join(result.dropped)} from the container: optimizer state cannot match the new "
+             "parameters")
+    for message in result.notes:
+        warn(message)
     if as_json:
         print_json(summary)
-        return
+        return result
     params, check = summary["parameters"], summary["verification"]
     what = sorted({f"{row['block']} ({row['position'] or row['op']})" for row in summary["plan"]})
     out.print(f"Patched [bold]{summary['sites_patched']}[/bold] sites of {source} with {', '.join(what)}.")
     out.print(f"Parameters: {params['before']:,} → {params['after']:,} ({params['added']:+,})")
     out.print(f"Output deviation on the probe batch: max abs {check['max_abs_diff']:.3g} "
               f"(relative {check['rel_diff']:.3g}); original keys preserved: {check['keys_preserved']}")
-    out.print(f"Wrote {output}, {report}" + (f" and {html}" if html else ""), highlight=False)
+    written = f" and {result.html}" if result.html else ""
+    out.print(f"Wrote {result.output}, {result.report}{written}", highlight=False)
+    return result

@@ -8,8 +8,7 @@ import click
 import torch
 from rich.table import Table
 
-from ..blocks import block_arguments, create_block, get_block, list_blocks
-from ..blocks._registry import BlockInfo
+from ..blocks import BlockInfo, block_arguments, create_block, get_block, list_blocks
 from ._console import out, print_json
 
 EXAMPLES = """\b

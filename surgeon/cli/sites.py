@@ -7,7 +7,7 @@ import dataclasses
 import click
 from rich.table import Table
 
-from ..sites import find_sites
+from ..pipeline import sites as find_sites
 from ._console import out, print_json, progress
 from ._options import LoadOptions, input_shape_option, load_source, model_options
 

@@ -13,19 +13,15 @@ import platform
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
-from ..pipeline import recipe_of
-from ..recipe import Recipe, versions
-from ..sites import probe_input
-from ..verify import output_deviation
+from ..recipe import Recipe, recipe_of, versions
+from ..tensors import DEFAULT_INPUT_SHAPE, device_of, output_deviation, probe_input, run_outputs
 from .attribution import SITE_TIMING_METHOD, time_blocks
-from .counting import CONVENTIONS, CountResult, count_ops, eval_mode
+from .counting import CONVENTIONS, CountResult, count_ops
 from .format import threads as threads_label
 from .latency import LatencyResult, compare_latency, machine_name, measure_latency, peak_memory
 
@@ -99,10 +95,11 @@ def count_report(before: ModelFacts, after: ModelFacts | None, *, input_shape: S
     return _json_safe(report)
 
 
-def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_shape: Sequence[int] = (1, 3, 224, 224),
-                   batch_sizes: Sequence[int] | None = None, runs: int = 20, warmup: int = 5,
-                   threads: int | None = None, names: tuple[str | None, str | None] = ("model", "other"),
-                   share_weights: bool = False, step: Step = lambda message: nullcontext()) -> dict[str, Any]:
+def profile_models(model: nn.Module, other: nn.Module | None = None, *,
+                   input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE, batch_sizes: Sequence[int] | None = None,
+                   runs: int = 20, warmup: int = 5, threads: int | None = None,
+                   names: tuple[str | None, str | None] = ("model", "other"), share_weights: bool = False,
+                   step: Step = lambda message: nullcontext()) -> dict[str, Any]:
     """Profile ``model`` (and ``other`` beside it): sizes, counts, latency, peak memory, inserted blocks, deviation.
 
     Both models run where their weights are and are not modified (train/eval flags and the thread count are
@@ -135,7 +132,7 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_sh
     adopted = adopt_original_weights(model, other) if share_weights and other is not None else None
     with step("Counting MACs and FLOPs"):
         facts = [model_facts(m, names[i], input_shape[1:]) for i, m in enumerate(models)]
-    report = _skeleton(facts, input_shape, batch_sizes if runs > 0 else [], str(_device_of(model)))
+    report = _skeleton(facts, input_shape, batch_sizes if runs > 0 else [], str(device_of(model)))
     latencies: list[list[LatencyResult]] = [[] for _ in models]
     if runs > 0:
         latencies = _time_models(models, report, batch_sizes, runs=runs, warmup=warmup, threads=threads, step=step)
@@ -251,12 +248,6 @@ def _delta(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return delta
 
 
-def _outputs(model: nn.Module, probe: torch.Tensor) -> list[torch.Tensor]:
-    with torch.inference_mode(), eval_mode(model):
-        leaves, _ = tree_flatten(model(probe))
-    return [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
-
-
 def _weights_in_common(model: nn.Module, other: nn.Module) -> dict[str, int]:
     theirs = other.state_dict()
     common = differ = 0
@@ -271,7 +262,7 @@ def _weights_in_common(model: nn.Module, other: nn.Module) -> dict[str, int]:
 
 def _deviation(model: nn.Module, other: nn.Module, input_shape: Sequence[int], adopted: int | None) -> dict[str, Any]:
     probe = probe_input(tuple(input_shape), model)
-    deviation = output_deviation(_outputs(model, probe), _outputs(other, probe.to(_device_of(other))))
+    deviation = output_deviation(run_outputs(model, probe), run_outputs(other, probe.to(device_of(other))))
     entry = _deviation_entry(input_shape, deviation, _weights_in_common(model, other))
     if adopted is not None:
         entry["weights"]["adopted"] = adopted
@@ -344,11 +335,6 @@ def _site_timing_summary(latencies: list[list[LatencyResult]], batch_size: int,
     if len(latencies) == 2 and patched_index == 1:
         summary["measured_delta_ms"] = model_ms - latencies[0][0].median_ms
     return summary
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    tensor = next(chain(model.parameters(), model.buffers()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def _json_safe(value: Any) -> Any:
