@@ -2,7 +2,9 @@
 
 The reference holds no copy of the weights: for each original tensor it keeps the tensor itself (a view that
 shares storage) with its storage pointer and autograd version counter. A tensor still under its key, with the
-same storage and an unchanged version counter, cannot have changed; only otherwise are values compared.
+same storage and an unchanged version counter, cannot have changed; one whose storage was written in place since
+(its version counter moved) is reported as changed, since the reference shares that storage and has no old values
+to compare with; only a tensor under new storage is compared by value.
 """
 
 from __future__ import annotations
@@ -77,8 +79,9 @@ def verify(model: nn.Module, reference: Reference, removed_by_swap: Iterable[str
         current = state.get(key)
         if current is None:
             result.missing_keys.append(key)
-        elif current.data_ptr() == pointer and current._version == version and current.shape == tensor.shape:
-            continue
+        elif current.data_ptr() == pointer and current.shape == tensor.shape:
+            if current._version != version:
+                result.changed_keys.append(key)
         elif current.shape != tensor.shape or current.dtype != tensor.dtype or not torch.equal(current, tensor):
             result.changed_keys.append(key)
     result.added_keys = [key for key in state if key not in reference.tensors]

@@ -28,15 +28,17 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
-    """The ``surgeon`` modules an ``from ... import ...`` names (a name may be a submodule or an attribute)."""
+def _resolve(module: str, is_package: bool, node: ast.ImportFrom, files: set[str]) -> list[str]:
+    """The ``surgeon`` modules a ``from ... import ...`` loads: each name that is a submodule, and the package it
+    names whenever a name is an attribute of it (or the package is a module itself)."""
     if node.level:
         base = module.split(".") if is_package else module.split(".")[:-1]
         base = base[: len(base) - node.level + 1]
         target = ".".join([*base, *([node.module] if node.module else [])])
     else:
         target = node.module or ""
-    return [target, *(f"{target}.{alias.name}" for alias in node.names)]
+    submodules = [name for alias in node.names if (name := f"{target}.{alias.name}") in files]
+    return submodules if len(submodules) == len(node.names) else [target, *submodules]
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -50,7 +52,7 @@ def import_graph() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
-                names = _resolve(module, is_package, node)
+                names = _resolve(module, is_package, node, set(files))
             else:
                 continue
             edges.update(name for name in names if name in files and name != module)
