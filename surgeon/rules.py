@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from yaml.nodes import Node, SequenceNode
 
-from .blocks import INIT_MODES, BlockInfo, get_block, list_blocks, validate_block_args
+from .blocks import INIT_MODES, BlockInfo, check_init, get_block, list_blocks, validate_block_args
 from .errors import BlockError, SelectorError, SurgeonError
 from .match import POSITIONS, RANGE, SITE_KINDS, Rule, Selector, dotted_glob, parse_int_filter
 from .yaml_nodes import MAX_BYTES, Location, NodeReader, compose, located_error
@@ -207,8 +207,8 @@ def parse_rules(data: str | bytes, file: str = "<string>", *, init: str | None =
     Raises:
         RuleError: anything wrong with the document; the message starts with ``file:line:column:``.
     """
-    if init is not None and init not in INIT_MODES:
-        raise ValueError(f"init must be one of {', '.join(INIT_MODES)}, got {init!r}")
+    if init is not None:
+        check_init(init)  # a BlockError, which is a ValueError: the caller passed it, there is no node to point at
     root, loader = compose(data, file)
     if root is None:
         raise located_error(Location(file, 1, 1), "empty rules file; it needs 'version: 1' and 'rules:'")
