@@ -91,9 +91,8 @@ def build_swap(action: Action, convs: list[nn.Conv2d], norms: list[nn.Module | N
     with seeded(f"{action.site.name}|{action.block}"):
         new = create_block(info, convs[0].in_channels, convs[-1].out_channels, convs[-1].stride[0], **args)
     inherited: list[str] = []
-    if info.inherits_weights:
-        for conv, norm in zip(convs, norms):
-            inherited += new.inherit_conv_weights(conv, norm)
+    for conv, norm in zip(convs, norms):  # every swap implements SwapBlock (checked when it was registered)
+        inherited += new.inherit_conv_weights(conv, norm)
     return on_host(new, convs[0]), inherited
 
 

@@ -108,8 +108,8 @@ def plan_rows(plan: Plan) -> list[dict[str, Any]]:
         rows.append({
             "site": site.name, "kind": site.kind, "class": site.cls, "stage": site.stage, "index": site.index,
             "channels": site.channels_at(action.position), "size": list(site.out_size), "op": action.op,
-            "position": action.position, "block": action.block, "args": action.args, "init": action.init, "rule": action.rule,
-            "parameters": planned_parameters(action),
+            "position": action.position, "block": action.block, "args": action.args, "init": action.init,
+            "rule": action.rule, "parameters": planned_parameters(action),
         })
     return rows
 

@@ -256,3 +256,30 @@ def test_codegen_wrapper_applies_blocks_around_the_original_forward(model: TinyN
     with torch.no_grad():
         assert float(block(torch.randn(1, 8, 4, 4)).max()) <= 0.5
     assert wrapped_blocks(model.block2) == ([], [])
+
+
+# --- the block contract, declared in the registry -------------------------------------------------------------------
+
+
+def test_the_registry_declares_what_the_surgery_needs_to_know() -> None:
+    from surgeon.blocks import SCBottleneckStem, SqueezeExcite, get_block, is_builtin_block
+
+    sk, scb, mhsa, se = (get_block(name) for name in ("sk", "scbottleneck", "mhsa", "se"))
+    assert (sk.units, sk.replaces_activation, sk.site_args) == (1, True, ("groups",))
+    assert (scb.units, scb.replaces_activation) == (2, True) and mhsa.site_args == ("feat_size",)
+    assert se.builtin and not get_block("tests.fixtures.user_blocks:ScaledIdentity").builtin
+    assert is_builtin_block(SqueezeExcite(8)) and not is_builtin_block(nn.Identity())
+    assert not is_builtin_block(SCBottleneckStem.__new__(type("Sub", (SCBottleneckStem,), {})))
+
+
+def test_registration_refuses_an_incomplete_contract() -> None:
+    from surgeon.blocks import register_block
+    from surgeon.errors import BlockError
+
+    class HalfSwap(nn.Module):
+        replaces_activation = False
+
+    with pytest.raises(BlockError, match="must be a class implementing SwapBlock; it lacks units, inherit_conv_weig"):
+        register_block("test_half_swap", kind="swap")(HalfSwap)
+    with pytest.raises(BlockError, match="unknown site argument 'stride'; valid: feat_size, groups"):
+        register_block("test_stride", site_args=("stride",))

@@ -21,9 +21,9 @@ import difflib
 import importlib
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from contextlib import contextmanager
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
 
 from torch import nn
 
@@ -51,9 +51,8 @@ SITE_ARGS = ("feat_size", "groups")
 ``groups`` (a swap: the replaced conv's groups). Each is passed unless the user sets the option."""
 
 
-@runtime_checkable
 class SwapBlock(Protocol):
-    """What a swap block declares about itself, as class attributes and one method."""
+    """What a swap block's class declares about it: two class attributes and one method, all required."""
 
     units: ClassVar[int]
     """Conv units it replaces: 1, or 2 for the selected unit and the unit it feeds (SCBottleneck)."""
@@ -78,7 +77,6 @@ class BlockInfo:
         site_args: facts of the site passed as options (see :data:`SITE_ARGS`).
         units: conv units a swap replaces (see :class:`SwapBlock`); 1 for insert blocks.
         replaces_activation: a swap that applies its own activation.
-        inherits_weights: a swap that copies the replaced conv's weights (:meth:`SwapBlock.inherit_conv_weights`).
         builtin: one of attn-surgeon's own blocks: its shape contract is tested, and it always returns a new tensor
             (never its input or a view of it), so the skip addition after it may be done in place.
     """
@@ -92,7 +90,6 @@ class BlockInfo:
     site_args: tuple[str, ...] = ()
     units: int = 1
     replaces_activation: bool = False
-    inherits_weights: bool = False
     builtin: bool = False
 
     @property
@@ -125,14 +122,19 @@ def builtin_registration() -> Iterator[None]:
 
 
 def _swap_contract(name: str, factory: Callable[..., nn.Module]) -> dict[str, Any]:
-    """The :class:`SwapBlock` declarations of a swap block's class, read once, when it is registered."""
-    if not isinstance(factory, type) or not isinstance(getattr(factory, "replaces_activation", None), bool):
-        raise BlockError(f"swap block {name!r} must be a class declaring replaces_activation (see SwapBlock)")
-    units = getattr(factory, "units", 1)
-    if units not in (1, 2):
-        raise BlockError(f"swap block {name!r}: units must be 1 or 2, got {units!r}")
-    return {"units": units, "replaces_activation": factory.replaces_activation,
-            "inherits_weights": callable(getattr(factory, "inherit_conv_weights", None))}
+    """The :class:`SwapBlock` declarations of a swap block's class, read once, when it is registered.
+
+    Raises:
+        BlockError: a factory that is not a class, or a class that leaves out part of the contract.
+    """
+    missing = [member for member in ("units", "replaces_activation", "inherit_conv_weights")
+               if not isinstance(factory, type) or not hasattr(factory, member)]
+    if missing:
+        raise BlockError(f"swap block {name!r} must be a class implementing SwapBlock; it lacks {', '.join(missing)}")
+    if factory.units not in (1, 2) or not isinstance(factory.replaces_activation, bool):
+        raise BlockError(f"swap block {name!r}: units must be 1 or 2 and replaces_activation a bool, got "
+                         f"{factory.units!r} and {factory.replaces_activation!r}")
+    return {"units": factory.units, "replaces_activation": factory.replaces_activation}
 
 
 def register_block(

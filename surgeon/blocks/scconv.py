@@ -104,6 +104,7 @@ class SCConv(SelfCalibration):
         upsample: ``"nearest"`` (official code) or ``"bilinear"`` (the paper).
     """
 
+    units = 1
     replaces_activation = False
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *, groups: int = 1,

@@ -76,6 +76,7 @@ class SelectiveKernel(nn.Module):
         act_layer: activation of the paths and of the attention's hidden layer (ReLU in the paper).
     """
 
+    units = 1
     replaces_activation = True
 
     def __init__(

@@ -21,12 +21,11 @@ from ..checkpoint import FORMATS, default_output
 from ..match import Rule
 from ..pipeline import PatchResult, patch
 from ..recipe import Recipe
-from ..report import FULL_PROFILE_RUNS, PROFILE_MODES, html_report_path, report_path
+from ..report import FULL_PROFILE_RUNS, PROFILE_MODES
 from ._console import out, print_json, progress, warn
 from ._options import LoadOptions, note_detection
 
-__all__ = ["run_rules_command", "report_path", "html_report_path", "render_plan", "profile_option", "format_option",
-           "output_options"]  # report_path and html_report_path: kept importable from here
+__all__ = ["run_rules_command", "render_plan", "profile_option", "format_option", "output_options"]
 
 
 def profile_option(func: Callable[..., Any]) -> Callable[..., Any]:

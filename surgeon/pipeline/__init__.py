@@ -7,8 +7,9 @@ files (:func:`load`, :func:`save`, and :func:`patch`, which the CLI's ``insert``
 Nothing below this package imports it.
 """
 
-from ..recipe import recipe_of
 from ..match import plan_from_recipe
+from ..recipe import recipe_of
+from ..report import PatchResult
 from ..rewrite import recipe_from_rewrite
 from ..tensors import DEFAULT_INPUT_SHAPE
 from .checkpoints import load, load_model, patch, save, save_model
@@ -24,7 +25,6 @@ from .surgery import (
     swap,
     swap_rule,
 )
-from ..report import PatchResult
 
 __all__ = ["DEFAULT_INPUT_SHAPE", "PatchResult", "SurgeryResult", "apply", "insert", "insert_rule", "load",
            "load_model", "patch", "plan_from_recipe", "recipe_from_rewrite", "recipe_of", "replay", "replay_surgery",
