@@ -13,9 +13,9 @@ from typing import Any
 
 from torch import nn
 
+from .. import checkpoint
 from ..arch import build_arch, is_spec
 from ..blocks import get_block
-from .. import checkpoint
 from ..checkpoint import (
     Layout,
     LoadedModel,
@@ -29,7 +29,7 @@ from ..checkpoint import (
     stored_recipe,
 )
 from ..errors import OutputExistsError, SurgeonError
-from ..files import is_checkpoint, read_checkpoint
+from ..files import read_checkpoint
 from ..profile.latency import quiet_profiler_logs
 from ..profile.report import Step, model_facts
 from ..recipe import Recipe, recipe_of, unwrap
@@ -42,6 +42,7 @@ from ..report import (
     surgery_summary,
     write_reports,
 )
+from ..rules import RuleSet
 from ..tensors import DEFAULT_INPUT_SHAPE
 from .surgery import replay, resolve, surgery
 
@@ -129,17 +130,15 @@ def _no_step(message: str) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
-def _output_suffix(rules_or_recipe: Any) -> str:
+def _output_suffix(rules_or_recipe: Any, resolved: Recipe | RuleSet) -> str:
     """What a default output name says was done: ``replayed`` for a recipe, the block(s) of a list of rules, a rules
-    file's or preset's name, else ``patched``."""
-    source = rules_or_recipe
-    if isinstance(source, Recipe) or (isinstance(source, dict) and "steps" in source) or (
-            isinstance(source, (str, os.PathLike)) and is_checkpoint(source)):
+    file's or preset's name, else ``patched`` (YAML text, a rules document)."""
+    if isinstance(resolved, Recipe):
         return "replayed"
-    if isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
-        return "_".join(dict.fromkeys(get_block(rule.block).name.rsplit(":", 1)[-1].lower() for rule in source))
-    if isinstance(source, (str, os.PathLike)) and "\n" not in os.fspath(source):
-        return Path(os.fspath(source)).stem
+    if isinstance(rules_or_recipe, Sequence) and not isinstance(rules_or_recipe, (str, bytes)):
+        return "_".join(dict.fromkeys(get_block(rule.block).name.rsplit(":", 1)[-1].lower() for rule in resolved))
+    if isinstance(rules_or_recipe, (str, os.PathLike)) and "\n" not in os.fspath(rules_or_recipe):
+        return Path(os.fspath(rules_or_recipe)).stem
     return "patched"
 
 
@@ -174,7 +173,9 @@ def patch(source: str | os.PathLike[str], rules_or_recipe: Any, output: str | os
     """
     source = str(source)
     resolved = resolve(rules_or_recipe, init=init, trust_code=trust_code)  # a bad rules file fails before the load
-    output = Path(output) if output is not None else default_output(source, _output_suffix(rules_or_recipe), fmt)
+    if output is None:
+        output = default_output(source, _output_suffix(rules_or_recipe, resolved), fmt)
+    output = Path(output)
     report, html = report_path(output), html_report_path(output) if profile != "off" else None
     if not dry_run:
         for path in (output, report, *([html] if html else [])):
