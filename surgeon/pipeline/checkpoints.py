@@ -28,7 +28,7 @@ from ..checkpoint import (
     split_container,
     stored_recipe,
 )
-from ..errors import OutputExistsError, SurgeonError
+from ..errors import ModelForwardError, OutputExistsError, SurgeonError
 from ..files import read_checkpoint
 from ..profile.latency import quiet_profiler_logs
 from ..profile.report import Step, model_facts
@@ -36,6 +36,7 @@ from ..recipe import Recipe, recipe_of, unwrap
 from ..report import (
     PatchResult,
     ProfileMode,
+    SurgeryResult,
     html_report_path,
     report_path,
     surgery_profile,
@@ -43,7 +44,7 @@ from ..report import (
     write_reports,
 )
 from ..rules import RuleSet
-from ..tensors import DEFAULT_INPUT_SHAPE
+from ..tensors import default_input_shape
 from .surgery import replay, resolve, surgery
 
 __all__ = ["load", "load_model", "patch", "save", "save_model"]
@@ -142,6 +143,27 @@ def _output_suffix(rules_or_recipe: Any, resolved: Recipe | RuleSet) -> str:
     return "patched"
 
 
+def _patch_in_memory(source: str, loaded: LoadedModel, resolved: Recipe | RuleSet, input_shape: tuple[int, ...],
+                     output: Path, profile: ProfileMode, dry_run: bool,
+                     step: Step) -> tuple[SurgeryResult, dict[str, Any]]:
+    """:func:`patch`'s surgery and its profile, before anything is written."""
+    before = original = None
+    if not dry_run and profile == "counts":
+        with step("Counting the original model"):
+            before = model_facts(loaded.module, source, input_shape[1:])
+    elif not dry_run and profile == "full":
+        original = copy.deepcopy(loaded.module)  # surgery is in place; the full profile times both models
+    with step("Finding sites and rewriting"):
+        result = surgery(loaded.module, resolved, input_shape=input_shape, base=loaded.spec,
+                         arch_args=loaded.arch_args, dry_run=dry_run, where=source)
+    summary = surgery_summary(result, source, None if dry_run else str(output))
+    if not dry_run:
+        quiet_profiler_logs()
+        summary["profile"] = surgery_profile(profile, result, before=before, original=original,
+                                             names=(source, "patched"), input_shape=input_shape, step=step)
+    return result, summary
+
+
 def patch(source: str | os.PathLike[str], rules_or_recipe: Any, output: str | os.PathLike[str] | None = None, *,
           arch: str | None = None, arch_args: dict[str, Any] | None = None, trust_code: bool = False,
           trust_pickle: bool = False, input_shape: Sequence[int] | None = None, init: str | None = None,
@@ -159,7 +181,7 @@ def patch(source: str | os.PathLike[str], rules_or_recipe: Any, output: str | os
         rules_or_recipe: anything :func:`apply` takes.
         output: the checkpoint to write [default: beside ``source``, named after what was done].
         arch, arch_args, trust_code, trust_pickle: how to load ``source`` (see :func:`load_model`).
-        input_shape: probe batch shape [default: a recipe's own, else 1, 3, 224, 224].
+        input_shape: probe batch shape [default: a recipe's own, else the model's declared input size].
         init: overrides the init of every insert rule.
         profile: ``counts``, ``full`` or ``off`` (see :func:`~surgeon.report.surgery_profile`).
         fmt: checkpoint format, ``pt`` or ``safetensors`` [default: the input's].
@@ -184,24 +206,14 @@ def patch(source: str | os.PathLike[str], rules_or_recipe: Any, output: str | os
     with step(f"Loading {source}"):
         loaded = load_model(source, arch, arch_args, trust_code, trust_pickle=trust_pickle)
     if input_shape is None:
-        input_shape = resolved.input_shape if isinstance(resolved, Recipe) else DEFAULT_INPUT_SHAPE
+        input_shape = resolved.input_shape if isinstance(resolved, Recipe) else default_input_shape(loaded.module)
     input_shape = tuple(int(v) for v in input_shape)
-    before = original = None
-    if not dry_run and profile == "counts":
-        with step("Counting the original model"):
-            before = model_facts(loaded.module, source, input_shape[1:])
-    elif not dry_run and profile == "full":
-        original = copy.deepcopy(loaded.module)  # surgery is in place; the full profile times both models
-    with step("Finding sites and rewriting"):
-        result = surgery(loaded.module, resolved, input_shape=input_shape, base=loaded.spec,
-                         arch_args=loaded.arch_args, dry_run=dry_run, where=source)
-    summary = surgery_summary(result, source, None if dry_run else str(output))
+    try:
+        result, summary = _patch_in_memory(source, loaded, resolved, input_shape, output, profile, dry_run, step)
+    except ModelForwardError as exc:  # named as the caller named the model, at the shape it was probed with
+        raise ModelForwardError(source, input_shape, exc.reason, exc.declared) from exc.__cause__
     if dry_run:
         return PatchResult(result, summary, loaded, output, report, html)
-    quiet_profiler_logs()
-    summary["profile"] = surgery_profile(profile, result, before=before, original=original,
-                                         names=(source, "patched"), input_shape=input_shape, step=step)
-    del original
     with step(f"Saving {output}"):
         saved = save_model(result.model, output, result.recipe, loaded.layout, force=force,
                            protect=(loaded.path,) if loaded.path else (), fmt=fmt)
