@@ -50,6 +50,16 @@ def insert_rule(block: str, after: str | Selector = "bottleneck", position: str 
                 stride: int | None = None, name: str | None = None) -> Rule:
     """The rule that inserts ``block`` at every site ``after`` selects (see :func:`insert`).
 
+    Args:
+        block: registry name or ``package.module:Class``.
+        after: a site description (``bottleneck``, ``conv3x3``, a class name, a name glob, ``re:REGEX``) or a
+            :class:`~surgeon.match.Selector`.
+        position: ``residual``, ``after`` or ``before`` [default: by site kind].
+        init: ``identity`` or ``paper``.
+        args: block options.
+        stage, stride: extra filters of a site description (a selector carries its own).
+        name: the rule's name in messages.
+
     Raises:
         BlockError: an unknown block, a swap block, or an unknown init mode.
         SelectorError: a site description that cannot be read.
@@ -66,6 +76,13 @@ def insert_rule(block: str, after: str | Selector = "bottleneck", position: str 
 def swap_rule(block: str, conv: str | Selector = "conv3x3", *, args: Mapping[str, Any] | None = None,
               stage: str | int | None = None, stride: int | None = None, name: str | None = None) -> Rule:
     """The rule that replaces every conv unit ``conv`` selects by ``block`` (see :func:`swap`).
+
+    Args:
+        block: a swap block's registry name.
+        conv: a kernel (``3x3``), a conv site description (``conv3x3``, a name glob) or a selector.
+        args: block options.
+        stage, stride: extra filters of a site description (a selector carries its own).
+        name: the rule's name in messages.
 
     Raises:
         BlockError: an unknown block, or an insert block.
