@@ -53,9 +53,10 @@ def _timm_notrace() -> tuple[tuple[type, ...], tuple]:
 
 
 def _is_surgeon_block(module: nn.Module) -> bool:
-    from .blocks._registry import _REGISTRY
+    """A registered block (ours or the user's): blocks are leaves, their own code never enters a host's graph."""
+    from .blocks import list_blocks  # deferred: registering the blocks is not needed until something is traced
 
-    return isinstance(module, tuple(info.factory for info in _REGISTRY.values() if isinstance(info.factory, type)))
+    return isinstance(module, tuple(info.factory for info in list_blocks() if isinstance(info.factory, type)))
 
 
 def is_container(module: nn.Module) -> bool:

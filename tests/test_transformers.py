@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 import surgeon
-from surgeon.checkpoint import load_model
+from surgeon.pipeline import load_model
 from surgeon.errors import CheckpointError, ModelLoadError, OutputExistsError
 
 transformers = pytest.importorskip("transformers")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import torch
 
-from ..checkpoint import is_spec
+from ..arch import is_spec
 from ..errors import OutputExistsError
 from ..profile import profile_models
 from ..profile.latency import quiet_profiler_logs

@@ -6,7 +6,7 @@ import dataclasses
 
 import click
 
-from ..sites import find_sites
+from ..pipeline import sites as find_sites
 from ._console import out, print_json, progress, table
 from ._options import LoadOptions, input_shape_option, load_source, model_errors, model_options
 

@@ -43,7 +43,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import FRAMEWORKS, Framework, Layout, LoadedModel, SaveResult, file_mode, read_checkpoint
+from ..arch import BUILDERS
+from ..checkpoint import FRAMEWORKS, Framework, Layout, LoadedModel, SaveResult
+from ..files import file_mode, read_checkpoint
 from ..errors import CheckpointError, ModelLoadError, OutputExistsError, SurgeonError
 from ..pipeline import MODEL_HOOKS, ModelHook, recipe_of, replay
 from ..recipe import Recipe
@@ -417,8 +419,9 @@ def surgeon_callback() -> Any:
 
 def register() -> None:
     """Register the ``transformers:`` specs, ``save_pretrained`` directories and the model hooks (idempotent)."""
+    BUILDERS["transformers"] = build
     FRAMEWORKS["transformers"] = Framework(
-        name="transformers", build=build, layout=_layout, is_directory=is_model_directory,
+        name="transformers", layout=_layout, is_directory=is_model_directory,
         load_directory=load_directory, read_recipe=read_recipe, save=save_directory,
         writes_directory=True)
     if not any(hook.check is check_blocks for hook in MODEL_HOOKS):
