@@ -106,7 +106,8 @@ class Framework:
         layout: ``module -> Layout | None``: the native layout a model of the framework is saved in; ``None`` for a
             model that is not one of the framework's.
         is_directory: ``path -> bool``: whether a directory is one of the framework's model directories (by content).
-        load_directory: ``(path, arch, arch_args) -> LoadedModel``: the model of such a directory, with its blocks.
+        load_directory: ``(path, arch, arch_args, trust_code) -> LoadedModel``: the model of such a directory, with
+            its blocks (a recipe that imports code is refused without ``trust_code``).
         read_recipe: ``path -> Recipe | None``: the recipe a model directory records.
         save: ``(model, path, recipe, layout, force, protect) -> SaveResult``: write the native layout.
         writes_directory: whether that layout is a directory (the default output name then has no file suffix).
@@ -115,7 +116,7 @@ class Framework:
     name: str
     layout: Callable[[nn.Module], Layout | None]
     is_directory: Callable[[Path], bool]
-    load_directory: Callable[[Path, str | None, dict[str, Any]], LoadedModel]
+    load_directory: Callable[[Path, str | None, dict[str, Any], bool], LoadedModel]
     read_recipe: Callable[[Path], Recipe | None]
     save: Callable[..., SaveResult]
     writes_directory: bool = False

@@ -80,7 +80,7 @@ def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_arg
     path = Path(source)
     framework = framework_of_directory(path)
     if framework is not None:  # a framework's model directory (save_pretrained's): read the framework's way
-        return framework.load_directory(path, arch, arch_args)
+        return framework.load_directory(path, arch, arch_args, trust_code)
     obj = read_checkpoint(path, trust_pickle=trust_pickle)
     weights, layout = split_container(obj, path)
     if isinstance(weights, nn.Module):
