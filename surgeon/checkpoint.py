@@ -118,7 +118,8 @@ class Framework:
         layout: ``module -> Layout | None``: the native layout a model of the framework is saved in; ``None`` for a
             model that is not one of the framework's.
         is_directory: ``path -> bool``: whether a directory is one of the framework's model directories (by content).
-        load_directory: ``(path, arch, arch_args) -> LoadedModel``: the model of such a directory, with its blocks.
+        load_directory: ``(path, arch, arch_args, trust_code) -> LoadedModel``: the model of such a directory, with
+            its blocks (a recipe that imports code is refused without ``trust_code``).
         read_recipe: ``path -> Recipe | None``: the recipe a model directory records.
         save: ``(model, path, recipe, layout, force, protect) -> SaveResult``: write the native layout.
         writes_directory: whether that layout is a directory (the default output name then has no file suffix).
@@ -128,7 +129,7 @@ class Framework:
     build: Callable[..., nn.Module]
     layout: Callable[[nn.Module], Layout | None]
     is_directory: Callable[[Path], bool]
-    load_directory: Callable[[Path, str | None, dict[str, Any]], LoadedModel]
+    load_directory: Callable[[Path, str | None, dict[str, Any], bool], LoadedModel]
     read_recipe: Callable[[Path], Recipe | None]
     save: Callable[..., SaveResult]
     writes_directory: bool = False
@@ -453,7 +454,7 @@ def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_arg
     path = Path(source)
     framework = framework_of_directory(path)
     if framework is not None:
-        return framework.load_directory(path, arch, arch_args)
+        return framework.load_directory(path, arch, arch_args, trust_code)
     obj = read_checkpoint(path, trust_pickle=trust_pickle)
     weights, layout = _split_container(obj, path)
     if isinstance(weights, nn.Module):

@@ -113,6 +113,16 @@ def test_directory_in_directory_out_every_key_kept_and_load_rebuilds_the_blocks(
         surgeon.save(model, tmp_path / "out.pt")
 
 
+def test_a_recipe_that_imports_code_loads_only_with_trust_code(tmp_path: Path) -> None:
+    surgeon.save(surgeon.insert(_resnet(), "eca", input_shape=SHAPE), tmp_path / "out")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    config[CONFIG_KEY]["steps"][0]["block"] = "some_package.blocks:Evil"
+    (tmp_path / "out" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="inserts some_package.blocks:Evil, which imports and runs code; pass "
+                                             "--trust-code"):
+        surgeon.load(tmp_path / "out")
+
+
 def test_apply_then_weights_the_peft_way(base_dir: Path, tmp_path: Path) -> None:
     patched = surgeon.insert(transformers.AutoModelForImageClassification.from_pretrained(base_dir), "eca")
     torch.nn.init.normal_(next(m for n, m in patched.named_parameters() if "identity_gate" in n))  # trained blocks

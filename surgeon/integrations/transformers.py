@@ -224,13 +224,15 @@ def _saved_dtype(config: dict[str, Any], state: OrderedDict[str, torch.Tensor]) 
     return dtypes.pop() if len(dtypes) == 1 else None
 
 
-def load_directory(path: Path, arch: str | None = None, arch_args: dict[str, Any] | None = None) -> LoadedModel:
+def load_directory(path: Path, arch: str | None = None, arch_args: dict[str, Any] | None = None,
+                   trust_code: bool = False) -> LoadedModel:
     """The model of a ``save_pretrained`` directory, with its blocks when its config records a recipe.
 
     Args:
         path: the directory.
         arch: ``transformers:ClassName`` to build instead of the config's first ``architectures`` entry.
         arch_args: config fields to override.
+        trust_code: allow a recipe that inserts ``package.module:Class`` blocks (replaying it imports them).
 
     Raises:
         ModelLoadError, CheckpointError: one line saying what is wrong and what to do.
@@ -248,6 +250,10 @@ def load_directory(path: Path, arch: str | None = None, arch_args: dict[str, Any
         name = names[0]
     cls = _model_class(name, where=f"{path}: ")
     recipe = _recipe_from(config.get(CONFIG_KEY), str(path / _CONFIG))
+    imported = sorted({step.block for step in recipe.steps if ":" in step.block}) if recipe is not None else []
+    if imported and not trust_code:  # a directory must never import code the user did not name
+        raise ModelLoadError(f"{path}: its recipe inserts {', '.join(imported)}, which imports and runs code; pass "
+                             "--trust-code if you trust it")
     if recipe is None:  # an ordinary model directory: transformers' own loader, local files only
         model = cls.from_pretrained(path, local_files_only=True, **dict(arch_args or {}))
     else:
