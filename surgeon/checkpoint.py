@@ -34,7 +34,7 @@ import struct
 import tempfile
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -44,11 +44,11 @@ from torch import nn
 
 from .detect import Detection, common_prefixes, detect_arch, fit_prefix, meta_model
 from .errors import CheckpointError, ModelLoadError, OutputExistsError
+from .frameworks import BUILDERS, FRAMEWORKS, framework_layout, framework_of_directory
 from .recipe import Recipe
 
-__all__ = ["CONTAINER_KEYS", "FORMATS", "FRAMEWORKS", "RECIPE_KEY", "Framework", "Layout", "LoadedModel", "SaveResult",
-           "atomic_write", "build_arch", "file_mode", "framework_of_directory", "is_spec", "load_model",
-           "native_layout", "read_checkpoint", "save_model"]
+__all__ = ["CONTAINER_KEYS", "FORMATS", "RECIPE_KEY", "Layout", "LoadedModel", "SaveResult", "atomic_write",
+           "file_mode", "build_arch", "is_spec", "load_model", "read_checkpoint", "save_model"]
 
 RECIPE_KEY = "__surgeon__"
 CONTAINER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")
@@ -76,7 +76,8 @@ class Layout:
         pickled: the weights were a whole pickled module (``torch.save(model)``), written back the same way.
         siblings: other entries holding the same weights (EMA copies), by name, with their own key prefix; they get
             the new blocks' keys too.
-        framework: the registered :class:`Framework` whose native layout this is (written back in that layout).
+        framework: the registered :class:`~surgeon.frameworks.Framework` whose native layout this is (written back
+            in that layout).
         source: the framework's model directory the model came from (its other files are carried over on save).
     """
 
@@ -102,57 +103,6 @@ class LoadedModel:
     path: Path | None = None
     recipe: Recipe | None = None
     detection: Detection | None = None
-
-
-@dataclass(frozen=True)
-class Framework:
-    """A framework whose specs, model directories and models are read and written in its own layout.
-
-    Registered by :mod:`surgeon.integrations`, so that this module knows no framework; each callable imports the
-    framework only when called.
-
-    Attributes:
-        name: the spec prefix (``transformers`` for ``transformers:ResNetForImageClassification``), and the
-            :attr:`Layout.framework` of its layout.
-        build: ``(name, **arch_args) -> module`` for a spec.
-        layout: ``module -> Layout | None``: the native layout a model of the framework is saved in; ``None`` for a
-            model that is not one of the framework's.
-        is_directory: ``path -> bool``: whether a directory is one of the framework's model directories (by content).
-        load_directory: ``(path, arch, arch_args, trust_code) -> LoadedModel``: the model of such a directory, with
-            its blocks (a recipe that imports code is refused without ``trust_code``).
-        read_recipe: ``path -> Recipe | None``: the recipe a model directory records.
-        save: ``(model, path, recipe, layout, force, protect) -> SaveResult``: write the native layout.
-        writes_directory: whether that layout is a directory (the default output name then has no file suffix).
-    """
-
-    name: str
-    build: Callable[..., nn.Module]
-    layout: Callable[[nn.Module], Layout | None]
-    is_directory: Callable[[Path], bool]
-    load_directory: Callable[[Path, str | None, dict[str, Any], bool], LoadedModel]
-    read_recipe: Callable[[Path], Recipe | None]
-    save: Callable[..., SaveResult]
-    writes_directory: bool = False
-
-
-FRAMEWORKS: dict[str, Framework] = {}
-
-
-def framework_of_directory(path: str | os.PathLike[str]) -> Framework | None:
-    """The registered framework whose model directory ``path`` is, or ``None`` (not a directory, or no one's)."""
-    path = Path(path)
-    if not path.is_dir():
-        return None
-    return next((framework for framework in FRAMEWORKS.values() if framework.is_directory(path)), None)
-
-
-def native_layout(model: nn.Module) -> Layout:
-    """The layout ``model`` is saved in when it came from no file: its framework's, else a bare state_dict."""
-    for framework in FRAMEWORKS.values():
-        layout = framework.layout(model)
-        if layout is not None:
-            return layout
-    return Layout()
 
 
 class SaveResult(list):
@@ -183,8 +133,8 @@ def build_arch(spec: str, **kwargs: Any) -> nn.Module:
         ModelLoadError: unknown library or model name (with the closest names), or a factory that fails.
     """
     library, _, name = spec.partition(":")
-    if library in FRAMEWORKS:
-        return FRAMEWORKS[library].build(name, **kwargs)
+    if library in BUILDERS:
+        return BUILDERS[library](name, **kwargs)
     if library == "torchvision":
         import torchvision
 
@@ -434,7 +384,7 @@ def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_arg
     A checkpoint written by attn-surgeon is rebuilt from its recipe (base architecture + the same surgery) and
     then loaded with ``strict=True``. A file that holds only weights is loaded into ``arch``, or, without it, into
     the architecture detected from its keys and shapes. A framework's model directory (a ``save_pretrained``
-    directory of Hugging Face transformers) is read by that framework's registered :class:`Framework`.
+    directory of Hugging Face transformers) is read by its registered :class:`~surgeon.frameworks.Framework`.
 
     Args:
         source: a spec (``torchvision:resnet50``), a file path, or a framework's model directory.
@@ -450,7 +400,7 @@ def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_arg
     source = str(source)
     if is_spec(source):
         module = build_arch(source, **arch_args)
-        return LoadedModel(module, source, arch_args, native_layout(module))
+        return LoadedModel(module, source, arch_args, framework_layout(module) or Layout())
     path = Path(source)
     framework = framework_of_directory(path)
     if framework is not None:
@@ -466,7 +416,7 @@ def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_arg
         arch, arch_args = recipe.base, {**recipe.arch_args, **arch_args}
         if arch is None:
             raise ModelLoadError(f"{path}: patched from a model without a named architecture; pass --arch SPEC")
-        if arch.split(":", 1)[0] not in ("torchvision", "timm", *FRAMEWORKS) and not trust_code:
+        if arch.split(":", 1)[0] not in ("torchvision", "timm", *BUILDERS) and not trust_code:
             raise ModelLoadError(f"{path}: its recipe builds {arch!r}, which imports and runs code; pass "
                                  "--trust-code if you trust it, or --arch SPEC")
     elif arch is None:
@@ -593,7 +543,7 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, l
         fmt: ``pt`` or ``safetensors``; by default ``safetensors`` for a ``.safetensors`` path or a safetensors
             input, else ``pt``. A safetensors file holds tensors only, so other container entries are dropped.
     """
-    layout = layout or native_layout(model)
+    layout = layout or framework_layout(model) or Layout()
     if layout.framework in FRAMEWORKS:
         if fmt is not None:
             raise CheckpointError(f"a {layout.framework} model is saved in its framework's own layout; --format "

@@ -23,7 +23,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .blocks import BlockInfo, get_block, list_blocks
 from .blocks._registry import INIT_MODES, validate_block_args
-from .checkpoint import CONTAINER_KEYS, RECIPE_KEY, framework_of_directory, read_checkpoint
+from .checkpoint import CONTAINER_KEYS, RECIPE_KEY, read_checkpoint
+from .frameworks import framework_of_directory
 from .errors import BlockError, CheckpointError, RuleError, SelectorError, SurgeonError
 from .match import POSITIONS, IntFilter, Rule, Selector, dotted_glob, parse_int_filter
 from .recipe import Recipe

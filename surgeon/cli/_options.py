@@ -12,7 +12,8 @@ from typing import Any
 import click
 import yaml
 
-from ..checkpoint import FRAMEWORKS, LoadedModel, framework_of_directory, is_spec, load_model
+from ..checkpoint import LoadedModel, is_spec, load_model
+from ..frameworks import writes_directory
 from ..errors import ModelForwardError
 from ._console import err, progress
 
@@ -113,14 +114,6 @@ def load_source(source: str, load: LoadOptions) -> LoadedModel:
     if loaded.detection is not None:
         note(f"{source}: {loaded.detection.describe()}")
     return loaded
-
-
-def writes_directory(source: str) -> bool:
-    """Whether a patched model of ``source`` is written as a directory (a transformers spec or model directory)."""
-    if is_spec(source):
-        framework = FRAMEWORKS.get(source.partition(":")[0])
-        return framework is not None and framework.writes_directory
-    return framework_of_directory(source) is not None
 
 
 def default_output(source: str, suffix: str) -> Path:

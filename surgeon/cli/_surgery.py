@@ -27,7 +27,8 @@ from ..profile.output import render_text
 from ..profile.report import model_facts
 from ..report import FULL_PROFILE_RUNS, PROFILE_MODES, surgery_profile, surgery_summary
 from ._console import out, print_json, progress, table, warn
-from ._options import LoadOptions, default_output, load_source, model_errors, writes_directory
+from ..frameworks import writes_directory
+from ._options import LoadOptions, default_output, load_source, model_errors
 
 __all__ = ["run_rules_command", "report_path", "html_report_path", "render_plan", "profile_option", "format_option",
            "output_options"]
