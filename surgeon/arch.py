@@ -11,7 +11,7 @@ import importlib
 import inspect
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -19,12 +19,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .errors import ModelLoadError
+from .frameworks import BUILDERS
 
-__all__ = ["BUILDERS", "build_arch", "is_spec", "meta_model"]
-
-BUILDERS: dict[str, Callable[..., nn.Module]] = {}
-"""Spec builders of other frameworks, by spec prefix (``transformers``), registered by :mod:`surgeon.integrations`:
-``(name, **arch_args) -> module``, which imports the framework only when called."""
+__all__ = ["build_arch", "is_spec", "meta_model"]
 
 # In-place ops that change a tensor's shape or identity must still run while init is skipped.
 _SHAPING_OPS = {"resize_", "resize_as_", "set_", "as_strided_", "requires_grad_", "share_memory_", "retain_grad"}

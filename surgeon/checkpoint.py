@@ -13,7 +13,7 @@ mapping torch itself uses for per-module versions, which survives ``weights_only
 ``load_state_dict``), or in the safetensors header, so that :func:`surgeon.load` rebuilds from the file alone.
 Writes are atomic and never overwrite without ``force``.
 
-A framework registered by :mod:`surgeon.integrations` (:class:`Framework`) reads and writes its own model
+A framework registered by :mod:`surgeon.integrations` (:class:`~surgeon.frameworks.Framework`) reads and writes its own model
 directories (a Hugging Face ``save_pretrained`` directory) and gives its models their native layout.
 
 This module reads and writes; it never rewrites a model. Rebuilding a patched model from a file (build the base,
@@ -34,15 +34,16 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .arch import BUILDERS, build_arch, is_spec, meta_model
+from .arch import build_arch, is_spec, meta_model
 from .detect import Detection, common_prefixes, detect_arch, fit_prefix
 from .errors import CheckpointError, ModelLoadError
+from .frameworks import BUILDERS, FRAMEWORKS, framework_layout, framework_of_directory, writes_directory
 from .files import RECIPE_KEY, atomic_write, file_mode, read_checkpoint
 from .recipe import Recipe, imported_blocks, recipe_of
 
-__all__ = ["CONTAINER_KEYS", "FORMATS", "FRAMEWORKS", "RECIPE_KEY", "Framework", "Layout", "LoadedModel", "SaveResult",
-           "choose_arch", "default_output", "framework_of_directory", "load_weights", "native_layout", "pickled_model",
-           "read_recipe", "save_model", "split_container", "stored_recipe", "writes_directory",
+__all__ = ["CONTAINER_KEYS", "FORMATS", "RECIPE_KEY", "Layout", "LoadedModel", "SaveResult", "choose_arch",
+           "default_output", "load_weights", "pickled_model", "read_recipe", "save_model", "split_container",
+           "stored_recipe",
            # kept importable from here, where they lived before the readers and writers became modules of their own
            "atomic_write", "build_arch", "file_mode", "is_spec", "read_checkpoint"]
 
@@ -65,7 +66,8 @@ class Layout:
         pickled: the weights were a whole pickled module (``torch.save(model)``), written back the same way.
         siblings: other entries holding the same weights (EMA copies), by name, with their own key prefix; they get
             the new blocks' keys too.
-        framework: the registered :class:`Framework` whose native layout this is (written back in that layout).
+        framework: the registered :class:`~surgeon.frameworks.Framework` whose native layout this is (written back
+            in that layout).
         source: the framework's model directory the model came from (its other files are carried over on save).
     """
 
@@ -91,63 +93,6 @@ class LoadedModel:
     path: Path | None = None
     recipe: Recipe | None = None
     detection: Detection | None = None
-
-
-@dataclass(frozen=True)
-class Framework:
-    """A framework whose model directories and models are read and written in its own layout.
-
-    Registered by :mod:`surgeon.integrations` (with its spec builder in :data:`surgeon.arch.BUILDERS`), so that this
-    module knows no framework; each callable imports the framework only when called.
-
-    Attributes:
-        name: the spec prefix (``transformers`` for ``transformers:ResNetForImageClassification``), and the
-            :attr:`Layout.framework` of its layout.
-        layout: ``module -> Layout | None``: the native layout a model of the framework is saved in; ``None`` for a
-            model that is not one of the framework's.
-        is_directory: ``path -> bool``: whether a directory is one of the framework's model directories (by content).
-        load_directory: ``(path, arch, arch_args, trust_code) -> LoadedModel``: the model of such a directory, with
-            its blocks (a recipe that imports code is refused without ``trust_code``).
-        read_recipe: ``path -> Recipe | None``: the recipe a model directory records.
-        save: ``(model, path, recipe, layout, force, protect) -> SaveResult``: write the native layout.
-        writes_directory: whether that layout is a directory (the default output name then has no file suffix).
-    """
-
-    name: str
-    layout: Callable[[nn.Module], Layout | None]
-    is_directory: Callable[[Path], bool]
-    load_directory: Callable[[Path, str | None, dict[str, Any], bool], LoadedModel]
-    read_recipe: Callable[[Path], Recipe | None]
-    save: Callable[..., SaveResult]
-    writes_directory: bool = False
-
-
-FRAMEWORKS: dict[str, Framework] = {}
-
-
-def framework_of_directory(path: str | os.PathLike[str]) -> Framework | None:
-    """The registered framework whose model directory ``path`` is, or ``None`` (not a directory, or no one's)."""
-    path = Path(path)
-    if not path.is_dir():
-        return None
-    return next((framework for framework in FRAMEWORKS.values() if framework.is_directory(path)), None)
-
-
-def native_layout(model: nn.Module) -> Layout:
-    """The layout ``model`` is saved in when it came from no file: its framework's, else a bare state_dict."""
-    for framework in FRAMEWORKS.values():
-        layout = framework.layout(model)
-        if layout is not None:
-            return layout
-    return Layout()
-
-
-def writes_directory(source: str) -> bool:
-    """Whether a patched model of ``source`` is written as a directory (a transformers spec or model directory)."""
-    if is_spec(source):
-        framework = FRAMEWORKS.get(source.partition(":")[0])
-        return framework is not None and framework.writes_directory
-    return framework_of_directory(source) is not None
 
 
 class SaveResult(list):
@@ -406,7 +351,7 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, l
         patch_sibling: gives a pickled EMA module beside the weights the same blocks (the pipeline passes its
             replay of ``recipe``); without it such a sibling is written as it was.
     """
-    layout = layout or native_layout(model)
+    layout = layout or framework_layout(model) or Layout()
     if layout.framework in FRAMEWORKS:
         if fmt is not None:
             raise CheckpointError(f"a {layout.framework} model is saved in its framework's own layout; --format "

@@ -16,7 +16,8 @@ from typing import Any
 
 import click
 
-from ..checkpoint import FORMATS, default_output, writes_directory
+from ..checkpoint import FORMATS, default_output
+from ..frameworks import writes_directory
 from ..match import Rule
 from ..pipeline import PatchResult, patch
 from ..recipe import Recipe

@@ -23,15 +23,14 @@ from ..checkpoint import (
     choose_arch,
     default_output,
     find_siblings,
-    framework_of_directory,
     load_weights,
-    native_layout,
     pickled_model,
     split_container,
     stored_recipe,
 )
 from ..errors import ModelForwardError, OutputExistsError, SurgeonError
 from ..files import read_checkpoint
+from ..frameworks import framework_layout, framework_of_directory
 from ..profile.latency import quiet_profiler_logs
 from ..profile.report import Step, model_facts
 from ..recipe import Recipe, recipe_of, unwrap
@@ -76,7 +75,7 @@ def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_arg
     source = str(source)
     if is_spec(source):
         module = build_arch(source, **arch_args)
-        return LoadedModel(module, source, arch_args, native_layout(module))
+        return LoadedModel(module, source, arch_args, framework_layout(module) or Layout())
     path = Path(source)
     framework = framework_of_directory(path)
     if framework is not None:  # a framework's model directory (save_pretrained's): read the framework's way

@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from ..blocks import check_init, get_block
-from ..checkpoint import framework_of_directory, read_recipe
+from ..checkpoint import read_recipe
 from ..errors import (
     BlockError,
     CheckpointError,
@@ -30,6 +30,7 @@ from ..errors import (
     VerificationError,
 )
 from ..files import is_checkpoint
+from ..frameworks import framework_of_directory
 from ..match import Plan, Rule, Selector, make_plan, parse_site_spec, plan_from_recipe
 from ..recipe import Recipe, attach_recipe, recipe_of
 from ..report import SurgeryResult

@@ -1,38 +1,11 @@
-"""Hugging Face transformers vision models: specs, ``save_pretrained`` directories, and blocks kept through ``Trainer``.
-
-Specs: ``transformers:ResNetForImageClassification`` (any model class transformers exports whose input is
-``pixel_values``: ``*ForImageClassification``, ``*Model``) builds the class from its default config, with random
-weights; ``arch_args`` (``--arch-args``) are config fields (``depths=[1,1,1,1]``, ``num_labels=10``). Nothing is
-downloaded.
-
-Directories: a directory as ``save_pretrained`` writes it — ``config.json`` with a ``model_type``, beside
-``model.safetensors`` (or safetensors shards and their index, or ``pytorch_model.bin``) — is recognised by content.
-Its model class is the first of the config's ``architectures``, taken from transformers itself: no code is imported
-from the directory. A directory without a recipe loads with the class's own ``from_pretrained`` (local files only).
-
-The recipe lives in ``config.json``, under ``attn_surgeon``. A transformers config keeps the keys it does not know as
-attributes and writes them back, so every directory a patched model is saved to — by :func:`surgeon.save`,
-``model.save_pretrained``, ``Trainer.save_model`` and each ``checkpoint-N`` of ``Trainer`` — carries the recipe, and
-:func:`surgeon.load` rebuilds the model with its blocks from it: the class from its config, the recipe replayed, then
-every tensor loaded with ``strict=True``. The patched model's config gets the recipe at the moment of surgery (or of
-a replay), through :class:`surgeon.pipeline.ModelHook`.
-
-A plain ``from_pretrained`` of such a directory cannot know the blocks: transformers builds the class, loads every
-original tensor, logs its LOAD REPORT with each block tensor as UNEXPECTED, and returns the model without the blocks.
-No field of ``config.json`` can make transformers refuse or redirect that load short of running code from the
-directory (``auto_map`` with ``trust_remote_code``), and attn-surgeon puts no code into model directories. What the
-config carries instead is the recipe, which the plainly loaded model keeps as ``model.config.attn_surgeon``: every
-attn-surgeon call given such a model (``insert``, ``apply`` with rules, ``save``) and :func:`surgeon_callback` at the
-start of training raise :class:`MissingBlocksError`, which says how to get the blocks back.
-"""
+"""``save_pretrained`` directories: recognised by content, read with their blocks, written atomically with the recipe
+in ``config.json``."""
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -43,15 +16,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..arch import BUILDERS
-from ..checkpoint import FRAMEWORKS, Framework, Layout, LoadedModel, SaveResult
-from ..files import file_mode, read_checkpoint
-from ..errors import CheckpointError, ModelLoadError, OutputExistsError, SurgeonError
-from ..pipeline import MODEL_HOOKS, ModelHook, recipe_of, replay
-from ..recipe import Recipe
+from ...checkpoint import Layout, LoadedModel, SaveResult
+from ...files import file_mode, read_checkpoint
+from ...errors import CheckpointError, ModelLoadError, OutputExistsError
+from ...pipeline import replay
+from ...recipe import Recipe
+from .models import is_transformers_model, model_class
 
-__all__ = ["CONFIG_KEY", "NOTE", "MissingBlocksError", "build", "check_blocks", "is_model_directory",
-           "is_transformers_model", "load_directory", "read_recipe", "register", "save_directory", "surgeon_callback"]
+__all__ = ["CONFIG_KEY", "NOTE", "is_model_directory", "load_directory", "native_layout", "read_recipe",
+           "record_recipe", "save_directory"]
 
 CONFIG_KEY = "attn_surgeon"
 """The ``config.json`` key (and config attribute) that holds the recipe of a patched model."""
@@ -71,79 +44,6 @@ _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 _TRAINING_STATE = ("optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "trainer_state.json",
                    "training_args.bin")
 
-
-class MissingBlocksError(SurgeonError):
-    """A transformers model whose config records attn-surgeon blocks that the model does not have."""
-
-
-def _modeling() -> Any:
-    """``transformers.modeling_utils`` if something imported it, else ``None`` (then no model can be one of its)."""
-    return sys.modules.get("transformers.modeling_utils")
-
-
-def is_transformers_model(module: nn.Module) -> bool:
-    """Whether ``module`` is a transformers ``PreTrainedModel``; never imports transformers."""
-    modeling = _modeling()
-    return modeling is not None and isinstance(module, modeling.PreTrainedModel)
-
-
-# ---------------------------------------------------------------------------------------------------- specs
-
-
-def _model_class(name: str, where: str = "") -> type:
-    import transformers
-
-    cls = getattr(transformers, name, None) if name.isidentifier() else None
-    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
-        names = [n for n in dir(transformers) if n.endswith(("ForImageClassification", "Model"))]
-        close = difflib.get_close_matches(name, names, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ModelLoadError(f"{where}transformers has no model class {name!r}{hint}; use transformers:ClassName, "
-                             "e.g. transformers:ResNetForImageClassification")
-    if cls.main_input_name != "pixel_values":
-        raise ModelLoadError(f"{where}transformers:{name} takes {cls.main_input_name}, not an image batch "
-                             "(pixel_values); attn-surgeon patches vision models")
-    return cls
-
-
-def _config(cls: type, fields: dict[str, Any]) -> Any:
-    """``cls``'s config with ``fields`` set; an unknown field is an error (a config would keep it silently)."""
-    known = cls.config_class()
-    unknown = [key for key in fields if not hasattr(known, key)]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], list(known.to_dict()), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ModelLoadError(f"{cls.config_class.__name__} has no field {unknown[0]!r}{hint}")
-    try:
-        return cls.config_class(**fields)
-    except (TypeError, ValueError) as exc:
-        raise ModelLoadError(f"cannot build {cls.config_class.__name__}: {exc}") from None
-
-
-def build(name: str, **config_fields: Any) -> nn.Module:
-    """``transformers:NAME``: the class built from its default config (with ``config_fields`` set), random weights.
-
-    Raises:
-        ModelLoadError: no such class in transformers, not a vision model, or a config field it does not have.
-    """
-    cls = _model_class(name)
-    config = _config(cls, config_fields)
-    try:
-        return cls(config).eval()
-    except ImportError as exc:  # a class whose extra library is not installed (DiNAT needs natten)
-        raise ModelLoadError(f"cannot build transformers:{name}: {str(exc).strip().splitlines()[0]}") from None
-
-
-def _layout(module: nn.Module) -> Layout | None:
-    """A transformers model's layout; its source is the directory ``from_pretrained`` read it from, if local."""
-    if not is_transformers_model(module):
-        return None
-    source = Path(str(getattr(module, "name_or_path", "") or ""))
-    return Layout(format="safetensors", framework="transformers",
-                  source=source if str(source) not in ("", ".") and is_model_directory(source) else None)
-
-
-# ---------------------------------------------------------------------------------------------------- directories
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:
@@ -226,6 +126,15 @@ def _saved_dtype(config: dict[str, Any], state: OrderedDict[str, torch.Tensor]) 
     return dtypes.pop() if len(dtypes) == 1 else None
 
 
+def native_layout(module: nn.Module) -> Layout | None:
+    """A transformers model's layout; its source is the directory ``from_pretrained`` read it from, if local."""
+    if not is_transformers_model(module):
+        return None
+    source = Path(str(getattr(module, "name_or_path", "") or ""))
+    return Layout(format="safetensors", framework="transformers",
+                  source=source if str(source) not in ("", ".") and is_model_directory(source) else None)
+
+
 def load_directory(path: Path, arch: str | None = None, arch_args: dict[str, Any] | None = None,
                    trust_code: bool = False) -> LoadedModel:
     """The model of a ``save_pretrained`` directory, with its blocks when its config records a recipe.
@@ -250,7 +159,7 @@ def load_directory(path: Path, arch: str | None = None, arch_args: dict[str, Any
             raise ModelLoadError(f"{path / _CONFIG}: names no model class (architectures); pass "
                                  "--arch transformers:ClassName")
         name = names[0]
-    cls = _model_class(name, where=f"{path}: ")
+    cls = model_class(name, where=f"{path}: ")
     recipe = _recipe_from(config.get(CONFIG_KEY), str(path / _CONFIG))
     imported = sorted({step.block for step in recipe.steps if ":" in step.block}) if recipe is not None else []
     if imported and not trust_code:  # a directory must never import code the user did not name
@@ -305,7 +214,7 @@ def save_directory(model: nn.Module, path: str | os.PathLike[str], recipe: Recip
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise CheckpointError(f"{path}: directory {parent} does not exist")
-    _record(model, recipe)
+    record_recipe(model, recipe)
     result = SaveResult()
     try:
         temp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp"))
@@ -352,83 +261,10 @@ def _quiet_progress() -> Iterator[None]:
             logging.enable_progress_bar()
 
 
-# ---------------------------------------------------------------------------------------------------- hooks
 
 
-def _record(model: nn.Module, recipe: Recipe) -> None:
+def record_recipe(model: nn.Module, recipe: Recipe) -> None:
     """Put the recipe into the model's config, as JSON data, so that every ``save_pretrained`` writes it; a note for
     whoever opens ``config.json`` comes first."""
-    if is_transformers_model(model):
-        recorded = {"note": NOTE.format(cls=type(model).__name__), **recipe.to_dict()}
-        setattr(model.config, CONFIG_KEY, json.loads(json.dumps(recorded, default=str)))
-
-
-def check_blocks(model: nn.Module) -> None:
-    """Raise :class:`MissingBlocksError` if ``model``'s config records attn-surgeon blocks that it does not have.
-
-    That is a patched model loaded with its plain class (``from_pretrained``), which drops the blocks. Does nothing for
-    any other model.
-    """
-    if not is_transformers_model(model) or recipe_of(model) is not None:
-        return
-    recorded = getattr(model.config, CONFIG_KEY, None)
-    steps = recorded.get("steps") if isinstance(recorded, dict) else None
-    if not steps:
-        return
-    cls = type(model).__name__
-    first = steps[0].get("module", "?") if isinstance(steps[0], dict) else "?"
-    raise MissingBlocksError(
-        f"this {cls}'s config records {len(steps)} attn-surgeon blocks (e.g. {first}) that the model does not have: "
-        f"it was loaded with the plain {cls}.from_pretrained, which drops them. Load it with surgeon.load(DIRECTORY), "
-        f"or give it its blocks with surgeon.apply(model, DIRECTORY) and then load the weights")
-
-
-def _check_resume(model: nn.Module, output_dir: str, step: int) -> None:
-    """Raise if training resumed from ``output_dir/checkpoint-STEP`` and that checkpoint's blocks are not the model's.
-
-    ``Trainer`` loads a checkpoint into whatever model it holds with ``strict=False``, so a model built without the
-    blocks would otherwise resume without them, the blocks' tensors merely logged as unexpected.
-    """
-    checkpoint = Path(output_dir) / f"checkpoint-{step}"
-    recorded = read_recipe(checkpoint) if step and is_model_directory(checkpoint) else None
-    if recorded is None or not recorded.steps:
-        return
-    own = recipe_of(model)
-    if own is None or [s.module for s in own.steps] != [s.module for s in recorded.steps]:
-        what = "does not have" if own is None else "has other blocks than"
-        raise MissingBlocksError(
-            f"resuming from {checkpoint}, whose model has {len(recorded.steps)} attn-surgeon blocks (e.g. "
-            f"{recorded.steps[0].module}), but this model {what} them: build and patch it as in the first run, or "
-            f"give it the recorded blocks with surgeon.apply(model, {str(checkpoint)!r}), before resuming")
-
-
-def surgeon_callback() -> Any:
-    """A ``transformers.TrainerCallback`` that checks, when training begins, that the model has its blocks.
-
-    ``Trainer(..., callbacks=[surgeon_callback()])``: training a patched model that was loaded without its blocks
-    (:func:`check_blocks`), or resuming from a checkpoint of ``output_dir`` whose blocks the model does not have,
-    stops at once with :class:`MissingBlocksError` instead of training the model without them.
-    """
-    from transformers import TrainerCallback
-
-    class SurgeonCallback(TrainerCallback):
-        def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
-                           **kwargs: Any) -> None:
-            if model is None:
-                return
-            check_blocks(model)
-            if args is not None and state is not None:  # state holds the step training resumes at
-                _check_resume(model, args.output_dir, state.global_step)
-
-    return SurgeonCallback()
-
-
-def register() -> None:
-    """Register the ``transformers:`` specs, ``save_pretrained`` directories and the model hooks (idempotent)."""
-    BUILDERS["transformers"] = build
-    FRAMEWORKS["transformers"] = Framework(
-        name="transformers", layout=_layout, is_directory=is_model_directory,
-        load_directory=load_directory, read_recipe=read_recipe, save=save_directory,
-        writes_directory=True)
-    if not any(hook.check is check_blocks for hook in MODEL_HOOKS):
-        MODEL_HOOKS.append(ModelHook(check=check_blocks, recorded=_record))
+    recorded = {"note": NOTE.format(cls=type(model).__name__), **recipe.to_dict()}
+    setattr(model.config, CONFIG_KEY, json.loads(json.dumps(recorded, default=str)))
