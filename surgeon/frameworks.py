@@ -10,13 +10,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
-
-if TYPE_CHECKING:
-    from .checkpoint import Layout, LoadedModel, SaveResult
-    from .recipe import Recipe
 
 __all__ = ["BUILDERS", "FRAMEWORKS", "Framework", "framework_layout", "framework_of_directory", "writes_directory"]
 
@@ -28,6 +24,9 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 @dataclass(frozen=True)
 class Framework:
     """A framework whose model directories and models are read and written in its own layout.
+
+    The callables deal in :mod:`surgeon.checkpoint`'s ``Layout``, ``LoadedModel`` and ``SaveResult`` and in
+    recipes, which this leaf does not import (they are typed ``Any`` here).
 
     Attributes:
         name: the spec prefix of its models, and the ``Layout.framework`` of its layout.
@@ -42,11 +41,11 @@ class Framework:
     """
 
     name: str
-    layout: Callable[[nn.Module], Layout | None]
+    layout: Callable[[nn.Module], Any]
     is_directory: Callable[[Path], bool]
-    load_directory: Callable[[Path, str | None, dict[str, Any], bool], LoadedModel]
-    read_recipe: Callable[[Path], Recipe | None]
-    save: Callable[..., SaveResult]
+    load_directory: Callable[[Path, str | None, dict[str, Any], bool], Any]
+    read_recipe: Callable[[Path], Any]
+    save: Callable[..., Any]
     writes_directory: bool = False
 
 
@@ -61,8 +60,8 @@ def framework_of_directory(path: str | os.PathLike[str]) -> Framework | None:
     return next((framework for framework in FRAMEWORKS.values() if framework.is_directory(path)), None)
 
 
-def framework_layout(model: nn.Module) -> Layout | None:
-    """The native layout of a model of a registered framework, or ``None``."""
+def framework_layout(model: nn.Module) -> Any:
+    """The native ``Layout`` of a model of a registered framework, or ``None``."""
     return next((layout for framework in FRAMEWORKS.values() if (layout := framework.layout(model)) is not None),
                 None)
 
