@@ -5,12 +5,11 @@
     >>> surgeon.save(model, "resnet50_eca.pt")
 """
 
-__version__ = "0.1.0"
-
 from . import errors, integrations
+from ._version import __version__
 from .blocks import get_block, list_blocks, register_block
 from .match import Rule, Selector
-from .pipeline import apply, insert, load, recipe_of, replay, run_surgery, save, sites, swap
+from .pipeline import apply, insert, load, patch, recipe_of, replay, run_surgery, save, sites, swap
 from .profile import profile_models
 from .recipe import Recipe
 
@@ -25,6 +24,7 @@ __all__ = [
     "insert",
     "list_blocks",
     "load",
+    "patch",
     "profile_models",
     "recipe_of",
     "register_block",

@@ -1,38 +1,30 @@
-"""Model sources in, patched checkpoints out.
+"""Checkpoint layouts: where a file keeps its weights, and how a patched model is written back the same way.
 
-Sources: ``torchvision:NAME`` and ``timm:NAME`` (random init, nothing downloaded), ``package.module:factory``, or a
-file: a bare state_dict; a container holding one under ``state_dict``/``model``/``state_dict_ema``/``model_ema``/
-``module``/``ema`` (PyTorch Lightning ``.ckpt`` and timm training checkpoints are such containers); a ``.safetensors`` file;
-or, only with ``trust_pickle``, a whole pickled module (``torch.save(model)``). A key prefix common to every tensor
-(DDP's ``module.``, Lightning's ``model.``, ``torch.compile``'s ``_orig_mod.``) is found by fitting the keys to the
-architecture, removed on load and restored on save. Without ``arch``, the architecture is detected from the keys
-and shapes (:mod:`surgeon.detect`). Every file is first read with ``torch.load(weights_only=True)``: nothing in it
-can run code unless the caller trusts it. TorchScript archives and ``torch.export`` programs are refused with the
-reason: their Python modules are gone, so there is nothing left to rewrite. A :class:`Framework` registered by
-:mod:`surgeon.integrations` adds its own specs (``ultralytics:yolov8n.yaml``) and its own pickled checkpoint files,
-named as such when refused, read through its restricted loader where it has one, and written back in its layout.
+Sources: a bare state_dict; a container holding one under ``state_dict``/``model``/``state_dict_ema``/``model_ema``/
+``module``/``ema`` (Lightning ``.ckpt``, timm's and Ultralytics' training checkpoints are such containers); a
+``.safetensors`` file; or, only with ``trust_pickle``, a whole pickled module (``torch.save(model)``). A key prefix
+common to every tensor (DDP's ``module.``, Lightning's ``model.``, ``torch.compile``'s ``_orig_mod.``) is found by
+fitting the keys to the architecture, removed on load and restored on save. Without ``arch``, the architecture is
+detected from the keys and shapes (:mod:`surgeon.detect`).
 
 Saved files keep the input's layout (a bare state_dict stays bare; a container keeps its other entries, and EMA
 copies of the weights get the same new keys). The recipe travels inside the state_dict's ``_metadata`` (the
 mapping torch itself uses for per-module versions, which survives ``weights_only=True`` and is ignored by
-``load_state_dict``), or in the safetensors header, so that :func:`load` rebuilds from the file alone. Writes are
-atomic and never overwrite without ``force``.
+``load_state_dict``), or in the safetensors header, so that :func:`surgeon.load` rebuilds from the file alone.
+Writes are atomic and never overwrite without ``force``.
+
+A :class:`~surgeon.frameworks.Framework` registered by :mod:`surgeon.integrations` reads and writes its model
+directories (``save_pretrained``'s) or pickled files (Ultralytics', adopted as its loader would) in its own layout.
+
+This module reads and writes; it never rewrites a model. Rebuilding a patched model from a file (build the base,
+replay the recipe, load the weights) is :func:`surgeon.pipeline.load_model`, which calls the pieces here.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
-import importlib
-import inspect
 import json
 import os
-import pickle
-import re
-import stat
-import struct
-import tempfile
-import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,24 +34,24 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .detect import Detection, common_prefixes, detect_arch, fit_prefix, meta_model
-from .errors import CheckpointError, ModelLoadError, OutputExistsError
-from .recipe import Recipe
+from .arch import build_arch, is_spec, meta_model
+from .detect import Detection, common_prefixes, detect_arch, fit_prefix
+from .errors import CheckpointError, ModelLoadError
+from .frameworks import BUILDERS, FRAMEWORKS, framework_layout, framework_of_directory, writes_directory
+from .frameworks import framework_of_module
+from .files import RECIPE_KEY, atomic_write, file_mode, read_checkpoint
+from .recipe import Recipe, imported_blocks, recipe_of
 
-__all__ = ["CONTAINER_KEYS", "FORMATS", "FRAMEWORKS", "RECIPE_KEY", "Framework", "Layout", "LoadedModel", "SaveResult",
-           "atomic_write", "build_arch", "file_mode", "is_spec", "load_model", "read_checkpoint", "save_model"]
+__all__ = ["CONTAINER_KEYS", "FORMATS", "RECIPE_KEY", "Layout", "LoadedModel", "SaveResult", "choose_arch",
+           "default_output", "load_weights", "pickled_model", "read_recipe", "save_model", "split_container",
+           "stored_recipe",
+           # kept importable from here, where they lived before the readers and writers became modules of their own
+           "atomic_write", "build_arch", "file_mode", "is_spec", "read_checkpoint"]
 
-RECIPE_KEY = "__surgeon__"
 CONTAINER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "module", "ema")
 FORMATS = ("pt", "safetensors")
 _OPTIMIZER_KEYS = ("optimizer", "optimizers", "optimizer_state_dict", "optimizer_states", "opt", "scaler",
                    "lr_scheduler", "scheduler", "lr_schedulers")
-# timm's training script stores its argparse arguments; a Namespace holds only data, so it is safe to rebuild.
-_SAFE_GLOBALS = [argparse.Namespace]
-# What torch's weights-only unpickler says when a file needs code (rather than being damaged).
-_CODE_MARKS = ("GLOBAL", "Unsupported global", "unrecognized function", "Can only build", "allowlist")
-_PICKLE_RISK = ("refusing to unpickle code: the file holds more than tensors and plain data{what}, and loading it "
-                "would run code it contains. Save a state_dict instead, or pass --trust-pickle if you trust this file")
 
 
 @dataclass
@@ -75,7 +67,9 @@ class Layout:
         pickled: the weights were a whole pickled module (``torch.save(model)``), written back the same way.
         siblings: other entries holding the same weights (EMA copies), by name, with their own key prefix; they get
             the new blocks' keys too.
-        framework: the registered :class:`Framework` whose native file this is (written back in its layout).
+        framework: the registered :class:`~surgeon.frameworks.Framework` whose native layout this is (written back
+            in that layout).
+        source: the framework's model directory the model came from (its other files are carried over on save).
     """
 
     kind: Literal["spec", "bare", "container"] = "spec"
@@ -86,37 +80,7 @@ class Layout:
     pickled: bool = False
     siblings: dict[str, str] = field(default_factory=dict)
     framework: str | None = None
-
-
-@dataclass(frozen=True)
-class Framework:
-    """A framework whose model specs and pickled checkpoint files are read and written natively.
-
-    Registered by :mod:`surgeon.integrations`, so that this module knows no framework; each callable imports the
-    framework only when called.
-
-    Attributes:
-        name: the spec prefix (``ultralytics`` for ``ultralytics:yolov8n.yaml``).
-        title: what messages call its checkpoint files (``an Ultralytics checkpoint``).
-        build: ``(name, **arch_args) -> module`` for a spec.
-        layout: ``module -> Layout``: the native layout a model built from a spec is saved in.
-        owns: whether a pickled global (``ultralytics.nn.tasks.DetectionModel``) is one of the framework's.
-        restricted_load: the framework's own weights-only loader, ``path -> object``, or ``None`` where it refuses.
-        adopt: ``module -> module``, applied to a module unpickled from its files (as its own loader does).
-        to_pickle: ``(module, recipe) -> module``: what a patched module is pickled as in its native file.
-    """
-
-    name: str
-    title: str
-    build: Callable[..., nn.Module]
-    layout: Callable[[nn.Module], Layout]
-    owns: Callable[[str], bool]
-    restricted_load: Callable[[Path], Any]
-    adopt: Callable[[nn.Module], nn.Module]
-    to_pickle: Callable[[nn.Module, Recipe], nn.Module]
-
-
-FRAMEWORKS: dict[str, Framework] = {}
+    source: Path | None = None
 
 
 @dataclass
@@ -140,204 +104,6 @@ class SaveResult(list):
         self.notes = notes or []
 
 
-def is_spec(source: str) -> bool:
-    """``torchvision:NAME``, ``timm:NAME`` or ``package.module:factory`` (not an existing file)."""
-    if os.path.exists(source):
-        return False
-    head, sep, tail = source.partition(":")
-    return bool(sep and tail and head.replace(".", "").replace("_", "").isalnum())
-
-
-def _suggest(name: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(name, names, n=3)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
-
-
-def build_arch(spec: str, **kwargs: Any) -> nn.Module:
-    """Build an architecture with random weights from a spec.
-
-    Raises:
-        ModelLoadError: unknown library or model name (with the closest names), or a factory that fails.
-    """
-    library, _, name = spec.partition(":")
-    if library in FRAMEWORKS:
-        return FRAMEWORKS[library].build(name, **kwargs)
-    if library == "torchvision":
-        import torchvision
-
-        if name not in torchvision.models.list_models():
-            raise ModelLoadError(f"unknown torchvision model {name!r}"
-                                 f"{_suggest(name, torchvision.models.list_models())}")
-        builder = torchvision.models.get_model_builder(name)
-        params = inspect.signature(builder).parameters
-        defaults = {"weights": None, **({"weights_backbone": None} if "weights_backbone" in params else {})}
-        return _call(spec, builder, **{**defaults, **kwargs})
-    if library == "timm":
-        import timm
-
-        if not timm.is_model(name):
-            raise ModelLoadError(f"unknown timm model {name!r}{_suggest(name, timm.list_models())}")
-        return _call(spec, timm.create_model, name, pretrained=False, **kwargs)
-    try:
-        factory = getattr(importlib.import_module(library), name)
-    except (ImportError, AttributeError) as exc:
-        raise ModelLoadError(f"cannot import {spec!r}: {exc}; use torchvision:NAME, timm:NAME or "
-                             "package.module:factory") from None
-    return _call(spec, factory, **kwargs)
-
-
-def _call(spec: str, factory: Any, *args: Any, **kwargs: Any) -> nn.Module:
-    try:
-        model = factory(*args, **kwargs)
-    except TypeError as exc:
-        raise ModelLoadError(f"cannot build {spec!r}: {exc}") from None
-    if not isinstance(model, nn.Module):
-        raise ModelLoadError(f"{spec!r} returned {type(model).__name__}, not an nn.Module")
-    return model
-
-
-# ---------------------------------------------------------------------------------------------------- reading
-
-
-def _sniff(path: Path) -> str:
-    """``safetensors``, ``torchscript``, ``exported-program``, ``onnx`` or ``torch`` (anything else torch may read)."""
-    with path.open("rb") as file:
-        head = file.read(9)
-    if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < path.stat().st_size:
-        return "safetensors"
-    if head.startswith(b"PK") and zipfile.is_zipfile(path):
-        names = zipfile.ZipFile(path).namelist()
-        if any(n.endswith("/archive_format") or "/models/" in n and n.endswith(".json") for n in names):
-            return "exported-program"
-        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-            return "torchscript"
-    return "onnx" if path.suffix.lower() == ".onnx" else "torch"
-
-
-def _refuse_compiled(path: Path, kind: str) -> None:
-    what = {
-        "torchscript": "a TorchScript archive: its modules were compiled to TorchScript code, which torch.fx cannot "
-                       "trace or rewrite",
-        "exported-program": "a torch.export program: its modules were flattened into one ATen graph, so there are no "
-                            "modules left to rewrite",
-        "onnx": "an ONNX model: it holds an operator graph, not PyTorch modules",
-    }[kind]
-    raise CheckpointError(f"{path}: is {what}. Pass the eager model instead: a spec (torchvision:NAME) or its "
-                          "state_dict saved with torch.save(model.state_dict()), with --arch SPEC if needed")
-
-
-def _read_safetensors(path: Path) -> OrderedDict[str, torch.Tensor]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as file:
-            metadata = dict(file.metadata() or {})
-            state = OrderedDict((key, file.get_tensor(key)) for key in file.keys())  # noqa: SIM118  (a safe_open handle, not a dict)
-    except (SafetensorError, OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable safetensors file, or truncated ({reason})") from None
-    recipe = metadata.pop(RECIPE_KEY, None)
-    state._metadata = OrderedDict()  # type: ignore[attr-defined]
-    if recipe is not None:
-        try:
-            state._metadata[RECIPE_KEY] = json.loads(recipe)  # type: ignore[attr-defined]
-        except ValueError:
-            raise CheckpointError(f"{path}: its attn-surgeon recipe is not valid JSON") from None
-    state._surgeon_header = metadata  # type: ignore[attr-defined]
-    return state
-
-
-def _torch_load(path: Path, trust_pickle: bool) -> Any:
-    try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if not any(mark in str(exc) for mark in _CODE_MARKS):
-            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-            reason = next((line for line in lines if line.startswith(("Unsupported", "Invalid"))), lines[0])
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason[:200]})") from None
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        framework = _framework_of_file(path, found.group(1) if found else None)
-        if not trust_pickle:
-            raise CheckpointError(_refusal(path, framework, found.group(1) if found else None)) from None
-        if framework is not None:  # its own restricted loader first: it rebuilds only the framework's known classes
-            restricted = framework.restricted_load(path)
-            if restricted is not None:
-                return restricted
-    except Exception as exc:  # noqa: BLE001  the restricted unpickler meets garbage in many ways; none of them ran code
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated ({reason[:200]})") from None
-    else:
-        module = _pickled_module(loaded)
-        if module is None or trust_pickle:
-            return loaded
-        # Classes someone allowed for weights-only loads in this process (a framework's restricted loader does) let a
-        # whole module through; a pickled module still needs the user's word, whatever ran before in the process.
-        name = f"{type(module).__module__}.{type(module).__qualname__}"
-        raise CheckpointError(_refusal(path, _framework_of_module(module), name))
-    try:  # the user vouched for this file
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001  unpickling runs arbitrary code: any error may come out
-        raise CheckpointError(f"{path}: cannot unpickle it ({type(exc).__name__}: {exc}); is the code it was saved "
-                              "with importable here?") from None
-
-
-def _refusal(path: Path, framework: Framework | None, global_name: str | None) -> str:
-    if framework is not None:
-        return (f"{path}: is {framework.title}: it pickles the model's Python classes, and loading it would run code "
-                "it contains. Pass --trust-pickle if you trust this file")
-    return f"{path}: " + _PICKLE_RISK.format(what=f" (it refers to {global_name})" if global_name else "")
-
-
-def _pickled_module(loaded: Any) -> nn.Module | None:
-    """The whole module a checkpoint pickles, at its top or as an entry of its top-level mapping."""
-    if isinstance(loaded, nn.Module):
-        return loaded
-    values = loaded.values() if isinstance(loaded, Mapping) else ()
-    return next((value for value in values if isinstance(value, nn.Module)), None)
-
-
-def _framework_of_file(path: Path, first_global: str | None) -> Framework | None:
-    """The registered framework whose classes the pickle refers to (every global is listed without unpickling)."""
-    names = [first_global] if first_global else []
-    try:
-        names += torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except (AttributeError, ValueError, RuntimeError):  # torch < 2.6, or not a zip archive
-        pass
-    return next((fw for name in names for fw in FRAMEWORKS.values() if fw.owns(name)), None)
-
-
-def _framework_of_module(module: nn.Module) -> Framework | None:
-    name = f"{type(module).__module__}.{type(module).__qualname__}"
-    return next((fw for fw in FRAMEWORKS.values() if fw.owns(name)), None)
-
-
-def read_checkpoint(path: str | os.PathLike[str], *, trust_pickle: bool = False) -> Any:
-    """Read a checkpoint file safely, every failure turned into one clear :class:`CheckpointError`.
-
-    ``torch.load(path, weights_only=True)`` unless ``trust_pickle`` (then a file that needs code is unpickled);
-    a safetensors file gives an ``OrderedDict`` whose ``_metadata`` holds the recipe, if any.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
-    try:  # open, not os.access: root passes os.access for files the kernel still refuses (/proc/PID/mem, LSMs)
-        with open(path, "rb"):
-            pass
-    except PermissionError:
-        raise CheckpointError(f"{path}: not readable (permission denied)") from None
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: empty file")
-    kind = _sniff(path)
-    if kind == "safetensors":
-        return _read_safetensors(path)
-    if kind != "torch":
-        _refuse_compiled(path, kind)
-    return _torch_load(path, trust_pickle)
-
-
 def _is_state_dict(value: Any) -> bool:
     return isinstance(value, Mapping) and bool(value) and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
@@ -349,8 +115,12 @@ def _weights_of(value: Any) -> Mapping[str, torch.Tensor] | None:
     return value.state_dict() if isinstance(value, nn.Module) else None
 
 
-def _split_container(obj: Any, path: Path) -> tuple[Any, Layout]:
-    """The entry holding the weights (a state_dict, or a module when pickled) and the layout around it."""
+def split_container(obj: Any, path: Path) -> tuple[Any, Layout]:
+    """The entry holding the weights (a state_dict, or a module when pickled) and the layout around it.
+
+    Raises:
+        CheckpointError: no state_dict anywhere in ``obj``.
+    """
     if _is_state_dict(obj) or isinstance(obj, nn.Module):
         header = getattr(obj, "_surgeon_header", None)
         if header is not None:
@@ -387,7 +157,7 @@ def _with_prefix(state: OrderedDict[str, torch.Tensor], prefix: str) -> OrderedD
     return prefixed
 
 
-def _load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> str:
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> str:
     """Load ``state`` strictly after removing the common prefix that makes it fit; return that prefix."""
     own = model.state_dict()
     prefix = fit_prefix(state, own)
@@ -407,7 +177,7 @@ def _load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], what: str
     return prefix
 
 
-def _find_siblings(layout: Layout, keys: set[str]) -> dict[str, str]:
+def find_siblings(layout: Layout, keys: set[str]) -> dict[str, str]:
     """Container entries holding another copy of the same weights (EMA), with the prefix that fits each."""
     siblings = {}
     for name, value in layout.extras.items():
@@ -428,13 +198,11 @@ def _timm_hint(obj: Any) -> str | None:
     return f"timm:{arch}" if timm.is_model(arch) else None
 
 
-def _loaded_module(module: nn.Module, layout: Layout, path: Path, arch: str | None,
-                   arch_args: dict[str, Any]) -> LoadedModel:
-    """A whole pickled module: used as it is; its spec comes from its recipe, ``arch``, or detection by class."""
-    from .pipeline import recipe_of
-
-    framework = _framework_of_module(module)
-    if framework is not None:
+def pickled_model(module: nn.Module, layout: Layout, path: Path, arch: str | None,
+                  arch_args: dict[str, Any]) -> LoadedModel:
+    """A whole pickled module, used as it is (a framework's adopted); its spec: its recipe, ``arch``, or its class."""
+    framework = framework_of_module(module)
+    if framework is not None and framework.adopt is not None:
         module = framework.adopt(module)
         layout.framework = framework.name
     recipe = recipe_of(module)
@@ -446,122 +214,96 @@ def _loaded_module(module: nn.Module, layout: Layout, path: Path, arch: str | No
                 spec, detection, arch_args = found.spec, found, {**found.arch_args, **arch_args}
         except ModelLoadError:
             pass  # the spec only names the base in the recipe; the module itself is complete
-    layout.siblings = _find_siblings(layout, set(module.state_dict()))
+    layout.siblings = find_siblings(layout, set(module.state_dict()))
     return LoadedModel(module, spec, arch_args, layout, path, recipe, detection)
 
 
-def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_args: dict[str, Any] | None = None,
-               trust_code: bool = False, *, trust_pickle: bool = False) -> LoadedModel:
-    """Turn a spec or a checkpoint file into a model with its weights.
+def default_output(source: str, suffix: str, fmt: str | None = None) -> Path:
+    """Where a patched checkpoint goes by default: ``resnet50_eca.pt`` for ``torchvision:resnet50``, ``ckpt_eca.pt``
+    beside ``ckpt.pt`` (``.safetensors`` for ``fmt="safetensors"``); a directory for a framework whose models are
+    saved as directories (``DIR_eca`` beside a model directory ``DIR``, ``ResNetForImageClassification_eca`` for a
+    transformers spec)."""
+    if writes_directory(source):
+        path = Path(source.rsplit(":", 1)[-1] if is_spec(source) else source)
+        return path.with_name(f"{path.name}_{suffix}")
+    if is_spec(source):
+        output = Path(f"{source.rsplit(':', 1)[-1]}_{suffix}.pt")
+    else:
+        path = Path(source)
+        output = path.with_name(f"{path.stem}_{suffix}{path.suffix or '.pt'}")
+    return output.with_suffix(".safetensors") if fmt == "safetensors" else output
 
-    A checkpoint written by attn-surgeon is rebuilt from its recipe (base architecture + the same surgery) and
-    then loaded with ``strict=True``. A file that holds only weights is loaded into ``arch``, or, without it, into
-    the architecture detected from its keys and shapes.
+
+def stored_recipe(weights: Mapping[str, torch.Tensor]) -> Recipe | None:
+    """The recipe a state_dict carries in its ``_metadata`` (written by :func:`save_model`), or ``None``."""
+    raw = getattr(weights, "_metadata", {}).get(RECIPE_KEY)
+    return Recipe.from_dict(raw) if raw is not None else None
+
+
+def _trusted(recipe: Recipe, path: str | os.PathLike[str], trust_code: bool) -> Recipe:
+    recipe.origin = str(path)
+    imported = imported_blocks(recipe)
+    if imported and not trust_code:  # a file must never import code the user did not name
+        raise CheckpointError(f"{path}: its recipe inserts {', '.join(imported)}, which imports and runs "
+                              "code; pass --trust-code if you trust it")
+    return recipe
+
+
+def read_recipe(path: str | os.PathLike[str], *, trust_code: bool = False) -> Recipe:
+    """The recipe stored in a checkpoint written by attn-surgeon (read with ``weights_only=True``).
 
     Args:
-        source: a spec (``torchvision:resnet50``) or a file path.
-        arch: architecture spec for a file that holds only weights.
-        arch_args: keyword arguments for the architecture's factory.
-        trust_code: allow a recipe whose base is a ``package.module:factory`` (imports and runs that factory).
-        trust_pickle: allow a file that holds pickled code (``torch.save(model)``); unpickling runs that code.
+        path: the checkpoint.
+        trust_code: allow a recipe that inserts ``package.module:Class`` blocks (replaying it imports them).
 
     Raises:
-        ModelLoadError, CheckpointError: with one line that says what is wrong and what to do.
+        CheckpointError: unreadable file, a checkpoint without a recipe, or one that would import code without
+            ``trust_code``.
     """
-    arch_args = dict(arch_args or {})
-    source = str(source)
-    if is_spec(source):
-        module = build_arch(source, **arch_args)
-        framework = FRAMEWORKS.get(source.partition(":")[0])
-        return LoadedModel(module, source, arch_args, framework.layout(module) if framework else Layout())
-    path = Path(source)
-    obj = read_checkpoint(path, trust_pickle=trust_pickle)
-    weights, layout = _split_container(obj, path)
-    if isinstance(weights, nn.Module):
-        return _loaded_module(weights, layout, path, arch, arch_args)
-    raw_recipe = getattr(weights, "_metadata", {}).get(RECIPE_KEY)
-    recipe = Recipe.from_dict(raw_recipe) if raw_recipe is not None else None
+    framework = framework_of_directory(path)
+    if framework is not None:
+        recipe = framework.read_recipe(Path(path))
+        if recipe is None:
+            raise CheckpointError(f"{path}: records no attn-surgeon recipe; only model directories written from a "
+                                  "patched model do")
+        return _trusted(recipe, path, trust_code)
+    data = read_checkpoint(path)
+    candidates = [data, *(data.get(key) for key in CONTAINER_KEYS)] if isinstance(data, Mapping) else [data]
+    for candidate in candidates:
+        metadata = getattr(candidate, "_metadata", None)
+        if isinstance(metadata, Mapping) and RECIPE_KEY in metadata:
+            return _trusted(Recipe.from_dict(metadata[RECIPE_KEY]), path, trust_code)
+    raise CheckpointError(f"{path}: holds no attn-surgeon recipe; only checkpoints written by attn-surgeon do")
+
+
+def choose_arch(obj: Any, weights: Mapping[str, torch.Tensor], recipe: Recipe | None, path: Path, arch: str | None,
+                arch_args: dict[str, Any], trust_code: bool) -> tuple[str, dict[str, Any], Detection | None]:
+    """The architecture to build for a file's weights: ``arch``, else the recipe's base, else the detected one.
+
+    Returns:
+        The spec, its factory arguments (the caller's override the recorded or detected ones), and the detection
+        when there was one.
+
+    Raises:
+        ModelLoadError: a recipe without a named base, or one that would import code without ``trust_code``; no
+            architecture fits the weights.
+    """
     detection = None
     if recipe is not None and arch is None:
         arch, arch_args = recipe.base, {**recipe.arch_args, **arch_args}
         if arch is None:
             raise ModelLoadError(f"{path}: patched from a model without a named architecture; pass --arch SPEC")
-        if arch.split(":", 1)[0] not in ("torchvision", "timm", *FRAMEWORKS) and not trust_code:
+        if arch.split(":", 1)[0] not in ("torchvision", "timm", *BUILDERS) and not trust_code:
             raise ModelLoadError(f"{path}: its recipe builds {arch!r}, which imports and runs code; pass "
                                  "--trust-code if you trust it, or --arch SPEC")
     elif arch is None:
         detection = detect_arch(weights, arch_args=arch_args, hint=_timm_hint(obj), where=str(path))
         arch, arch_args = detection.spec, {**detection.arch_args, **arch_args}
-    imported = sorted({step.block for step in recipe.steps if ":" in step.block}) if recipe is not None else []
+    imported = imported_blocks(recipe) if recipe is not None else []
     if imported and not trust_code:
         raise ModelLoadError(f"{path}: its recipe inserts {', '.join(imported)}, which imports and runs code; pass "
                              "--trust-code if you trust it")
-    model = build_arch(arch, **arch_args)
-    if recipe is not None:
-        from .pipeline import replay
-
-        replay(model, recipe)
-    layout.prefix = _load_weights(model, weights, f"--arch {arch}" if recipe is None else
-                                  f"{arch} patched by its recipe")
-    if layout.kind == "container":
-        layout.siblings = _find_siblings(layout, {k[len(layout.prefix):] for k in weights})
-    return LoadedModel(model, arch, arch_args, layout, path, recipe, detection)
-
-
-# ---------------------------------------------------------------------------------------------------- writing
-
-
-def file_mode(path: Path, directory: bool = False) -> int:
-    """The permissions ``path`` gets: those of the file it replaces, else a new file's under the user's umask.
-
-    A temporary file is created private (0600, 0700 for a directory); the result is a file like any other the user
-    writes (0644 under umask 022), so it can be shared, served or mounted into a container.
-    """
-    if path.exists():
-        return stat.S_IMODE(path.stat().st_mode)
-    umask = os.umask(0)  # the only portable way to read it; restored at once
-    os.umask(umask)
-    return (0o777 if directory else 0o666) & ~umask
-
-
-def atomic_write(path: str | os.PathLike[str], write: Any, force: bool = False,
-                 protect: tuple[str | os.PathLike[str], ...] = ()) -> Path:
-    """Call ``write(fileobj)`` into a temporary file beside ``path``, then rename it into place.
-
-    A failure leaves no partial file. ``protect`` lists paths (the inputs) that are never overwritten.
-
-    Raises:
-        OutputExistsError: ``path`` exists and ``force`` is false, or ``path`` is one of ``protect``.
-        CheckpointError: the directory is missing or not writable, or the write failed (e.g. disk full).
-    """
-    path = Path(path)
-    for other in protect:
-        if Path(other).exists() and path.exists() and path.resolve() == Path(other).resolve():
-            raise OutputExistsError(f"{path}: is the input file; choose another output path")
-    if path.exists() and not force:
-        raise OutputExistsError(f"{path}: exists; pass --force to overwrite it")
-    if path.is_dir():
-        raise OutputExistsError(f"{path}: is a directory; give a file path")
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise CheckpointError(f"{path}: directory {directory} does not exist")
-    try:
-        handle, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot write in {directory} ({exc.strerror})") from None
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-            os.fchmod(file.fileno(), file_mode(path))
-        os.replace(temp, path)
-    except BaseException as exc:
-        Path(temp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"{path}: write failed ({exc.strerror or exc}); nothing was written") from None
-        raise
-    return path
+    return arch, arch_args, detection
 
 
 def _sibling_state(value: Any, prefix: str, patched: OrderedDict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
@@ -573,11 +315,10 @@ def _sibling_state(value: Any, prefix: str, patched: OrderedDict[str, torch.Tens
     return _with_prefix(merged, prefix)
 
 
-def _sibling_module(value: nn.Module, model: nn.Module, recipe: Recipe) -> nn.Module:
-    from .pipeline import replay
-
+def _sibling_module(value: nn.Module, model: nn.Module, patch: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    """A pickled EMA module, patched like ``model``: its own weights, the new blocks' from ``model``."""
     own = value.state_dict()
-    replay(value, recipe)
+    patch(value)
     value.load_state_dict({k: v for k, v in model.state_dict().items() if k not in own}, strict=False)
     return value
 
@@ -602,8 +343,8 @@ def _safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: dict[str, st
 
 
 def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, layout: Layout | None = None,
-               force: bool = False, protect: tuple[str | os.PathLike[str], ...] = (),
-               fmt: str | None = None) -> SaveResult:
+               force: bool = False, protect: tuple[str | os.PathLike[str], ...] = (), fmt: str | None = None,
+               patch_sibling: Callable[[nn.Module], nn.Module] | None = None) -> SaveResult:
     """Write ``model``'s weights with ``recipe``, in ``layout``; return the container entries dropped.
 
     Optimizer and scheduler state is dropped (it refers to parameters by position and cannot match the new
@@ -612,8 +353,15 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, l
     Args:
         fmt: ``pt`` or ``safetensors``; by default ``safetensors`` for a ``.safetensors`` path or a safetensors
             input, else ``pt``. A safetensors file holds tensors only, so other container entries are dropped.
+        patch_sibling: gives a pickled EMA module beside the weights the same blocks (the pipeline passes its
+            replay of ``recipe``); without it such a sibling is written as it was.
     """
-    layout = layout or Layout()
+    layout = layout or framework_layout(model) or Layout()
+    if layout.framework in FRAMEWORKS:
+        if fmt is not None:
+            raise CheckpointError(f"a {layout.framework} model is saved in its framework's own layout; --format "
+                                  f"{fmt} does not apply")
+        return FRAMEWORKS[layout.framework].save(model, path, recipe, layout, force=force, protect=protect)
     path = Path(path)
     fmt = fmt or ("safetensors" if path.suffix == ".safetensors" or layout.format == "safetensors" else "pt")
     if fmt not in FORMATS:
@@ -630,12 +378,7 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, l
         atomic_write(path, lambda file: file.write(payload), force=force, protect=protect)
         return result
     entry: Any = model if layout.pickled else _with_prefix(state, layout.prefix)
-    if layout.pickled and layout.framework in FRAMEWORKS:
-        entry = FRAMEWORKS[layout.framework].to_pickle(model, recipe)
-        result.notes.append(f"the output is {FRAMEWORKS[layout.framework].title} in its own layout, the model "
-                            "pickled whole: it loads with the framework (and here with --trust-pickle), wherever "
-                            "attn-surgeon is installed")
-    elif layout.pickled:
+    if layout.pickled:
         result.notes.append("the output pickles the whole model, as the input did: it loads only with "
                             "torch.load(weights_only=False) / --trust-pickle, and needs attn-surgeon installed")
     payload: Any = entry
@@ -645,8 +388,10 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, l
             if key in _OPTIMIZER_KEYS:
                 result.append(key)
             elif key in layout.siblings:
-                payload[key] = (_sibling_module(value, model, recipe) if isinstance(value, nn.Module)
-                                else _sibling_state(value, layout.siblings[key], state))
+                if isinstance(value, nn.Module):
+                    payload[key] = _sibling_module(value, model, patch_sibling) if patch_sibling else value
+                else:
+                    payload[key] = _sibling_state(value, layout.siblings[key], state)
                 result.notes.append(f"{key}: holds the same weights (EMA), given the new blocks' keys too")
             else:
                 payload[key] = _plain(value)

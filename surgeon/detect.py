@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,17 +26,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
+from .arch import meta_model
 from .errors import ModelLoadError
+from .files import atomic_write
 
 __all__ = ["Candidate", "Detection", "Signature", "SignatureCache", "cache_dir", "common_prefixes", "detect_arch",
-           "fit_prefix", "meta_model"]
+           "fit_prefix"]
 
 _CACHE_FORMAT = 1
 _BN_STATS = (".running_mean", ".running_var", ".num_batches_tracked")
-# In-place ops that change a tensor's shape or identity must still run while init is skipped.
-_SHAPING_OPS = {"resize_", "resize_as_", "set_", "as_strided_", "requires_grad_", "share_memory_", "retain_grad"}
 
 
 def cache_dir() -> Path:
@@ -67,26 +65,6 @@ def fit_prefix(keys: Iterable[str], model_keys: Iterable[str]) -> str | None:
         if {key[len(prefix):] for key in keys} == target:
             return prefix
     return None
-
-
-class _SkipInit(TorchFunctionMode):
-    """Skips in-place ops on meta tensors: weight init has no values to write there, and it dominates build time."""
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        name = getattr(func, "__name__", "")
-        if (name.endswith("_") and not name.endswith("__") and name not in _SHAPING_OPS and args
-                and isinstance(args[0], torch.Tensor) and args[0].is_meta):
-            return args[0]
-        return func(*args, **(kwargs or {}))
-
-
-def meta_model(spec: str, arch_args: Mapping[str, Any] | None = None) -> nn.Module:
-    """Build ``spec`` on the meta device without running weight initialisation."""
-    from .checkpoint import build_arch
-
-    with warnings.catch_warnings(), torch.device("meta"), _SkipInit():
-        warnings.simplefilter("ignore")
-        return build_arch(spec, **dict(arch_args or {}))
 
 
 @dataclass(frozen=True)
@@ -168,8 +146,6 @@ class SignatureCache:
         """Write new entries back; a cache that cannot be written only costs time next run."""
         if not self._dirty:
             return
-        from .checkpoint import atomic_write
-
         payload = json.dumps({"format": _CACHE_FORMAT, "models": self._entries}, separators=(",", ":")).encode()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

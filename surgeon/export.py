@@ -32,15 +32,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write, file_mode, is_spec
+from ._version import __version__
+from .arch import is_spec
 from .codegen import is_patched, original_class, patched_source
 from .errors import OutputExistsError, SurgeonError
-from .probe import default_input_shape, probe_guard
+from .files import atomic_write, file_mode
+from .recipe import recipe_of
+from .tensors import default_input_shape, eval_mode, flatten_outputs, output_deviation, probe_guard, probe_input
 
-__all__ = ["TARGETS", "ExportResult", "default_export_path", "export_model", "require_exporter", "write_python_package"]
+__all__ = ["TARGETS", "ExportResult", "default_export_path", "export_model", "require_exporter",
+           "write_python_package"]
 
 TARGETS = ("onnx", "torchscript", "exported-program", "python")
 _SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2", "python": "_py"}
+_REQUIRES = {"onnx": ("onnx", "onnxscript")}  # what a target needs beyond torch: the package's ``onnx`` extra
 
 
 @dataclass
@@ -70,21 +75,9 @@ def default_export_path(source: str, target: str) -> Path:
     return folder / f"{stem}{_SUFFIXES[target]}"
 
 
-def _outputs(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _outputs(item)]
-    if isinstance(value, dict):
-        return [t for item in value.values() for t in _outputs(item)]
-    return [torch.from_numpy(value)] if type(value).__module__ == "numpy" else []  # onnxruntime's arrays
-
-
 def _max_diff(expected: Any, actual: Any) -> float:
-    left, right = _outputs(expected), _outputs(actual)
-    if len(left) != len(right) or any(a.shape != b.shape for a, b in zip(left, right)):
-        return float("inf")
-    return max((float((a.float() - b.float()).abs().max()) for a, b in zip(left, right)), default=0.0)
+    """The largest absolute difference between two outputs (``inf`` if their structure differs)."""
+    return output_deviation(flatten_outputs(expected), flatten_outputs(actual))[0]
 
 
 @contextlib.contextmanager
@@ -93,10 +86,6 @@ def _quiet() -> Any:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         yield
-
-
-# What each target needs beyond torch; declared as the ``onnx`` extra of the package.
-_REQUIRES = {"onnx": ("onnx", "onnxscript")}
 
 
 def require_exporter(target: str) -> None:
@@ -188,39 +177,39 @@ def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
     if path.exists() and not force:
         raise OutputExistsError(f"{path}: exists; pass --force to overwrite it")
     input_shape = tuple(int(v) for v in input_shape) if input_shape is not None else default_input_shape(model)
-    was_training = model.training
-    model.eval()
-    try:
-        example = torch.randn(input_shape, generator=torch.Generator().manual_seed(0))
-        with probe_guard(model, input_shape), torch.no_grad():
-            expected = model(example)
-        if target == "python":
-            from .pipeline import recipe_of
+    with eval_mode(model):
+        return _export(model, path, target, probe_input(input_shape), force=force, opset=opset,
+                       dynamic_batch=dynamic_batch, check=check)
 
-            files = write_python_package(model, path, force=force)
-            if not check or recipe_of(model).base is None:  # without a named base only the user can build it
-                return ExportResult(target, path, None, "not checked", files)
-            return ExportResult(target, path, _max_diff(expected, _run_package(path, model, example)), "import",
-                                files)
-        try:
-            if target == "onnx":
-                run, checker = _export_onnx(model, example, path, force, opset, dynamic_batch)
-            elif target == "torchscript":
-                run, checker = _export_torchscript(model, example, path, force)
-            else:
-                run, checker = _export_program(model, example, path, force, dynamic_batch)
-        except SurgeonError:
-            raise
-        except Exception as exc:  # exporters raise many types; the user needs the reason
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SurgeonError(f"{target} export failed: {reason[:300]}") from exc
-        if not check:
-            return ExportResult(target, path, None, "not checked", [path])
-        with torch.no_grad():
-            actual = run()
-        return ExportResult(target, path, None if actual is None else _max_diff(expected, actual), checker, [path])
-    finally:
-        model.train(was_training)
+
+def _export(model: nn.Module, path: Path, target: str, example: torch.Tensor, *, force: bool, opset: int | None,
+            dynamic_batch: bool, check: bool) -> ExportResult:
+    """:func:`export_model` on a model already in eval mode."""
+    with probe_guard(model, tuple(example.shape)), torch.no_grad():
+        expected = model(example)
+    if target == "python":
+        files = write_python_package(model, path, force=force)
+        if not check or recipe_of(model).base is None:  # without a named base only the user can build it
+            return ExportResult(target, path, None, "not checked", files)
+        actual = _run_package(path, model, example)
+        return ExportResult(target, path, _max_diff(expected, actual), "import", files)
+    try:
+        if target == "onnx":
+            run, checker = _export_onnx(model, example, path, force, opset, dynamic_batch)
+        elif target == "torchscript":
+            run, checker = _export_torchscript(model, example, path, force)
+        else:
+            run, checker = _export_program(model, example, path, force, dynamic_batch)
+    except SurgeonError:
+        raise
+    except Exception as exc:  # exporters raise many types; the user needs the reason
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SurgeonError(f"{target} export failed: {reason[:300]}") from exc
+    if not check:
+        return ExportResult(target, path, None, "not checked", [path])
+    with torch.no_grad():
+        actual = run()
+    return ExportResult(target, path, None if actual is None else _max_diff(expected, actual), checker, [path])
 
 
 # ------------------------------------------------------------------------------------------------ python package
@@ -269,7 +258,7 @@ PATCHED = {patched}
 def _base_model() -> nn.Module:
     if BASE is None:
         raise ValueError("the recipe names no base architecture: pass base=<an unpatched model>")
-    from surgeon.checkpoint import build_arch
+    from surgeon.arch import build_arch
 
     return build_arch(BASE, **ARCH_ARGS)
 
@@ -332,8 +321,6 @@ def write_python_package(model: nn.Module, directory: str | os.PathLike[str], *,
         SurgeonError: the model has no patched module or no recipe, or a patched class cannot be imported by name.
         OutputExistsError: ``directory`` exists and ``force`` is false.
     """
-    from . import __version__
-    from .pipeline import recipe_of
 
     directory = Path(directory)
     if not directory.name.isidentifier():

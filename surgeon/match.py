@@ -21,8 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import NoMatchError, SelectorError
-from .sites import Site
+from .errors import CheckpointError, NoMatchError, SelectorError
+from .recipe import Recipe
+from .sites import POSITIONS, Position, Site, SiteTable
 
 __all__ = [
     "IntFilter",
@@ -35,14 +36,19 @@ __all__ = [
     "matches",
     "select",
     "make_plan",
+    "plan_from_recipe",
     "dotted_glob",
+    "POSITIONS",
+    "SITE_KINDS",
+    "RANGE",
 ]
 
-Position = Literal["residual", "after", "before"]
-POSITIONS = ("residual", "after", "before")
 _KIND_ALIASES = {"block": "block", "bottleneck": "block", "residual": "block", "conv": "conv", "module": "module"}
+SITE_KINDS = tuple(_KIND_ALIASES)
+"""What a selector's ``kind`` may say; ``bottleneck`` and ``residual`` are aliases of ``block``."""
 _COMPARISON = re.compile(r"^\s*(>=|<=|==|!=|>|<)?\s*(-?\d+)\s*$")
-_RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-|\.\.)\s*(-?\d+)\s*$")
+RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-|\.\.)\s*(-?\d+)\s*$")
+"""An inclusive integer range, ``2-4`` or ``2..4``."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,7 @@ def parse_int_filter(value: Any, what: str = "value") -> IntFilter:
         square = re.fullmatch(r"\s*(\d+)x(\d+)\s*", value)
         if square and square.group(1) == square.group(2):
             return IntFilter((int(square.group(1)),))
-        ranged = _RANGE.match(value)
+        ranged = RANGE.match(value)
         if ranged:
             low, high = int(ranged.group(1)), int(ranged.group(2))
             if low > high:
@@ -355,3 +361,25 @@ def make_plan(sites: Sequence[Site], rules: Sequence[Rule]) -> Plan:
                 actions.append(Action(site, rule.block, "insert", rule.position_for(site), dict(rule.args),
                                       rule.init, rule.name))
     return Plan(actions, empty)
+
+
+def plan_from_recipe(recipe: Recipe, table: SiteTable) -> Plan:
+    """The plan that replays ``recipe`` on a model whose sites are ``table``.
+
+    Raises:
+        CheckpointError: a recorded site is missing or has other channels (the base model is not the same).
+    """
+    sites = table.by_name()
+    actions = []
+    for step in recipe.steps:
+        site = sites.get(step.site)
+        if site is None:
+            raise CheckpointError(f"recipe step for {step.site!r}: the model has no such site; "
+                                  "is it the same base architecture?")
+        channels = site.channels_at(step.position)
+        if step.channels and channels != step.channels:
+            raise CheckpointError(f"recipe step for {step.site!r}: expected {step.channels} channels, the model has "
+                                  f"{channels}; is it the same base architecture?")
+        actions.append(Action(site, step.block, step.op, step.position, dict(step.args), step.init,
+                              step.rule or "recipe"))
+    return Plan(actions)

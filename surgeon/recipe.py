@@ -2,8 +2,11 @@
 
 A recipe holds the base architecture spec, the probe input shape, and each resolved action (site name, site
 kind, channels, position, block, block options, init mode) with the name its module got. Replaying a recipe on the
-same base model re-finds each site by name, checks its channels, and inserts exactly the same blocks, so the
-saved state_dict loads with ``strict=True``.
+same base model (:func:`surgeon.pipeline.replay`) re-finds each site by name, checks its channels, and inserts
+exactly the same blocks, so the saved state_dict loads with ``strict=True``.
+
+This module is data only: it knows no stage of the surgery. A patched model carries its recipe in its instance
+``__dict__`` (:func:`recipe_of`, :func:`attach_recipe`), where ``deepcopy`` and pickling keep it.
 """
 
 from __future__ import annotations
@@ -12,26 +15,39 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
+from ._version import __version__
 from .errors import CheckpointError
-from .match import Action, Plan
-from .rewrite import RewriteResult
-from .sites import Site, SiteTable
 
-__all__ = ["RECIPE_FORMAT", "Recipe", "RecipeStep", "recipe_from_rewrite", "plan_from_recipe", "versions"]
+__all__ = ["RECIPE_FORMAT", "Recipe", "RecipeStep", "attach_recipe", "imported_blocks", "recipe_of", "unwrap",
+           "versions"]
 
 RECIPE_FORMAT = 1
+_RECIPE_ATTR = "_surgeon_recipe"
 
 
 def versions() -> dict[str, str]:
-    from . import __version__
-
+    """The versions of attn-surgeon and torch, as a recipe records them."""
     return {"attn_surgeon": __version__, "torch": torch.__version__.split("+")[0]}
 
 
 @dataclass(frozen=True)
 class RecipeStep:
-    """One action as recorded: enough to find the same site and build the same block."""
+    """One action as recorded: enough to find the same site and build the same block.
+
+    Attributes:
+        site: qualified name of the site.
+        kind: the site's kind (``block``, ``conv`` or ``module``).
+        channels: the channels where the block goes (0: not recorded, not checked on replay).
+        op: ``insert`` or ``replace``.
+        position: ``residual``, ``after`` or ``before`` (``None`` for a swap).
+        block: registry name, or ``package.module:Class``.
+        args: block options.
+        init: ``identity`` or ``paper``.
+        module: qualified name the new module got.
+        rule: the rule that planned it.
+    """
 
     site: str
     kind: str
@@ -50,13 +66,17 @@ class RecipeStep:
 
 @dataclass
 class Recipe:
-    """A surgery as plain data (JSON/YAML-safe and ``torch.load(weights_only=True)``-safe)."""
+    """A surgery as plain data (JSON/YAML-safe and ``torch.load(weights_only=True)``-safe).
+
+    ``origin`` names the file it was read from, for messages; it is not part of the data.
+    """
 
     base: str | None
     input_shape: tuple[int, ...]
     steps: list[RecipeStep] = field(default_factory=list)
     arch_args: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=versions)
+    origin: str | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +90,11 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: Any) -> Recipe:
+        """Read :meth:`to_dict`'s output back.
+
+        Raises:
+            CheckpointError: not a recipe, a recipe of another format, or a malformed one.
+        """
         if not isinstance(data, dict) or data.get("format") != RECIPE_FORMAT or not isinstance(data.get("steps"), list):
             raise CheckpointError("not an attn-surgeon recipe (or one from an incompatible version)")
         try:
@@ -84,37 +109,27 @@ class Recipe:
         return Recipe(self.base, self.input_shape, [*self.steps, *other.steps], dict(self.arch_args), versions())
 
 
-def recipe_from_rewrite(result: RewriteResult, base: str | None, input_shape: tuple[int, ...],
-                        arch_args: dict[str, Any] | None = None) -> Recipe:
-    steps = []
-    for item in result.inserted:
-        action = item.action
-        channels = action.site.residual_channels if action.position == "residual" else (
-            action.site.in_channels if action.position == "before" else action.site.out_channels)
-        steps.append(RecipeStep(site=action.site.name, kind=action.site.kind, channels=int(channels or 0),
-                                op=action.op, position=action.position, block=action.block, args=dict(action.args),
-                                init=action.init, module=item.key, rule=action.rule))
-    return Recipe(base, tuple(input_shape), steps, dict(arch_args or {}))
+def imported_blocks(recipe: Recipe) -> list[str]:
+    """The blocks of ``recipe`` given as ``package.module:Class``: replaying them imports and runs code."""
+    return sorted({step.block for step in recipe.steps if ":" in step.block})
 
 
-def plan_from_recipe(recipe: Recipe, table: SiteTable) -> Plan:
-    """The plan that replays ``recipe`` on a model whose sites are ``table``.
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's model inside DistributedDataParallel/DataParallel and ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
 
-    Raises:
-        CheckpointError: a recorded site is missing or has other channels (the base model is not the same).
-    """
-    sites: dict[str, Site] = table.by_name()
-    actions = []
-    for step in recipe.steps:
-        site = sites.get(step.site)
-        if site is None:
-            raise CheckpointError(f"recipe step for {step.site!r}: the model has no such site; "
-                                  "is it the same base architecture?")
-        channels = site.residual_channels if step.position == "residual" else (
-            site.in_channels if step.position == "before" else site.out_channels)
-        if step.channels and channels != step.channels:
-            raise CheckpointError(f"recipe step for {step.site!r}: expected {step.channels} channels, the model has "
-                                  f"{channels}; is it the same base architecture?")
-        actions.append(Action(site, step.block, step.op, step.position, dict(step.args), step.init,
-                              step.rule or "recipe"))
-    return Plan(actions)
+
+def recipe_of(model: nn.Module) -> Recipe | None:
+    """The recipe of every surgery applied to ``model`` (or to the model a DDP/compile wrapper holds), or ``None``."""
+    return unwrap(model).__dict__.get(_RECIPE_ATTR)
+
+
+def attach_recipe(model: nn.Module, recipe: Recipe) -> None:
+    """Record ``recipe`` on ``model``, where :func:`recipe_of` finds it."""
+    unwrap(model).__dict__[_RECIPE_ATTR] = recipe

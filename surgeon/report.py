@@ -7,20 +7,29 @@ the profile report of the original against the patched model (:func:`surgery_pro
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from torch import nn
 
+from .build import planned_parameters
+from .checkpoint import LoadedModel
+from .files import atomic_write
 from .match import Plan
-from .pipeline import SurgeryResult
+from .profile.output import render_text
 from .profile.report import ModelFacts, Step, count_report, model_facts, profile_models
-from .recipe import versions
-from .rewrite import planned_parameters
+from .recipe import Recipe, versions
+from .rewrite import RewriteResult
+from .sites import SiteTable
+from .verify import Verification
 
-__all__ = ["SCHEMA_VERSION", "PROFILE_MODES", "FULL_PROFILE_RUNS", "FULL_PROFILE_WARMUP", "plan_rows",
-           "surgery_summary", "surgery_profile", "count_parameters"]
+__all__ = ["SCHEMA_VERSION", "PROFILE_MODES", "FULL_PROFILE_RUNS", "FULL_PROFILE_WARMUP", "PatchResult",
+           "SurgeryResult", "count_parameters", "html_report_path", "plan_rows", "report_path", "surgery_profile",
+           "surgery_summary", "write_reports"]
 
 ProfileMode = Literal["counts", "full", "off"]
 PROFILE_MODES: tuple[str, ...] = ("counts", "full", "off")
@@ -30,7 +39,64 @@ FULL_PROFILE_WARMUP = 3
 SCHEMA_VERSION = 1
 
 
+@dataclass
+class SurgeryResult:
+    """Everything one surgery produced; ``rewrite``, ``verification`` and ``recipe`` are ``None`` on a dry run."""
+
+    model: nn.Module
+    sites: SiteTable
+    plan: Plan
+    rewrite: RewriteResult | None = None
+    verification: Verification | None = None
+    recipe: Recipe | None = None
+    params_before: int = 0
+
+
+@dataclass
+class PatchResult:
+    """What :func:`surgeon.pipeline.patch` did: the surgery, its report, and the files it wrote.
+
+    Attributes:
+        surgery: the surgery's result (a dry run's holds the plan only).
+        summary: the report (:func:`surgery_summary`, with the profile under ``profile``), as written to ``report``.
+        loaded: the model as loaded (its spec, layout and, when detected, how its architecture was found).
+        output, report, html: the checkpoint and the reports beside it (``html`` is ``None`` without a profile);
+            nothing is written on a dry run.
+        dropped: container entries left out of the checkpoint (optimizer state).
+        notes: other things worth telling about the checkpoint written.
+    """
+
+    surgery: SurgeryResult
+    summary: dict[str, Any]
+    loaded: LoadedModel
+    output: Path
+    report: Path
+    html: Path | None
+    dropped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def report_path(output: Path) -> Path:
+    """``X.report.json`` beside the checkpoint ``X.pt``."""
+    return output.with_name(output.stem + ".report.json")
+
+
+def html_report_path(output: Path) -> Path:
+    """``X.report.html`` beside the checkpoint ``X.pt``."""
+    return output.with_name(output.stem + ".report.html")
+
+
+def write_reports(summary: dict[str, Any], report: Path, html: Path | None, *, force: bool) -> None:
+    """Write the surgery report as JSON, and its profile as a self-contained HTML page (atomically)."""
+    text = json.dumps(summary, indent=2, default=str).encode()
+    atomic_write(report, lambda file: file.write(text), force=force)
+    if html is not None:
+        page = render_text(summary["profile"], "html").encode("utf-8")
+        atomic_write(html, lambda file: file.write(page), force=force)
+
+
 def count_parameters(model: nn.Module) -> int:
+    """Every parameter's element count, summed."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -39,13 +105,11 @@ def plan_rows(plan: Plan) -> list[dict[str, Any]]:
     rows = []
     for action in plan.actions:
         site = action.site
-        channels = site.residual_channels if action.position == "residual" else (
-            site.in_channels if action.position == "before" else site.out_channels)
         rows.append({
             "site": site.name, "kind": site.kind, "class": site.cls, "stage": site.stage, "index": site.index,
-            "channels": channels, "size": list(site.out_size), "op": action.op, "position": action.position,
-            "block": action.block, "args": action.args, "init": action.init, "rule": action.rule,
-            "parameters": planned_parameters(action),
+            "channels": site.channels_at(action.position), "size": list(site.out_size), "op": action.op,
+            "position": action.position, "block": action.block, "args": action.args, "init": action.init,
+            "rule": action.rule, "parameters": planned_parameters(action),
         })
     return rows
 

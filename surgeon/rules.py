@@ -1,10 +1,9 @@
 """Rules files: a small YAML language for surgery plans, read into :class:`~surgeon.match.Rule` objects.
 
 The language is documented in ``rules/README.md``. The reader never builds arbitrary Python objects: the text is
-composed into YAML nodes by PyYAML's safe loader (aliases refused, so no expansion bombs; files over
-:data:`MAX_BYTES` refused before parsing), and every node is checked against the schema here, so each error can
-point at the node that caused it. Every error is a :class:`~surgeon.errors.RuleError` whose message starts with
-``file:line:column:`` (1-based) and, inside a rule, ``rule 'name':``.
+composed into YAML nodes (:mod:`surgeon.yaml_nodes`), and every node is checked against the schema here, so each
+error can point at the node that caused it. Every error is a :class:`~surgeon.errors.RuleError` whose message
+starts with ``file:line:column:`` (1-based) and, inside a rule, ``rule 'name':``.
 """
 
 from __future__ import annotations
@@ -12,39 +11,31 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import Node, SequenceNode
 
-from .blocks import BlockInfo, get_block, list_blocks
-from .blocks._registry import INIT_MODES, validate_block_args
-from .checkpoint import CONTAINER_KEYS, RECIPE_KEY, read_checkpoint
-from .errors import BlockError, CheckpointError, RuleError, SelectorError, SurgeonError
-from .match import POSITIONS, IntFilter, Rule, Selector, dotted_glob, parse_int_filter
-from .recipe import Recipe
+from .blocks import INIT_MODES, BlockInfo, check_init, get_block, list_blocks, validate_block_args
+from .errors import BlockError, SelectorError, SurgeonError
+from .match import POSITIONS, RANGE, SITE_KINDS, Rule, Selector, dotted_glob, parse_int_filter
+from .yaml_nodes import MAX_BYTES, Location, NodeReader, compose, located_error
 
 __all__ = [
     "MAX_BYTES",
     "PRESET_DIR",
     "Location",
     "RuleSet",
-    "is_checkpoint",
     "list_presets",
     "load_rules",
     "locate",
     "parse_rules",
-    "read_recipe",
-    "rules_from_recipe",
 ]
 
-MAX_BYTES = 1 << 20
 PRESET_DIR = Path(__file__).resolve().parent.parent / "rules"
-_MAX_DEPTH = 32
 _MAX_RANGE = 4096
 _TOP_KEYS = ("version", "description", "init", "rules")
 _RULE_KEYS = ("name", "match", "insert", "replace", "allow_empty")
@@ -53,22 +44,7 @@ _REPLACE_KEYS = ("block", "args")
 _INT_FILTERS = ("kernel", "stride", "groups", "dilation", "in_channels", "out_channels", "stage", "index")
 _SELECTOR_KEYS = ("kind", "class", "name", "regex", *_INT_FILTERS, "every", "offset", "exclude")
 _CONV_ONLY = ("kernel", "groups", "dilation")
-_KINDS = ("block", "bottleneck", "residual", "conv", "module")
 _RULE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,63}")
-_SCALAR_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null")}
-_RANGE = re.compile(r"\s*(-?\d+)\s*(?:-|\.\.)\s*(-?\d+)\s*")
-
-
-@dataclass(frozen=True)
-class Location:
-    """A place in a rules file; ``line`` and ``column`` count from 1."""
-
-    file: str
-    line: int
-    column: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}"
 
 
 class RuleSet(list):  # list[Rule], plus where each rule was written
@@ -86,122 +62,9 @@ def list_presets() -> list[str]:
     return sorted(path.stem for path in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
 
 
-def _text_location(file: str, text: str, index: int) -> Location:
-    before = text[:index]
-    return Location(file, before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1)
-
-
-def _error(where: Location, message: str, rule: str | None = None) -> RuleError:
-    return RuleError(f"{where}: {f'rule {rule!r}: ' if rule else ''}{message}")
-
-
-class _Loader(yaml.SafeLoader):
-    """The safe loader, refusing aliases: rules never need them, and they are how expansion bombs are built."""
-
-    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.MarkedYAMLError(problem="aliases (*name) are not allowed in rules files",
-                                       problem_mark=self.peek_event().start_mark)
-        return super().compose_node(parent, index)
-
-
-def _compose(data: str | bytes, file: str) -> tuple[Node | None, _Loader]:
-    if len(data) > MAX_BYTES:
-        raise _error(Location(file, 1, 1), f"file too large ({len(data):,} bytes; rules files are limited to "
-                                           f"{MAX_BYTES:,})")
-    if isinstance(data, bytes):
-        try:
-            data = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            where = _text_location(file, data[: exc.start].decode("utf-8", "replace"), exc.start)
-            raise _error(where, "not UTF-8 text") from None
-    try:
-        loader = _Loader(data)  # the reader checks for unprintable characters here already
-        return loader.get_single_node(), loader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
-        at = data[mark.index] if mark and mark.index < len(data) else ""
-        hint = "; quote comparisons and ranges, e.g. \">=256\"" if at in ("<", ">", "!", "=") else ""
-        raise _error(where, f"invalid YAML: {exc.problem or exc.context}{hint}") from None
-    except yaml.reader.ReaderError as exc:
-        raise _error(_text_location(file, data, exc.position), f"invalid YAML: {exc.reason} "
-                                                                f"(character {exc.character!r})") from None
-    except (yaml.YAMLError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0]
-        raise _error(Location(file, 1, 1), f"invalid YAML: {reason}") from None
-
-
-class _Reader:
-    """Walks the composed nodes against the schema; ``rule`` names the rule being read, for messages."""
-
-    def __init__(self, file: str, loader: _Loader, trust_code: bool) -> None:
-        self.file, self.loader, self.trust_code = file, loader, trust_code
-        self.rule: str | None = None
-
-    def where(self, node: Node) -> Location:
-        return Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
-
-    def fail(self, node: Node, message: str) -> NoReturn:
-        raise _error(self.where(node), message, self.rule)
-
-    def mapping(self, node: Node, keys: Sequence[str] | None, what: str) -> dict[str, tuple[Node, Node]]:
-        """The entries of a mapping node by key; ``keys`` lists the valid ones (``None``: any name)."""
-        if not isinstance(node, MappingNode) or node.tag != "tag:yaml.org,2002:map":
-            self.fail(node, f"{what} must be a mapping of keys to values")
-        found: dict[str, tuple[Node, Node]] = {}
-        for key_node, value_node in node.value:
-            key = self.scalar(key_node, "a key") if isinstance(key_node, ScalarNode) else None
-            if not isinstance(key, str):
-                self.fail(key_node, f"keys of {what} must be names")
-            if keys is not None and key not in keys:
-                close = difflib.get_close_matches(key, keys, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                self.fail(key_node, f"unknown key {key!r} in {what}{hint}; valid keys: {', '.join(keys)}")
-            if key in found:
-                self.fail(key_node, f"duplicate key {key!r} in {what}")
-            found[key] = (key_node, value_node)
-        return found
-
-    def scalar(self, node: Node, what: str) -> Any:
-        if not isinstance(node, ScalarNode):
-            shape = "list" if isinstance(node, SequenceNode) else "mapping"
-            self.fail(node, f"{what} must be a single value, not a {shape}")
-        if node.tag not in _SCALAR_TAGS:
-            self.fail(node, f"{what}: unsupported YAML type {node.tag!r}; use plain numbers, strings and booleans")
-        try:
-            return self.loader.construct_object(node)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
-            self.fail(node, f"{what}: cannot read {node.value!r} ({str(exc).splitlines()[0] if str(exc) else exc})")
-
-    def typed(self, node: Node, kind: type | tuple[type, ...], what: str, expected: str) -> Any:
-        value = self.scalar(node, what)
-        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple)
-                                                                                     else (kind,))):
-            self.fail(node, f"{what} must be {expected}, got {value!r}")
-        return value
-
-    def choice(self, node: Node, choices: Sequence[str], what: str) -> str:
-        value = self.scalar(node, what)
-        if value not in choices:
-            self.fail(node, f"{what} must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    def plain(self, node: Node, what: str, depth: int = 0) -> Any:
-        """A block option's value: a scalar, or lists and mappings of them."""
-        if depth > _MAX_DEPTH:
-            self.fail(node, f"{what} is nested too deeply")
-        if isinstance(node, SequenceNode) and node.tag == "tag:yaml.org,2002:seq":
-            return [self.plain(item, what, depth + 1) for item in node.value]
-        if isinstance(node, MappingNode) and node.tag == "tag:yaml.org,2002:map":
-            return {self.typed(key, str, f"a key of {what}", "a name"): self.plain(value, what, depth + 1)
-                    for key, value in node.value}
-        return self.scalar(node, what)
-
-
-def _int_filter(reader: _Reader, node: Node, key: str) -> Any:
+def _int_filter(reader: NodeReader, node: Node, key: str) -> Any:
     value = reader.plain(node, key)
-    ranged = _RANGE.fullmatch(value) if isinstance(value, str) else None
+    ranged = RANGE.fullmatch(value) if isinstance(value, str) else None
     if ranged and int(ranged.group(2)) - int(ranged.group(1)) > _MAX_RANGE:
         reader.fail(node, f"{key}: range {value!r} is too wide; use a comparison such as '>={ranged.group(1)}'")
     try:
@@ -210,14 +73,14 @@ def _int_filter(reader: _Reader, node: Node, key: str) -> Any:
         reader.fail(node, str(exc))
 
 
-def _selector(reader: _Reader, node: Node, what: str = "match", depth: int = 0) -> Selector:
+def _selector(reader: NodeReader, node: Node, what: str = "match", depth: int = 0) -> Selector:
     fields = reader.mapping(node, _SELECTOR_KEYS, what)
     if not fields:
         reader.fail(node, f"{what} is empty and would select every site; give at least one key such as 'kind: block'")
     values: dict[str, Any] = {}
     kind = None
     if "kind" in fields:
-        kind = values["kind"] = reader.choice(fields["kind"][1], _KINDS, "kind")
+        kind = values["kind"] = reader.choice(fields["kind"][1], SITE_KINDS, "kind")
     for key in ("class", "name", "regex"):
         if key in fields:
             values["cls" if key == "class" else key] = reader.typed(fields[key][1], str, key, "a string")
@@ -255,7 +118,7 @@ def _selector(reader: _Reader, node: Node, what: str = "match", depth: int = 0) 
         reader.fail(node, str(exc))
 
 
-def _block(reader: _Reader, node: Node, op: str) -> BlockInfo:
+def _block(reader: NodeReader, node: Node, op: str) -> BlockInfo:
     name = reader.typed(node, str, "block", "a block name")
     if ":" in name and not reader.trust_code:
         reader.fail(node, f"block {name!r} imports and runs code; pass --trust-code (trust_code=True) if you "
@@ -278,7 +141,7 @@ def _block(reader: _Reader, node: Node, op: str) -> BlockInfo:
     return info
 
 
-def _args(reader: _Reader, node: Node, info: BlockInfo) -> dict[str, Any]:
+def _args(reader: NodeReader, node: Node, info: BlockInfo) -> dict[str, Any]:
     fields = reader.mapping(node, None, "args")
     args: dict[str, Any] = {}
     for key, (key_node, value_node) in fields.items():
@@ -293,7 +156,7 @@ def _args(reader: _Reader, node: Node, info: BlockInfo) -> dict[str, Any]:
     return args
 
 
-def _rule(reader: _Reader, node: Node, number: int, default_init: str, taken: dict[str, Location]) -> Rule:
+def _rule(reader: NodeReader, node: Node, number: int, default_init: str, taken: dict[str, Location]) -> Rule:
     name = reader.rule = f"#{number}"
     fields = reader.mapping(node, _RULE_KEYS, "a rule")
     if "name" in fields:
@@ -344,12 +207,12 @@ def parse_rules(data: str | bytes, file: str = "<string>", *, init: str | None =
     Raises:
         RuleError: anything wrong with the document; the message starts with ``file:line:column:``.
     """
-    if init is not None and init not in INIT_MODES:
-        raise ValueError(f"init must be one of {', '.join(INIT_MODES)}, got {init!r}")
-    root, loader = _compose(data, file)
+    if init is not None:
+        check_init(init)  # a BlockError, which is a ValueError: the caller passed it, there is no node to point at
+    root, loader = compose(data, file)
     if root is None:
-        raise _error(Location(file, 1, 1), "empty rules file; it needs 'version: 1' and 'rules:'")
-    reader = _Reader(file, loader, trust_code)
+        raise located_error(Location(file, 1, 1), "empty rules file; it needs 'version: 1' and 'rules:'")
+    reader = NodeReader(file, loader, trust_code)
     top = reader.mapping(root, _TOP_KEYS, "the document")
     if "version" not in top:
         reader.fail(root, "missing 'version: 1' at the top")
@@ -380,12 +243,12 @@ def _read_file(path: Path, shown: str) -> bytes:
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:
-            raise _error(Location(shown, 1, 1), f"file too large ({size:,} bytes; rules files are limited to "
-                                                f"{MAX_BYTES:,})")
+            raise located_error(Location(shown, 1, 1),
+                                f"file too large ({size:,} bytes; rules files are limited to {MAX_BYTES:,})")
         with path.open("rb") as file:
             return file.read(MAX_BYTES + 1)
     except OSError as exc:
-        raise _error(Location(shown, 1, 1), f"cannot read the rules file ({exc.strerror or exc})") from None
+        raise located_error(Location(shown, 1, 1), f"cannot read the rules file ({exc.strerror or exc})") from None
 
 
 def load_rules(source: str | os.PathLike[str] | bytes | Mapping[str, Any] | Sequence[Rule], *,
@@ -402,7 +265,7 @@ def load_rules(source: str | os.PathLike[str] | bytes | Mapping[str, Any] | Sequ
         try:
             text = yaml.safe_dump(dict(source), sort_keys=False)
         except yaml.YAMLError as exc:
-            raise _error(Location("<dict>", 1, 1), f"not plain data: {str(exc).splitlines()[0]}") from None
+            raise located_error(Location("<dict>", 1, 1), f"not plain data: {str(exc).splitlines()[0]}") from None
         return parse_rules(text, "<dict>", init=init, trust_code=trust_code)
     if isinstance(source, Sequence) and not isinstance(source, str):
         if not all(isinstance(rule, Rule) for rule in source):
@@ -414,14 +277,15 @@ def load_rules(source: str | os.PathLike[str] | bytes | Mapping[str, Any] | Sequ
     if "\n" in text or text.lstrip().startswith(("version:", "{")):
         return parse_rules(text, init=init, trust_code=trust_code)
     if "\n" not in text and os.path.isdir(text):
-        raise _error(Location(text, 1, 1), "is a directory; give a rules file (.yaml) or a preset name")
+        raise located_error(Location(text, 1, 1), "is a directory; give a rules file (.yaml) or a preset name")
     if text in list_presets():
         preset = PRESET_DIR / f"{text}.yaml"
         return parse_rules(_read_file(preset, f"rules/{text}.yaml"), f"rules/{text}.yaml", init=init,
                            trust_code=trust_code)
     close = difflib.get_close_matches(text, list_presets(), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise _error(Location(text, 1, 1), f"no such rules file or preset{hint}; presets: {', '.join(list_presets())}")
+    raise located_error(Location(text, 1, 1),
+                        f"no such rules file or preset{hint}; presets: {', '.join(list_presets())}")
 
 
 def locate(exc: SurgeonError, rules: Sequence[Rule]) -> SurgeonError:
@@ -435,40 +299,5 @@ def locate(exc: SurgeonError, rules: Sequence[Rule]) -> SurgeonError:
     for rule in rules:
         prefix = f"rule {rule.name!r}: "
         if message.startswith(prefix) and rule.name in locations:
-            return _error(locations[rule.name], message[len(prefix):], rule.name)
+            return located_error(locations[rule.name], message[len(prefix):], rule.name)
     return exc
-
-
-def is_checkpoint(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a file in torch's zip checkpoint format (as attn-surgeon writes them)."""
-    return os.path.isfile(path) and zipfile.is_zipfile(path)
-
-
-def read_recipe(path: str | os.PathLike[str]) -> Recipe:
-    """The recipe stored in a checkpoint written by attn-surgeon (read with ``weights_only=True``).
-
-    Raises:
-        CheckpointError: unreadable file, or a checkpoint without a recipe.
-    """
-    data = read_checkpoint(path)
-    candidates = [data, *(data.get(key) for key in CONTAINER_KEYS)] if isinstance(data, Mapping) else [data]
-    for candidate in candidates:
-        metadata = getattr(candidate, "_metadata", None)
-        if isinstance(metadata, Mapping) and RECIPE_KEY in metadata:
-            return Recipe.from_dict(metadata[RECIPE_KEY])
-    raise CheckpointError(f"{path}: holds no attn-surgeon recipe; only checkpoints written by attn-surgeon do")
-
-
-def rules_from_recipe(recipe: Recipe) -> RuleSet:
-    """One rule per recorded step, selecting exactly the recorded site (by name, kind and channels), in order.
-
-    Planned on the same base architecture, these rules give the recorded plan again, so the rewrite names every
-    new module as recorded; a model without the recorded site (or with other channels there) fails to match.
-    """
-    rules = []
-    for step in recipe.steps:
-        channel_filter = {"in_channels" if step.position == "before" else "out_channels": IntFilter((step.channels,))}
-        selector = Selector(kind=step.kind, regex=re.escape(step.site), **(channel_filter if step.channels else {}))
-        rules.append(Rule(selector, step.block, step.op, step.position, dict(step.args), step.init,
-                          step.rule or "recipe"))
-    return RuleSet(rules, "<recipe>")

@@ -19,9 +19,8 @@ from typing import Literal
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
-from .probe import default_input_shape, probe_guard, probe_input
+from .tensors import default_input_shape, eval_mode, flatten_outputs, probe_guard, probe_input
 from .trace import (
     TracedModule,
     contains_conv,
@@ -32,9 +31,11 @@ from .trace import (
     watch_training_reads,
 )
 
-__all__ = ["Site", "SiteTable", "find_sites", "probe_input"]  # probe_input: re-exported, it lived here
+__all__ = ["POSITIONS", "Position", "Site", "SiteTable", "find_sites", "probe_input"]
 
 SiteKind = Literal["block", "conv", "module"]
+Position = Literal["residual", "after", "before"]
+POSITIONS: tuple[Position, ...] = ("residual", "after", "before")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,19 @@ class Site:
     @property
     def channels(self) -> int:
         return self.out_channels
+
+    def channels_at(self, position: Position | None) -> int:
+        """Channels of the tensor a block at ``position`` sees: the input's (``before``), the residual branch's at
+        the skip addition (``residual``), else the output's (``after``, and a swap's)."""
+        if position == "before":
+            return self.in_channels
+        if position == "residual":
+            return self.residual_channels or self.out_channels
+        return self.out_channels
+
+    def size_at(self, position: Position | None) -> tuple[int, int]:
+        """Spatial size (H, W) of the tensor a block at ``position`` sees."""
+        return self.in_size if position == "before" else self.out_size
 
 
 @dataclass
@@ -203,7 +217,7 @@ def find_sites(model: nn.Module, input_shape: Sequence[int] | None = None) -> Si
     Args:
         model: the model.
         input_shape: the probe batch's shape; ``None`` for the model's declared input size (see
-            :func:`~surgeon.probe.default_input_shape`).
+            :func:`~surgeon.tensors.default_input_shape`).
 
     Raises:
         ModelForwardError: the model raises on the probe batch (it runs only at another input size, say).
@@ -257,20 +271,16 @@ def find_sites(model: nn.Module, input_shape: Sequence[int] | None = None) -> Si
                 branch_shapes[name] = recorder.shape
 
     handles = []
-    saved = [(m, m.training) for m in model.modules()]
     with probe_guard(model, input_shape):  # outside the try: the hooks are gone when it reruns the model alone
         try:
             for module in names:
                 handles.append(module.register_forward_pre_hook(pre_hook))
                 handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
-            model.eval()
-            with torch.no_grad():
-                outputs, _ = tree_flatten(model(probe_input(input_shape, model)))
+            with torch.no_grad(), eval_mode(model):
+                outputs = flatten_outputs(model(probe_input(input_shape, model)))
         finally:
             for handle in handles:
                 handle.remove()
-            for m, training in saved:
-                m.training = training
 
     for name in rejected:
         branch_shapes.pop(name, None)
@@ -280,9 +290,8 @@ def find_sites(model: nn.Module, input_shape: Sequence[int] | None = None) -> Si
         if record is not None and record.out_shape is not None and calls.get(module_name) == calls.get(name):
             branch_shapes[name] = record.out_shape
     sites = _build_sites(model, records, residual, branch_shapes)
-    tensors = [t for t in outputs if isinstance(t, torch.Tensor)]
     blocks = {site.name for site in sites if site.kind == "block"}
-    return SiteTable(sites, tuple(input_shape), untraceable, tensors, {k: v for k, v in traces.items() if k in blocks})
+    return SiteTable(sites, tuple(input_shape), untraceable, outputs, {k: v for k, v in traces.items() if k in blocks})
 
 
 def _feature_map_dims(records: dict[str, _Record], modules: dict[str, nn.Module]) -> tuple[set[int], set[tuple]]:

@@ -2,7 +2,9 @@
 
 The reference holds no copy of the weights: for each original tensor it keeps the tensor itself (a view that
 shares storage) with its storage pointer and autograd version counter. A tensor still under its key, with the
-same storage and an unchanged version counter, cannot have changed; only otherwise are values compared.
+same storage and an unchanged version counter, cannot have changed; one whose storage was written in place since
+(its version counter moved) is reported as changed, since the reference shares that storage and has no old values
+to compare with; only a tensor under new storage is compared by value.
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
-from .probe import probe_guard
+from .tensors import output_deviation, probe_guard, run_outputs
 
 __all__ = ["Reference", "Verification", "capture_reference", "verify", "output_deviation"]
 
@@ -61,18 +62,6 @@ class Verification:
         return self.forward_ok and self.keys_preserved
 
 
-def _run(model: nn.Module, probe: torch.Tensor) -> list[torch.Tensor]:
-    saved = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad():
-            leaves, _ = tree_flatten(model(probe))
-    finally:
-        for m, training in saved:
-            m.training = training
-    return [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
-
-
 def capture_reference(model: nn.Module, probe: torch.Tensor, outputs: list[torch.Tensor] | None = None) -> Reference:
     """Record the original tensors (no copies) and the eval-mode outputs on ``probe`` (run now unless given).
 
@@ -82,25 +71,10 @@ def capture_reference(model: nn.Module, probe: torch.Tensor, outputs: list[torch
     tensors = {key: (tensor, tensor.data_ptr(), tensor._version) for key, tensor in model.state_dict().items()}
     if outputs is None:
         with probe_guard(model, tuple(probe.shape)):
-            outputs = _run(model, probe)
+            outputs = run_outputs(model, probe)
     return Reference(tensors, list(outputs), probe)
 
 
-def output_deviation(reference: Iterable[torch.Tensor], outputs: Iterable[torch.Tensor]) -> tuple[float, float]:
-    """``(max abs diff, relative diff)`` over matching output tensors; ``inf`` if their structure differs."""
-    reference, outputs = list(reference), list(outputs)
-    if len(reference) != len(outputs) or any(a.shape != b.shape for a, b in zip(reference, outputs)):
-        return float("inf"), float("inf")
-    max_abs, scale = 0.0, 0.0
-    for a, b in zip(reference, outputs):
-        if a.numel() == 0:
-            continue
-        if not a.is_floating_point():
-            max_abs = max(max_abs, 0.0 if torch.equal(a, b) else float("inf"))
-            continue
-        max_abs = max(max_abs, (a.float() - b.float()).abs().max().item())
-        scale = max(scale, a.float().abs().max().item())
-    return max_abs, (max_abs / scale if scale > 0 else max_abs)
 
 
 def verify(model: nn.Module, reference: Reference, removed_by_swap: Iterable[str] = ()) -> Verification:
@@ -114,13 +88,14 @@ def verify(model: nn.Module, reference: Reference, removed_by_swap: Iterable[str
         current = state.get(key)
         if current is None:
             result.missing_keys.append(key)
-        elif current.data_ptr() == pointer and current._version == version and current.shape == tensor.shape:
-            continue
+        elif current.data_ptr() == pointer and current.shape == tensor.shape:
+            if current._version != version:
+                result.changed_keys.append(key)
         elif current.shape != tensor.shape or current.dtype != tensor.dtype or not torch.equal(current, tensor):
             result.changed_keys.append(key)
     result.added_keys = [key for key in state if key not in reference.tensors]
     try:
-        outputs = _run(model, reference.probe)
+        outputs = run_outputs(model, reference.probe)
     except Exception as exc:  # the report states the failure; the caller decides whether it is fatal
         result.error = f"{type(exc).__name__}: {exc}"
         return result

@@ -20,8 +20,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import surgeon
-from surgeon.checkpoint import atomic_write, load_model, read_checkpoint, save_model
+from surgeon.checkpoint import atomic_write, read_checkpoint
 from surgeon.errors import CheckpointError, ModelLoadError, OutputExistsError
+from surgeon.pipeline import load_model, save_model
 
 SHAPE = (1, 3, 64, 64)
 

@@ -19,7 +19,7 @@ from torch import nn
 import surgeon
 from surgeon.cli import cli
 from surgeon.errors import ModelForwardError
-from surgeon.probe import declared_input_shape, default_input_shape, probe_guard
+from surgeon.tensors import declared_input_shape, default_input_shape, probe_guard
 from tests.fixtures.sized_models import SizedNet, declared_sized_net
 
 FIXTURES = "tests.fixtures.sized_models"

@@ -25,10 +25,12 @@ from click.testing import CliRunner
 
 import surgeon
 from examples.yolo.tiny_dataset import write_classify_dataset, write_detect_dataset
-from surgeon.checkpoint import build_arch, load_model
+from surgeon.arch import build_arch
 from surgeon.cli import cli as main
 from surgeon.errors import CheckpointError, ModelLoadError
 from surgeon.integrations import ultralytics as integration
+from surgeon.integrations.ultralytics import training as hook
+from surgeon.pipeline import load_model
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="ultralytics not installed")
 
@@ -427,7 +429,7 @@ def test_weights_never_go_silently_into_a_model_without_blocks(patched: tuple[Pa
 
     source = _saved_model(patched[0])
     target = DetectionModel("yolov8n.yaml", verbose=False)
-    monkeypatch.setattr(integration, "_replay", lambda *args: None)  # as if replaying had been bypassed
+    monkeypatch.setattr(hook, "_replay", lambda *args: None)  # as if replaying had been bypassed
     with pytest.raises(integration.UltralyticsHookError, match="without its blocks"):
         target.load(source)
 
@@ -447,7 +449,7 @@ def test_unchecked_ultralytics_version_fails_loudly(patched: tuple[Path, str], m
     import ultralytics
     from ultralytics.nn.tasks import load_checkpoint
 
-    monkeypatch.setattr(integration, "_installed", False)
+    monkeypatch.setattr(hook, "_installed", False)
     monkeypatch.setattr(ultralytics, "__version__", "9.1.0")
     with pytest.raises(integration.UltralyticsHookError, match="checked against Ultralytics 8.3, 8.4, not 9.1.0"):
         load_checkpoint(patched[0])
@@ -460,7 +462,7 @@ def test_importing_surgeon_does_not_import_ultralytics_but_hooks_it_once_importe
     code = ("import sys, surgeon\n"
             "assert 'ultralytics' not in sys.modules, 'imported'\n"
             "from ultralytics.nn.tasks import BaseModel, DetectionModel\n"
-            "from surgeon.integrations.ultralytics import _WRAPPED\n"
+            "from surgeon.integrations.ultralytics.training import _WRAPPED\n"
             "assert hasattr(vars(DetectionModel)['__init__'], _WRAPPED) and hasattr(BaseModel.load, _WRAPPED)\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -527,8 +529,10 @@ def test_profile_states_gflops_as_model_info_does(patched: tuple[Path, str]) -> 
     report = json.loads(result.output)
     reported = YOLO(patched[0]).info()[3]  # (layers, parameters, gradients, GFLOPs) at 640, as it prints them
     for row in report["models"]:
-        assert row["ultralytics"]["imgsz"] == 640 and row["ultralytics"]["gflops"] > 0
-    assert report["models"][1]["ultralytics"]["info_gflops"] == pytest.approx(reported)
+        counted = row["framework_flops"]
+        assert counted["framework"] == "ultralytics" and counted["counter"] == "model.info()"
+        assert counted["input_shape"] == [3, 640, 640] and counted["gflops"] > 0 and counted["reported_gflops"] > 0
+    assert report["models"][1]["framework_flops"]["reported_gflops"] == pytest.approx(reported)
     assert any("model.info() reports" in note for note in report["notes"])
 
 

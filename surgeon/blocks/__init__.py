@@ -4,25 +4,43 @@ Importing this package registers every built-in block; see :func:`list_blocks`.
 """
 
 from ._helpers import IdentityGate, make_divisible, reduced_channels
-from ._registry import BlockInfo, block_arguments, create_block, get_block, list_blocks, register_block
-from .bam import BAM
-from .cbam import CBAM
-from .ccnet import CrissCrossAttention
-from .coord import CoordAttention
-from .danet import ChannelAttention, PositionAttention
-from .eca import EfficientChannelAttention, eca_kernel_size
-from .gc import GlobalContext
-from .mhsa import BottleneckMHSA
-from .non_local import NonLocalBlock
-from .residual_attention import ResidualAttention
-from .scconv import SCBottleneckStem, SCConv
-from .se import SqueezeExcite
-from .simam import SimAM
-from .sk import SelectiveKernel
-from .triplet import TripletAttention
+from ._registry import (
+    INIT_MODES,
+    SITE_ARGS,
+    BlockInfo,
+    SwapBlock,
+    block_arguments,
+    builtin_registration,
+    check_init,
+    create_block,
+    get_block,
+    is_builtin_block,
+    list_blocks,
+    register_block,
+    validate_block_args,
+)
+
+with builtin_registration():  # every block registered by the imports below is one of ours
+    from .bam import BAM
+    from .cbam import CBAM
+    from .ccnet import CrissCrossAttention
+    from .coord import CoordAttention
+    from .danet import ChannelAttention, PositionAttention
+    from .eca import EfficientChannelAttention, eca_kernel_size
+    from .gc import GlobalContext
+    from .mhsa import BottleneckMHSA
+    from .non_local import NonLocalBlock
+    from .residual_attention import ResidualAttention
+    from .scconv import SCBottleneckStem, SCConv
+    from .se import SqueezeExcite
+    from .simam import SimAM
+    from .sk import SelectiveKernel
+    from .triplet import TripletAttention
 
 __all__ = [
     "BAM",
+    "INIT_MODES",
+    "SITE_ARGS",
     "BlockInfo",
     "BottleneckMHSA",
     "CBAM",
@@ -40,13 +58,17 @@ __all__ = [
     "SelectiveKernel",
     "SimAM",
     "SqueezeExcite",
+    "SwapBlock",
     "TripletAttention",
     "block_arguments",
+    "check_init",
     "create_block",
     "eca_kernel_size",
     "get_block",
+    "is_builtin_block",
     "list_blocks",
     "make_divisible",
     "reduced_channels",
     "register_block",
+    "validate_block_args",
 ]

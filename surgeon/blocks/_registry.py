@@ -4,7 +4,12 @@ Contract of a registered block:
 
 * ``kind="insert"``: ``Block(channels, **kwargs)``; NCHW in, the same shape out.
 * ``kind="swap"``: ``Block(in_channels, out_channels, stride=1, **kwargs)``; replaces a conv unit
-  (conv → norm → activation) with the same input/output channels and stride.
+  (conv → norm → activation) with the same input/output channels and stride, and implements :class:`SwapBlock`.
+
+What the surgery needs to know about a block is declared once, when it is registered, and read from its
+:class:`BlockInfo` from then on: how many conv units a swap replaces and whether it applies the activation itself
+(its :class:`SwapBlock` class attributes), which facts of the site it takes as options (``site_args``), and whether
+it is one of ours (built in: tested to keep the input's shape and to return a fresh tensor).
 
 Blocks that support both initialisation modes take ``init="paper" | "identity"``; ``identity`` makes the block
 compute the identity function when created, so a patched pretrained model keeps its outputs.
@@ -15,16 +20,22 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from torch import nn
 
 from ..errors import BlockError
 
 __all__ = [
+    "INIT_MODES",
+    "SITE_ARGS",
     "BlockInfo",
+    "SwapBlock",
+    "check_init",
+    "is_builtin_block",
     "register_block",
     "get_block",
     "list_blocks",
@@ -35,6 +46,21 @@ __all__ = [
 
 BlockKind = Literal["insert", "swap"]
 INIT_MODES = ("identity", "paper")
+SITE_ARGS = ("feat_size", "groups")
+"""Facts of a site a block may take as options: ``feat_size`` (an insert block: the site's spatial size (H, W)) and
+``groups`` (a swap: the replaced conv's groups). Each is passed unless the user sets the option."""
+
+
+class SwapBlock(Protocol):
+    """What a swap block's class declares about it: two class attributes and one method, all required."""
+
+    units: ClassVar[int]
+    """Conv units it replaces: 1, or 2 for the selected unit and the unit it feeds (SCBottleneck)."""
+    replaces_activation: ClassVar[bool]
+    """It applies its own activation, so the replaced unit's activation leaves the forward."""
+
+    def inherit_conv_weights(self, conv: nn.Conv2d, norm: nn.Module | None) -> list[str]:
+        """Copy what fits of a replaced conv (and its norm); return the names of the parameters set."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +74,11 @@ class BlockInfo:
         aliases: other names that resolve to this entry.
         paper: short citation, e.g. ``"ECA-Net, CVPR 2020 (arXiv:1910.03151)"``.
         defaults: keyword arguments bound by a registered variant (``functools.partial``-like).
+        site_args: facts of the site passed as options (see :data:`SITE_ARGS`).
+        units: conv units a swap replaces (see :class:`SwapBlock`); 1 for insert blocks.
+        replaces_activation: a swap that applies its own activation.
+        builtin: one of attn-surgeon's own blocks: its shape contract is tested, and it always returns a new tensor
+            (never its input or a view of it), so the skip addition after it may be done in place.
     """
 
     name: str
@@ -56,6 +87,10 @@ class BlockInfo:
     aliases: tuple[str, ...] = ()
     paper: str = ""
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    site_args: tuple[str, ...] = ()
+    units: int = 1
+    replaces_activation: bool = False
+    builtin: bool = False
 
     @property
     def summary(self) -> str:
@@ -72,6 +107,34 @@ class BlockInfo:
 
 _REGISTRY: dict[str, BlockInfo] = {}
 _ALIASES: dict[str, str] = {}
+_registering_builtins = False
+
+
+@contextmanager
+def builtin_registration() -> Iterator[None]:
+    """Blocks registered inside are attn-surgeon's own (``BlockInfo.builtin``); only ``surgeon.blocks`` uses it."""
+    global _registering_builtins
+    _registering_builtins = True
+    try:
+        yield
+    finally:
+        _registering_builtins = False
+
+
+def _swap_contract(name: str, factory: Callable[..., nn.Module]) -> dict[str, Any]:
+    """The :class:`SwapBlock` declarations of a swap block's class, read once, when it is registered.
+
+    Raises:
+        BlockError: a factory that is not a class, or a class that leaves out part of the contract.
+    """
+    missing = [member for member in ("units", "replaces_activation", "inherit_conv_weights")
+               if not isinstance(factory, type) or not hasattr(factory, member)]
+    if missing:
+        raise BlockError(f"swap block {name!r} must be a class implementing SwapBlock; it lacks {', '.join(missing)}")
+    if factory.units not in (1, 2) or not isinstance(factory.replaces_activation, bool):
+        raise BlockError(f"swap block {name!r}: units must be 1 or 2 and replaces_activation a bool, got "
+                         f"{factory.units!r} and {factory.replaces_activation!r}")
+    return {"units": factory.units, "replaces_activation": factory.replaces_activation}
 
 
 def register_block(
@@ -80,6 +143,7 @@ def register_block(
     kind: BlockKind = "insert",
     aliases: tuple[str, ...] = (),
     paper: str = "",
+    site_args: tuple[str, ...] = (),
     **defaults: Any,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a block class (or factory) under ``name``; usable as a decorator.
@@ -88,18 +152,32 @@ def register_block(
 
         register_block("gc_mul", fusion="channel_mul")(GlobalContext)
 
+    Args:
+        name: registry name.
+        kind: ``insert`` or ``swap`` (a class implementing :class:`SwapBlock`).
+        aliases: other names.
+        paper: short citation.
+        site_args: facts of the site the block takes as options (:data:`SITE_ARGS`), e.g. ``("feat_size",)``.
+        **defaults: bound options of a variant.
+
     Raises:
-        BlockError: the name or one of the aliases is taken already.
+        BlockError: the name or one of the aliases is taken already, an unknown kind or site argument, or a swap
+            block that does not declare its :class:`SwapBlock` contract.
     """
     if kind not in ("insert", "swap"):
         raise BlockError(f"block kind must be 'insert' or 'swap', got {kind!r}")
+    unknown = [arg for arg in site_args if arg not in SITE_ARGS]
+    if unknown:
+        raise BlockError(f"unknown site argument {unknown[0]!r}; valid: {', '.join(SITE_ARGS)}")
 
     def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise BlockError(f"block name {key!r} is already registered")
+        contract = _swap_contract(name, factory) if kind == "swap" else {}
         info = BlockInfo(name=name, factory=factory, kind=kind, aliases=tuple(aliases), paper=paper,
-                         defaults=dict(defaults))
+                         defaults=dict(defaults), site_args=tuple(site_args), builtin=_registering_builtins,
+                         **contract)
         _REGISTRY[name] = info
         for alias in aliases:
             _ALIASES[alias] = name
@@ -139,6 +217,22 @@ def get_block(name: str) -> BlockInfo:
 def list_blocks(kind: BlockKind | None = None) -> list[BlockInfo]:
     """Every registered block, sorted by name, optionally only one kind."""
     return [info for _, info in sorted(_REGISTRY.items()) if kind is None or info.kind == kind]
+
+
+def is_builtin_block(module: nn.Module) -> bool:
+    """Whether ``module`` is an instance of one of attn-surgeon's own block classes (exactly, not a subclass)."""
+    return any(info.builtin and type(module) is info.factory for info in _REGISTRY.values())
+
+
+def check_init(init: str) -> str:
+    """``init`` itself if it is one of :data:`INIT_MODES`.
+
+    Raises:
+        BlockError: any other value.
+    """
+    if init not in INIT_MODES:
+        raise BlockError(f"init must be one of {', '.join(INIT_MODES)}, got {init!r}")
+    return init
 
 
 def block_arguments(info: BlockInfo) -> dict[str, inspect.Parameter]:
@@ -216,9 +310,7 @@ def create_block(name: str | BlockInfo, *args: Any, init: str | None = None, **k
     """
     info = name if isinstance(name, BlockInfo) else get_block(name)
     validate_block_args(info, kwargs)
-    if init is not None:
-        if init not in INIT_MODES:
-            raise BlockError(f"init must be one of {', '.join(INIT_MODES)}, got {init!r}")
+    if init is not None and check_init(init):
         if info.supports_init:
             kwargs["init"] = init
     try:

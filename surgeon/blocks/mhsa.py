@@ -62,7 +62,7 @@ def _largest_divisor_at_most(channels: int, limit: int) -> int:
     return max(d for d in range(1, max(1, min(limit, channels)) + 1) if channels % d == 0)
 
 
-@register_block("mhsa", aliases=("botnet",),
+@register_block("mhsa", aliases=("botnet",), site_args=("feat_size",),
                 paper="Bottleneck Transformers for Visual Recognition, CVPR 2021 (arXiv:2101.11605)")
 class BottleneckMHSA(nn.Module):
     """BoTNet multi-head self-attention over all H·W positions with 2-D relative position logits.

@@ -90,7 +90,7 @@ class SelfCalibration(nn.Module):
         return self.k3(x) * torch.sigmoid(x + context)
 
 
-@register_block("scconv", kind="swap", paper=_PAPER)
+@register_block("scconv", kind="swap", site_args=("groups",), paper=_PAPER)
 class SCConv(SelfCalibration):
     """Self-calibrated convolution; ends with BN, so the replaced unit's activation still follows.
 
@@ -104,6 +104,7 @@ class SCConv(SelfCalibration):
         upsample: ``"nearest"`` (official code) or ``"bilinear"`` (the paper).
     """
 
+    units = 1
     replaces_activation = False
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *, groups: int = 1,
@@ -126,7 +127,7 @@ class SCConv(SelfCalibration):
         return ["k4.0.weight"] + [f"k4.1.{name}" for name in copy_norm(self.k4[1], norm)]
 
 
-@register_block("scbottleneck", kind="swap", paper=_PAPER)
+@register_block("scbottleneck", kind="swap", site_args=("groups",), paper=_PAPER)
 class SCBottleneckStem(nn.Module):
     """SCBottleneck's two branches (1x1 → plain 3x3 | 1x1 → SCConv), concatenated and activated.
 

@@ -57,7 +57,7 @@ def _in_place(act: Callable[..., nn.Module]) -> nn.Module:
         return act()
 
 
-@register_block("sk", aliases=("selective_kernel",), kind="swap",
+@register_block("sk", aliases=("selective_kernel",), kind="swap", site_args=("groups",),
                 paper="Selective Kernel Networks, CVPR 2019 (arXiv:1903.06586)")
 class SelectiveKernel(nn.Module):
     """Selective Kernel convolution: M dilated 3x3 paths mixed by a per-channel softmax attention.
@@ -76,6 +76,7 @@ class SelectiveKernel(nn.Module):
         act_layer: activation of the paths and of the attention's hidden layer (ReLU in the paper).
     """
 
+    units = 1
     replaces_activation = True
 
     def __init__(

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from .. import __version__
+from .._version import __version__
 from ..errors import SurgeonError
 from ._console import err
 

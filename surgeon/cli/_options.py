@@ -6,18 +6,21 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
-from ..checkpoint import LoadedModel, is_spec, load_model
+from ..checkpoint import LoadedModel
 from ..errors import ModelForwardError
+from ..pipeline import load_model
+from ..tensors import DEFAULT_INPUT_SHAPE
 from ._console import err, progress
 
 __all__ = ["LoadOptions", "model_options", "note", "input_shape_option", "parse_shape", "parse_assignments",
-           "load_source", "default_output", "model_errors"]
+           "load_source", "model_errors", "note_detection"]
+
+_SHAPE_EXAMPLE = ",".join(map(str, DEFAULT_INPUT_SHAPE))
 
 
 def note(message: str) -> None:
@@ -29,9 +32,10 @@ def parse_shape(value: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(v) for v in value.replace("x", ",").split(","))
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers like 1,3,224,224, got {value!r}") from None
+        raise click.BadParameter(f"expected comma-separated integers like {_SHAPE_EXAMPLE}, got {value!r}") from None
     if len(shape) != 4 or min(shape) < 1:
-        raise click.BadParameter(f"expected an NCHW shape of four positive integers like 1,3,224,224, got {value!r}")
+        raise click.BadParameter(f"expected an NCHW shape of four positive integers like {_SHAPE_EXAMPLE}, "
+                                 f"got {value!r}")
     return shape
 
 
@@ -58,7 +62,7 @@ def input_shape_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--input-shape", callback=_shape_callback, metavar="N,C,H,W",
                         help="Probe batch shape used to measure sites and the output deviation [default: the input "
                              "size the model declares (timm's pretrained config, an Ultralytics model's imgsz, "
-                             "299 for Inception v3), else 1,3,224,224].")(func)
+                             f"299 for Inception v3), else {_SHAPE_EXAMPLE}].")(func)
 
 
 @contextmanager
@@ -79,6 +83,10 @@ class LoadOptions:
     arch_args: tuple[str, ...] = ()
     trust_pickle: bool = False
     trust_code: bool = False
+
+    def arch_options(self) -> dict[str, Any]:
+        """``arch`` and the parsed ``arch_args``, as the library's loaders take them."""
+        return {"arch": self.arch, "arch_args": parse_assignments(self.arch_args, "--arch-args")}
 
 
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -108,16 +116,12 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def load_source(source: str, load: LoadOptions) -> LoadedModel:
     """Load MODEL as the command line says, showing progress and what architecture detection found."""
     with progress(f"Loading {source}"):
-        loaded = load_model(source, arch=load.arch, arch_args=parse_assignments(load.arch_args, "--arch-args"),
-                            trust_code=load.trust_code, trust_pickle=load.trust_pickle)
-    if loaded.detection is not None:
-        note(f"{source}: {loaded.detection.describe()}")
+        loaded = load_model(source, trust_code=load.trust_code, trust_pickle=load.trust_pickle, **load.arch_options())
+    note_detection(source, loaded)
     return loaded
 
 
-def default_output(source: str, suffix: str) -> Path:
-    """``resnet50_eca.pt`` for ``torchvision:resnet50``; ``ckpt_eca.pt`` beside ``ckpt.pt``."""
-    if is_spec(source):
-        return Path(f"{source.rsplit(':', 1)[-1]}_{suffix}.pt")
-    path = Path(source)
-    return path.with_name(f"{path.stem}_{suffix}{path.suffix or '.pt'}")
+def note_detection(source: str, loaded: LoadedModel) -> None:
+    """Say which architecture was detected for MODEL, if it was."""
+    if loaded.detection is not None:
+        note(f"{source}: {loaded.detection.describe()}")

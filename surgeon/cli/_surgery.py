@@ -1,4 +1,5 @@
-"""What ``insert``, ``swap`` and ``apply`` share: run rules on a model source, save, report.
+"""What ``insert``, ``swap`` and ``apply`` share: their output options, and the rendering of what
+:func:`surgeon.pipeline.patch` did.
 
 Beside the checkpoint ``X.pt`` go ``X.report.json`` (the surgery summary, with the profile report of original
 against patched under ``profile``) and ``X.report.html`` (that profile as a self-contained page). ``--profile``
@@ -9,36 +10,22 @@ surgery stays fast), ``full`` (also latency, peak memory and the time of each bl
 
 from __future__ import annotations
 
-import copy
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ..checkpoint import FORMATS, atomic_write, save_model
-from ..errors import OutputExistsError
+from ..checkpoint import FORMATS, default_output
+from ..frameworks import writes_directory
 from ..match import Rule
-from ..pipeline import run_surgery
-from ..probe import default_input_shape
-from ..profile.latency import quiet_profiler_logs
-from ..profile.output import render_text
-from ..profile.report import model_facts
-from ..report import FULL_PROFILE_RUNS, PROFILE_MODES, surgery_profile, surgery_summary
+from ..pipeline import PatchResult, patch
+from ..recipe import Recipe
+from ..report import FULL_PROFILE_RUNS, PROFILE_MODES
 from ._console import out, print_json, progress, table, warn
-from ._options import LoadOptions, default_output, load_source, model_errors
+from ._options import LoadOptions, model_errors, note_detection
 
-__all__ = ["run_rules_command", "report_path", "html_report_path", "render_plan", "profile_option", "format_option",
-           "output_options"]
-
-
-def report_path(output: Path) -> Path:
-    return output.with_name(output.stem + ".report.json")
-
-
-def html_report_path(output: Path) -> Path:
-    return output.with_name(output.stem + ".report.html")
+__all__ = ["run_rules_command", "render_plan", "profile_option", "format_option", "output_options"]
 
 
 def profile_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -59,12 +46,6 @@ def format_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def _check_outputs(paths: list[Path], force: bool) -> None:
-    for path in paths:
-        if path.exists() and not force:
-            raise OutputExistsError(f"{path}: exists; pass --force to overwrite it")
-
-
 def render_plan(summary: dict, title: str) -> None:
     view = table(title, ("site", "class", "stage", "index", "channels", "action", "block", "params"),
                  right=("stage", "index", "channels", "params"))
@@ -82,9 +63,9 @@ def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options every surgery command shares: what to write, where, and how to report it."""
     for option in reversed((
         format_option,
-        click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Patched checkpoint to write [default: MODELNAME_BLOCK.pt]; its report (.report.json, "
-                          ".report.html) goes beside it."),
+        click.option("-o", "--output", type=click.Path(path_type=Path),
+                     help="Patched checkpoint to write [default: MODELNAME_BLOCK.pt; a directory MODELNAME_BLOCK for a "
+                          "transformers model]; its report (.report.json, .report.html) goes beside it."),
         click.option("--dry-run", is_flag=True, help="Print the plan; change and write nothing."),
         click.option("--force", is_flag=True, help="Overwrite existing output files."),
         profile_option,
@@ -94,59 +75,46 @@ def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def run_rules_command(source: str, rules: list[Rule], *, load: LoadOptions,
-                     input_shape: tuple[int, ...] | None, output: Path | None, suffix: str, dry_run: bool, force: bool,
-                     as_json: bool, profile: str = "counts", fmt: str | None = None) -> None:
-    if output is None:
-        output = default_output(source, suffix)
-        output = output.with_suffix(".safetensors") if fmt == "safetensors" else output
-    report = report_path(output)
-    html = html_report_path(output) if profile != "off" else None
-    if not dry_run:
-        _check_outputs([output, report, *([html] if html else [])], force)
-    loaded = load_source(source, load)
-    input_shape = input_shape or default_input_shape(loaded.module)
-    shown = ",".join(map(str, input_shape))
-    before = original = None
-    with model_errors(source, input_shape):
-        if not dry_run and profile == "counts":
-            with progress("Counting the original model"):
-                before = model_facts(loaded.module, source, input_shape[1:])
-        elif not dry_run and profile == "full":
-            original = copy.deepcopy(loaded.module)  # surgery is in place; the full profile times both models
-        with progress("Finding sites and rewriting"):
-            result = run_surgery(loaded.module, rules, input_shape=input_shape, base=loaded.spec,
-                                 arch_args=loaded.arch_args, dry_run=dry_run)
-        summary = surgery_summary(result, source, None if dry_run else str(output))
-        if dry_run:
-            title = f"Plan for {source} at input {shown} (dry run, nothing written)"
-            print_json(summary) if as_json else render_plan(summary, title)
-            return
-        quiet_profiler_logs()
-        summary["profile"] = surgery_profile(profile, result, before=before, original=original,
-                                             names=(source, "patched"), input_shape=input_shape, step=progress)
-    del original
-    with progress(f"Saving {output}"):
-        dropped = save_model(result.model, output, result.recipe, loaded.layout, force=force,
-                             protect=(loaded.path,) if loaded.path else (), fmt=fmt)
-        atomic_write(report, lambda f: f.write(json.dumps(summary, indent=2, default=str).encode()), force=force)
-        if html is not None:
-            page = render_text(summary["profile"], "html").encode("utf-8")
-            atomic_write(html, lambda f: f.write(page), force=force)
-    if dropped:
-        warn(f"dropped {', '.join(dropped)} from the container: optimizer state cannot match the new parameters")
-    for note in dropped.notes:
-        warn(note)
+def run_rules_command(source: str, rules: Sequence[Rule] | Recipe | str, *, load: LoadOptions,
+                      input_shape: tuple[int, ...] | None, output: Path | None, dry_run: bool, force: bool,
+                      as_json: bool, profile: str = "counts", fmt: str | None = None, init: str | None = None,
+                      suffix: str | None = None) -> PatchResult:
+    """Run :func:`surgeon.pipeline.patch` as the command line asks, and render what it did.
+
+    ``suffix`` names the default output (``MODEL_SUFFIX.pt``) instead of the pipeline's choice.
+    """
+    if output is None and suffix:
+        output = default_output(source, suffix, fmt)
+    elif output is not None and output.is_dir() and not writes_directory(source):
+        raise click.BadParameter(f"{output} is a directory; give a file path", param_hint="'-o' / '--output'")
+    with model_errors(source):
+        result = patch(source, rules, output, trust_code=load.trust_code, trust_pickle=load.trust_pickle,
+                       input_shape=input_shape, init=init, profile=profile, fmt=fmt, dry_run=dry_run, force=force,
+                       step=progress, **load.arch_options())
+    note_detection(source, result.loaded)
+    summary = result.summary
+    shown = ",".join(map(str, summary["input_shape"]))
+    if dry_run:
+        title = f"Plan for {source} at input {shown} (dry run, nothing written)"
+        print_json(summary) if as_json else render_plan(summary, title)
+        return result
+    if result.dropped:
+        warn(f"dropped {', '.join(result.dropped)} from the container: optimizer state cannot match the new "
+             "parameters")
+    for message in result.notes:
+        warn(message)
     if as_json:
         print_json(summary)
-        return
+        return result
     params, check = summary["parameters"], summary["verification"]
     what = sorted({f"{row['block']} ({row['position'] or row['op']})" for row in summary["plan"]})
     out.print(f"Patched [bold]{summary['sites_patched']}[/bold] sites of {source} with {', '.join(what)}.")
     out.print(f"Parameters: {params['before']:,} → {params['after']:,} ({params['added']:+,})")
-    if loaded.path is not None:  # the user's own weights: say that every one of them came along
+    if result.loaded.path is not None:  # the user's own weights: say that every one of them came along
         out.print(f"Weights: transferred {check['transferred_tensors']:,}/{check['original_tensors']:,} original "
                   f"tensors, {check['added_keys']:,} new")
     out.print(f"Output deviation on a probe batch of {shown}: max abs {check['max_abs_diff']:.3g} "
               f"(relative {check['rel_diff']:.3g}); original keys preserved: {check['keys_preserved']}")
-    out.print(f"Wrote {output}, {report}" + (f" and {html}" if html else ""), highlight=False)
+    written = f" and {result.html}" if result.html else ""
+    out.print(f"Wrote {result.output}, {result.report}{written}", highlight=False)
+    return result

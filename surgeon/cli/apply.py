@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from ..errors import CheckpointError, NoMatchError, SelectorError
-from ..rules import list_presets, load_rules, locate, read_recipe, rules_from_recipe
+from ..blocks import INIT_MODES
+from ..checkpoint import read_recipe
+from ..rules import list_presets
 from ._options import LoadOptions, input_shape_option, model_options
 from ._surgery import output_options, run_rules_command
 
@@ -28,10 +29,10 @@ Presets (rules/*.yaml; the language is described in rules/README.md):
 @click.command("apply", epilog=EXAMPLES)
 @click.argument("model")
 @click.argument("rules", required=False)
-@click.option("--recipe", type=click.Path(dir_okay=False, path_type=Path),
-              help="Replay the surgery recorded in this patched checkpoint instead of RULES (same sites, blocks, "
-                   "options and module names).")
-@click.option("--init", type=click.Choice(["identity", "paper"]),
+@click.option("--recipe", type=click.Path(path_type=Path),
+              help="Replay the surgery recorded in this patched checkpoint (or transformers model directory) instead "
+                   "of RULES (same sites, blocks, options and module names).")
+@click.option("--init", type=click.Choice(INIT_MODES),
               help="Override the init of every insert rule: identity (the patched model computes what the original "
                    "did) or paper (each block exactly as published).")
 @input_shape_option
@@ -46,27 +47,11 @@ def apply(model: str, rules: str | None, recipe: Path | None, init: str | None, 
     error names the file, line, column and rule. Every original weight keeps its key and value. --trust-code also
     allows blocks given as package.module:Class in RULES (importing them runs code).
     """
-    trust_code = load.trust_code
     if (rules is None) == (recipe is None):
         raise click.UsageError("give RULES (a rules file or a preset name) or --recipe PATCHED.pt, not both"
                                if rules else "missing RULES (a rules file or a preset name) or --recipe PATCHED.pt")
     if recipe is not None and init:
         raise click.UsageError("--init applies to RULES; --recipe replays the recorded init of each block")
-    if recipe is not None:
-        recorded = read_recipe(recipe)
-        imported = sorted({step.block for step in recorded.steps if ":" in step.block})
-        if imported and not trust_code:  # a file must never import code the user did not name on the command line
-            raise CheckpointError(f"{recipe}: its recipe inserts {', '.join(imported)}, which imports and runs code; "
-                                  "pass --trust-code if you trust it")
-        ruleset, suffix = rules_from_recipe(recorded), "replayed"
-        input_shape = input_shape or recorded.input_shape  # the sites were found, and named, at this shape
-    else:
-        ruleset, suffix = load_rules(rules, init=init, trust_code=trust_code), Path(rules).stem
-    try:
-        run_rules_command(model, ruleset, load=load, input_shape=input_shape, output=output,
-                          suffix=suffix, dry_run=dry_run, force=force, as_json=as_json, profile=profile, fmt=fmt)
-    except (NoMatchError, SelectorError) as exc:
-        if recipe is not None:
-            raise CheckpointError(f"{recipe}: its recipe does not fit {model} ({exc}); is it the same base "
-                                  "architecture?") from None
-        raise locate(exc, ruleset) from None
+    source = read_recipe(recipe, trust_code=load.trust_code) if recipe is not None else rules
+    run_rules_command(model, source, load=load, input_shape=input_shape, output=output, init=init,
+                      dry_run=dry_run, force=force, as_json=as_json, profile=profile, fmt=fmt)

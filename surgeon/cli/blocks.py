@@ -7,8 +7,7 @@ import inspect
 import click
 import torch
 
-from ..blocks import block_arguments, create_block, get_block, list_blocks
-from ..blocks._registry import BlockInfo
+from ..blocks import BlockInfo, block_arguments, create_block, get_block, list_blocks
 from ._console import out, print_json, table
 
 EXAMPLES = """\b

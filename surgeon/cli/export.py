@@ -8,7 +8,7 @@ import click
 
 from ..errors import OutputExistsError
 from ..export import TARGETS, default_export_path, export_model, require_exporter
-from ..probe import default_input_shape
+from ..tensors import default_input_shape
 from ._console import out, print_json, progress
 from ._options import LoadOptions, input_shape_option, load_source, model_errors, model_options
 

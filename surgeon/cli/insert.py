@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..blocks import get_block
-from ..match import Rule, parse_site_spec
+from ..blocks import INIT_MODES
+from ..pipeline import insert_rule
 from ._options import LoadOptions, input_shape_option, model_options, parse_assignments
 from ._surgery import output_options, run_rules_command
 
@@ -34,7 +34,7 @@ Examples:
                    "output (after; default otherwise) or on its input (before).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Block option (repeatable), e.g. --set k_size=3 --set rd_ratio=0.25.")
-@click.option("--init", type=click.Choice(["identity", "paper"]), default="identity", show_default=True,
+@click.option("--init", type=click.Choice(INIT_MODES), default="identity", show_default=True,
               help="identity: the patched model computes exactly what the original did until fine-tuned; "
                    "paper: the block exactly as published.")
 @click.option("--stage", help="Only these stages (from 1), e.g. 3, 2,3 or 2-4.")
@@ -51,10 +51,7 @@ def insert(model: str, block: str, site: str, position: str | None, settings: tu
     Every original weight keeps its key and value; the new blocks add keys under their own names. The output
     loads with torch.load(weights_only=True) and rebuilds with surgeon.load().
     """
-    info = get_block(block)
-    selector = parse_site_spec(site, stage=stage, stride=stride)
-    rule = Rule(selector, block, "insert", position, parse_assignments(settings, "--set"), init,
-                name=f"--block {block} --after {site}")
-    run_rules_command(model, [rule], load=load, input_shape=input_shape, output=output,
-                     suffix=info.name.rsplit(":", 1)[-1].lower(), dry_run=dry_run, force=force, as_json=as_json,
-                     profile=profile, fmt=fmt)
+    rule = insert_rule(block, site, position, init=init, args=parse_assignments(settings, "--set"), stage=stage,
+                       stride=stride, name=f"--block {block} --after {site}")
+    run_rules_command(model, [rule], load=load, input_shape=input_shape, output=output, dry_run=dry_run,
+                      force=force, as_json=as_json, profile=profile, fmt=fmt)

@@ -7,14 +7,11 @@ from pathlib import Path
 import click
 import torch
 
-from ..checkpoint import is_spec
+from ..arch import is_spec
 from ..errors import OutputExistsError
-from ..integrations import ultralytics
-from ..probe import ULTRALYTICS_IMGSZ
 from ..profile import profile_models
 from ..profile.latency import quiet_profiler_logs
 from ..profile.output import FORMATS, format_for_path, render_text, write_report
-from ..profile.report import model_facts
 from ..profile.render import render_profile
 from ._console import out, progress
 from ._options import LoadOptions, input_shape_option, load_source, model_errors, model_options
@@ -27,27 +24,6 @@ Examples:
   attn-surgeon profile timm:resnet50 --compare gc_r4.pt --runs 0 --json
   attn-surgeon profile ultralytics:yolov8n.yaml --compare y8_cbam.pt --trust-pickle --runs 0
 """
-
-
-def _ultralytics_gflops(report: dict, modules: list[torch.nn.Module], names: list[str]) -> None:
-    """Beside our counts, GFLOPs the way Ultralytics' ``model.info()`` reports them, at its default image size.
-
-    Ultralytics counts with thop: 2 x the MACs of convolutions and linear layers, none of the element-wise, pooling
-    and normalisation work attention blocks are made of; both are stated at that image size, in the report's notes
-    and under each model's ``ultralytics`` entry.
-    """
-    for row, module, name in zip(report["models"], modules, names):
-        if not ultralytics.is_ultralytics_model(module):
-            continue
-        imgsz = ULTRALYTICS_IMGSZ  # what model.info() counts at unless told otherwise
-        theirs = ultralytics.info_gflops(module, imgsz)
-        channels = module.yaml.get("channels", 3)
-        ours = model_facts(module, name, (channels, imgsz, imgsz)).counts.flops / 1e9
-        row["ultralytics"] = {"imgsz": imgsz, "info_gflops": theirs, "gflops": ours}
-        stated = "unavailable (thop is not installed)" if theirs is None else f"{theirs:.1f} GFLOPs"
-        report["notes"].append(f"{name} at Ultralytics' default imgsz={imgsz}: model.info() reports {stated} "
-                               f"(thop: 2 x conv/linear MACs); attn-surgeon counts {ours:.2f} GFLOPs (2 x MACs plus "
-                               "element-wise, pooling, softmax and normalisation work).")
 
 
 def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
@@ -118,8 +94,6 @@ def profile(model: str, compare: str | None, input_shape: tuple[int, ...] | None
         report = profile_models(base.module, other.module if other else None, input_shape=input_shape,
                                 batch_sizes=batch_sizes, runs=runs, warmup=warmup, threads=threads,
                                 names=(model, compare), share_weights=share, step=progress)
-    _ultralytics_gflops(report, [base.module, *([other.module] if other else [])], [model, *([compare] if compare
-                                                                                              else [])])
     if output is not None:
         write_report(report, output, fmt, force=force)
         out.print(f"Wrote {output}", highlight=False)

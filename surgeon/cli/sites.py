@@ -6,8 +6,8 @@ import dataclasses
 
 import click
 
-from ..integrations import ultralytics
-from ..sites import find_sites
+from ..frameworks import model_places
+from ..pipeline import sites as find_sites
 from ._console import out, print_json, progress, table
 from ._options import LoadOptions, input_shape_option, load_source, model_errors, model_options
 
@@ -40,7 +40,7 @@ def sites(model: str, kind: tuple[str, ...], input_shape: tuple[int, ...] | None
         found = find_sites(loaded.module, input_shape)
     input_shape = found.input_shape
     kinds = {"block", "conv", "module"} if "all" in kind else (set(kind) or {"block", "conv"})
-    places = ultralytics.places(loaded.module) if ultralytics.is_ultralytics_model(loaded.module) else {}
+    places = model_places(loaded.module)
     chosen = [site for site in found.sites if site.kind in kinds or site.name in places]
     if as_json:
         print_json({"model": model, "input_shape": list(input_shape), "untraceable": found.untraceable,

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..blocks import get_block
-from ..errors import BlockError
-from ..match import Rule, Selector, parse_site_spec
+from ..pipeline import swap_rule
 from ._options import LoadOptions, input_shape_option, model_options, parse_assignments
 from ._surgery import output_options, run_rules_command
 
@@ -39,16 +37,7 @@ def swap(model: str, block: str, conv: str, stride: int | None, stage: str | Non
     allow. The swapped units' keys are replaced (the documented exception); every other key is preserved, and
     the report states the measured output deviation.
     """
-    info = get_block(block)
-    if info.kind != "swap":
-        raise BlockError(f"{block!r} is an insert block; swap takes a swap block (scconv, sk, ...) — "
-                         f"use `attn-surgeon insert --block {block}` to insert it")
-    spec = conv if not conv[0].isdigit() else f"conv{conv}"
-    selector = parse_site_spec(spec, stride=stride, stage=stage)
-    if selector.kind is None:
-        selector = Selector(**{**selector.__dict__, "kind": "conv"})
-    rule = Rule(selector, block, "replace", None, parse_assignments(settings, "--set"), "paper",
-                name=f"--with {block} --conv {conv}")
-    run_rules_command(model, [rule], load=load, input_shape=input_shape, output=output,
-                     suffix=info.name, dry_run=dry_run, force=force, as_json=as_json, profile=profile,
-                      fmt=fmt)
+    rule = swap_rule(block, conv, args=parse_assignments(settings, "--set"), stage=stage, stride=stride,
+                     name=f"--with {block} --conv {conv}")
+    run_rules_command(model, [rule], load=load, input_shape=input_shape, output=output, dry_run=dry_run,
+                      force=force, as_json=as_json, profile=profile, fmt=fmt)

@@ -36,9 +36,10 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_any, tree_map_only
 
+from ..tensors import eval_mode
 from .formulas import CONVENTIONS, ELEMENTWISE, FORMULAS, FREE, Formula, arg
 
-__all__ = ["CONVENTIONS", "CountResult", "ModuleCount", "OpCount", "count_ops", "eval_mode"]
+__all__ = ["CONVENTIONS", "CountResult", "ModuleCount", "OpCount", "count_ops"]
 
 
 @dataclass
@@ -260,18 +261,6 @@ def _restore_meta_attributes(model: nn.Module) -> Iterator[None]:
                             current[key] = before[key]
                         else:
                             del current[key]
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode and give every submodule its own train/eval flag back on exit."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def count_ops(model: nn.Module, inputs: tuple[Tensor, ...] | Tensor, *, execution: str = "auto") -> CountResult:

@@ -33,7 +33,7 @@ from itertools import chain
 import torch
 from torch import Tensor, nn
 
-from .counting import eval_mode
+from ..tensors import eval_mode
 
 __all__ = ["LatencyResult", "compare_latency", "machine_name", "measure_latency", "peak_memory",
            "quiet_profiler_logs"]

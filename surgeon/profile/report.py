@@ -13,21 +13,26 @@ import platform
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
-from ..pipeline import recipe_of
-from ..probe import DEFAULT_INPUT_SHAPE, declared_input_shape, probe_guard, probe_input
-from ..recipe import Recipe, versions
-from ..verify import output_deviation
+from ..recipe import Recipe, recipe_of, versions
+from ..tensors import (
+    DEFAULT_INPUT_SHAPE,
+    declared_input_shape,
+    device_of,
+    output_deviation,
+    probe_guard,
+    probe_input,
+    run_outputs,
+)
 from .attribution import SITE_TIMING_METHOD, time_blocks
-from .counting import CONVENTIONS, CountResult, count_ops, eval_mode
+from .counting import CONVENTIONS, CountResult, count_ops
 from .format import threads as threads_label
 from .latency import LatencyResult, compare_latency, machine_name, measure_latency, peak_memory
+from .reference import add_framework_flops
 
 __all__ = ["SCHEMA_VERSION", "Step", "ModelFacts", "model_facts", "count_report", "profile_models",
            "adopt_original_weights"]
@@ -132,7 +137,8 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_sh
     Returns:
         ``schema_version``; ``conventions`` (how each figure is obtained); ``input``; ``environment`` (machine,
         device, threads, versions); ``models`` (per model: ``parameters``, ``trainable``, ``macs``, ``flops``,
-        ``operators``, ``uncounted_ops``, ``latency`` and ``peak_memory`` per batch size); with ``other``,
+        ``operators``, ``uncounted_ops``, ``latency`` and ``peak_memory`` per batch size, and for a model of a
+        registered framework ``framework_flops``: its own GFLOPs count beside ours at its input); with ``other``,
         ``delta`` and ``deviation``; ``sites``: one row per inserted block of the patched model (where it went,
         parameters, MACs, FLOPs, measured time and share of the model's latency); ``site_timing``.
 
@@ -147,7 +153,8 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_sh
     adopted = adopt_original_weights(model, other) if share_weights and other is not None else None
     with step("Counting MACs and FLOPs"):
         facts = [model_facts(m, names[i], input_shape[1:]) for i, m in enumerate(models)]
-    report = _skeleton(facts, input_shape, batch_sizes if runs > 0 else [], str(_device_of(model)))
+    report = _skeleton(facts, input_shape, batch_sizes if runs > 0 else [], str(device_of(model)))
+    add_framework_flops(report, models, names)
     latencies: list[list[LatencyResult]] = [[] for _ in models]
     if runs > 0:
         latencies = _time_models(models, names, report, batch_sizes, runs=runs, warmup=warmup, threads=threads,
@@ -268,7 +275,7 @@ def _delta(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _guards(models: list[nn.Module], names: tuple[str | None, str | None],
             shape: Sequence[int]) -> AbstractContextManager[Any]:
-    """A :func:`~surgeon.probe.probe_guard` for each model: a failure is blamed on the model that fails alone."""
+    """A :func:`~surgeon.tensors.probe_guard` for each model: a failure is blamed on the model that fails alone."""
     stack = ExitStack()
     for model, name in zip(models, names):
         stack.enter_context(probe_guard(model, shape, name))
@@ -276,9 +283,8 @@ def _guards(models: list[nn.Module], names: tuple[str | None, str | None],
 
 
 def _outputs(model: nn.Module, probe: torch.Tensor, name: str | None) -> list[torch.Tensor]:
-    with probe_guard(model, probe.shape, name), torch.inference_mode(), eval_mode(model):
-        leaves, _ = tree_flatten(model(probe))
-    return [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
+    with probe_guard(model, probe.shape, name):
+        return run_outputs(model, probe)
 
 
 def _weights_in_common(model: nn.Module, other: nn.Module) -> dict[str, int]:
@@ -297,7 +303,7 @@ def _deviation(model: nn.Module, other: nn.Module, input_shape: Sequence[int], a
                names: tuple[str | None, str | None]) -> dict[str, Any]:
     probe = probe_input(tuple(input_shape), model)
     deviation = output_deviation(_outputs(model, probe, names[0]),
-                                 _outputs(other, probe.to(_device_of(other)), names[1]))
+                                 _outputs(other, probe.to(device_of(other)), names[1]))
     entry = _deviation_entry(input_shape, deviation, _weights_in_common(model, other))
     if adopted is not None:
         entry["weights"]["adopted"] = adopted
@@ -370,11 +376,6 @@ def _site_timing_summary(latencies: list[list[LatencyResult]], batch_size: int,
     if len(latencies) == 2 and patched_index == 1:
         summary["measured_delta_ms"] = model_ms - latencies[0][0].median_ms
     return summary
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    tensor = next(chain(model.parameters(), model.buffers()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def _json_safe(value: Any) -> Any:

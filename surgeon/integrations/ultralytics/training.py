@@ -1,10 +1,4 @@
-"""Ultralytics YOLO: model yaml specs, native checkpoints, and inserted blocks kept through Ultralytics' training.
-
-Specs ``ultralytics:yolov8n.yaml`` (any model yaml Ultralytics ships: ``yolo11s-seg.yaml``, ``yolov8n-cls.yaml``)
-build with random weights and download nothing. A checkpoint file as Ultralytics writes it pickles the model under
-``model``/``ema``; it is read only with ``trust_pickle``, through Ultralytics' own restricted loader
-(``torch_safe_load(..., safe_only=True)``) where that accepts the file. A patched model is written back in the same
-layout, pickled whole, so ``YOLO("out.pt")`` and the ``yolo`` command load it as they load any checkpoint.
+"""The training hook: inserted blocks kept wherever Ultralytics rebuilds a model from its yaml.
 
 Why a hook: Ultralytics' trainer does not train the module it was given. It rebuilds the network from
 ``model.yaml`` (``trainer.get_model(cfg=model.yaml, weights=model)``) and copies over the tensors whose names
@@ -21,39 +15,33 @@ one place (:func:`install`), two methods of ``ultralytics.nn.tasks``:
 
 The hook is installed when a recipe-carrying ``model.yaml`` is unpickled (it carries :class:`YamlRecipe`, whose
 unpickling installs it first), when ``surgeon`` is imported after Ultralytics, or when Ultralytics is imported after
-``surgeon``; importing ``surgeon`` never imports Ultralytics. It checks the Ultralytics version and the signatures
-it wraps, and raises :class:`UltralyticsHookError` rather than let a patched model train without its blocks.
+``surgeon`` (:func:`install_when_used`); importing ``surgeon`` never imports Ultralytics. It checks the Ultralytics
+version and the signatures it wraps, and raises :class:`UltralyticsHookError` rather than let a patched model train
+without its blocks.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import datetime
 import functools
 import importlib.abc
 import importlib.util
 import inspect
-import logging
 import os
-import pickle
 import re
 import sys
 import threading
 import warnings
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from ..checkpoint import FRAMEWORKS, Framework, Layout
-from ..errors import ModelLoadError, SurgeonError
-from ..pipeline import recipe_of, replay
-from ..probe import ULTRALYTICS_IMGSZ
-from ..recipe import Recipe
+from ...errors import SurgeonError
+from ...pipeline import recipe_of, replay
+from ...recipe import Recipe
 
-__all__ = ["CHECKED_VERSIONS", "MODEL_CLASSES", "YAML_KEY", "UltralyticsHookError", "YamlRecipe", "build",
-           "info_gflops", "install", "is_ultralytics_model", "places", "register"]
+__all__ = ["CHECKED_VERSIONS", "MODEL_CLASSES", "YAML_KEY", "UltralyticsHookError", "YamlRecipe", "install",
+           "install_when_used", "record_recipe"]
 
 YAML_KEY = "attn_surgeon"
 # Ultralytics releases whose model construction the hook was read against and tested with, as (major, minor).
@@ -83,9 +71,6 @@ class YamlRecipe(dict):
 def _unpickle_yaml_recipe(data: dict[str, Any]) -> YamlRecipe:
     install()
     return YamlRecipe(data)
-
-
-# ---------------------------------------------------------------------------------------------------- the hook
 
 
 def _version_problem(version: str) -> str | None:
@@ -233,136 +218,16 @@ def _install_quietly() -> None:
         warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
 
 
-def _install_when_used() -> None:
+def install_when_used() -> None:
+    """Install now if Ultralytics is imported, else right after it is (never importing it here)."""
     if "ultralytics.nn.tasks" in sys.modules:
         _install_quietly()
     elif not any(isinstance(finder, _InstallOnImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _InstallOnImport())
 
 
-# ---------------------------------------------------------------------------------------------------- files and specs
-
-
-def build(name: str, **arch_args: Any) -> nn.Module:
-    """``ultralytics:NAME.yaml``: the model Ultralytics builds from that yaml, random weights, nothing downloaded.
-
-    ``arch_args``: ``nc`` (number of classes) and ``ch`` (input channels), as Ultralytics' model classes take them.
-    """
-    if not name.endswith((".yaml", ".yml")):
-        raise ModelLoadError(f"ultralytics:{name}: give a model yaml (ultralytics:yolov8n.yaml, yolo11s-seg.yaml); "
-                             "for trained weights pass the .pt file itself, with --trust-pickle")
-    unknown = set(arch_args) - {"nc", "ch"}
-    if unknown:
-        raise ModelLoadError(f"ultralytics:{name}: unknown argument {sorted(unknown)[0]!r}; valid: nc, ch")
-    from ultralytics import YOLO
-    from ultralytics.utils import LOGGER
-
-    level = LOGGER.level
-    LOGGER.setLevel(logging.WARNING)  # ClassificationModel prints its summary even with verbose=False
-    try:
-        model = YOLO(name, verbose=False).model
-        if arch_args:
-            rebuilt = type(model)(model.yaml, verbose=False, **arch_args)
-            rebuilt.args, rebuilt.task = model.args, model.task
-            model = rebuilt
-    except FileNotFoundError:
-        raise ModelLoadError(f"ultralytics:{name}: Ultralytics has no model yaml by that name "
-                             "(e.g. yolov8n.yaml, yolo11n.yaml, yolov8n-seg.yaml, yolo11n-cls.yaml)") from None
-    finally:
-        LOGGER.setLevel(level)
-    return model
-
-
-def _native_layout(model: nn.Module) -> Layout:
-    """The layout of ``YOLO(...).save(path)``: the model pickled whole under ``model``, with its metadata."""
-    import ultralytics
-
-    extras = {"ema": None, "date": datetime.datetime.now().astimezone().isoformat(), "version": ultralytics.__version__,
-              "license": "AGPL-3.0 License (https://ultralytics.com/license)", "docs": "https://docs.ultralytics.com"}
-    return Layout("container", key="model", extras=extras, pickled=True, framework="ultralytics")
-
-
-def _owns(global_name: str) -> bool:
-    return global_name.startswith("ultralytics.")
-
-
-def is_ultralytics_model(model: nn.Module) -> bool:
-    """A model of Ultralytics' ``nn.tasks`` (YOLO detection, segmentation, classification, ...)."""
-    return any(cls.__module__.startswith("ultralytics.nn.") for cls in type(model).__mro__[:-1]) and hasattr(
-        model, "yaml")
-
-
-def _restricted_load(path: Path) -> Any:
-    """Ultralytics' own weights-only loader, or ``None`` where it refuses the file (a patched model's classes).
-
-    As Ultralytics documents, the classes a restricted load allows stay allowed for ``torch.load(weights_only=True)``
-    in this process.
-    """
-    from ultralytics.nn.tasks import torch_safe_load
-
-    if path.suffix.lower() != ".pt":
-        return None
-    try:
-        checkpoint = torch_safe_load(str(path), safe_only=True)[0]
-    except (TypeError, pickle.UnpicklingError, ModuleNotFoundError, AttributeError, RuntimeError):
-        return None
-    # Ultralytics 8.3's safe_only stands placeholders in for the classes it does not rebuild: only a real model counts
-    model = (checkpoint.get("ema") or checkpoint.get("model")) if isinstance(checkpoint, dict) else None
-    return checkpoint if isinstance(model, nn.Module) else None
-
-
-def _adopt(model: nn.Module) -> nn.Module:
-    """As Ultralytics' ``load_checkpoint`` does: checkpoints store half precision, models run in float."""
-    if is_ultralytics_model(model) and recipe_of(model) is not None:
-        install()  # a patched model from a file: it must not reach a trainer without the hook
-    return model.float()
-
-
-def _to_pickle(model: nn.Module, recipe: Recipe) -> nn.Module:
-    """What ``YOLO.save()`` pickles: a half-precision copy. The recipe goes into ``model.yaml`` (of the caller's model
-    too), the only part of a model that Ultralytics' trainer rebuilds from."""
+def record_recipe(model: nn.Module, recipe: Recipe) -> None:
+    """Put ``recipe`` into ``model.yaml``, the only part of a model that Ultralytics' trainer rebuilds from."""
     if isinstance(getattr(model, "yaml", None), dict):
         install()
         model.yaml[YAML_KEY] = YamlRecipe(recipe.to_dict())
-    return copy.deepcopy(model).half()
-
-
-def register() -> None:
-    """Register ``ultralytics:`` specs and Ultralytics checkpoint files with :mod:`surgeon.checkpoint`."""
-    FRAMEWORKS["ultralytics"] = Framework(
-        name="ultralytics", title="an Ultralytics checkpoint", build=build, layout=_native_layout, owns=_owns,
-        restricted_load=_restricted_load, adopt=_adopt, to_pickle=_to_pickle)
-    _install_when_used()
-
-
-# ---------------------------------------------------------------------------------------------------- reporting
-
-
-def info_gflops(model: nn.Module, imgsz: int = ULTRALYTICS_IMGSZ) -> float | None:
-    """GFLOPs as ``model.info()`` reports them (Ultralytics' ``get_flops``: thop MACs x 2, at 640 unless told), or
-    ``None`` where Ultralytics cannot count them (thop missing)."""
-    from ultralytics.utils.torch_utils import get_flops
-
-    flops = get_flops(model, imgsz)
-    return float(flops) if flops else None
-
-
-def places(model: nn.Module) -> dict[str, str]:
-    """The places people put attention in a YOLO, by site name: backbone C2f/C3k2, SPPF, P3/P4/P5 head inputs."""
-    layers = getattr(model, "model", None)
-    cfg = getattr(model, "yaml", None)
-    if not isinstance(layers, nn.Sequential) or not isinstance(cfg, dict):
-        return {}
-    backbone = len(cfg.get("backbone", ()))
-    found: dict[str, str] = {}
-    for index, layer in enumerate(layers):
-        kind = type(layer).__name__  # a patched layer's class keeps its original name
-        if index < backbone and kind in ("C2f", "C3k2"):
-            found[f"model.{index}"] = f"backbone {kind}"
-        elif kind == "SPPF":
-            found[f"model.{index}"] = "SPPF"
-    sources = getattr(layers[-1], "f", None)
-    if isinstance(sources, list) and len(sources) == 3:  # a detection-style head reads P3, P4, P5, finest first
-        for level, source in enumerate(sources):
-            found[f"model.{source % len(layers)}"] = f"P{3 + level} head input"
-    return found

@@ -1,0 +1,33 @@
+"""The pipeline: the only layer that knows more than one stage.
+
+It runs them in order — load (:mod:`surgeon.checkpoint`) → sites → match → rewrite → verify → save and report — and
+holds every public entry point built on them. :mod:`.surgery` works on a model in memory (:func:`insert`,
+:func:`swap`, :func:`apply`, :func:`replay`, the rule constructors, the one replay path); :mod:`.checkpoints` on
+files (:func:`load`, :func:`save`, and :func:`patch`, which the CLI's ``insert``, ``swap`` and ``apply`` run).
+Nothing below this package imports it.
+"""
+
+from ..match import plan_from_recipe
+from ..recipe import recipe_of
+from ..report import PatchResult
+from ..rewrite import recipe_from_rewrite
+from ..tensors import DEFAULT_INPUT_SHAPE
+from .checkpoints import load, load_model, patch, save, save_model
+from .surgery import (
+    MODEL_HOOKS,
+    ModelHook,
+    SurgeryResult,
+    apply,
+    insert,
+    insert_rule,
+    replay,
+    replay_surgery,
+    run_surgery,
+    sites,
+    swap,
+    swap_rule,
+)
+
+__all__ = ["DEFAULT_INPUT_SHAPE", "MODEL_HOOKS", "ModelHook", "PatchResult", "SurgeryResult", "apply", "insert",
+           "insert_rule", "load", "load_model", "patch", "plan_from_recipe", "recipe_from_rewrite", "recipe_of",
+           "replay", "replay_surgery", "run_surgery", "save", "save_model", "sites", "swap", "swap_rule"]
