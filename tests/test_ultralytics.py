@@ -270,6 +270,18 @@ def test_output_is_an_ultralytics_checkpoint(patched: tuple[Path, str], plain: P
     assert len(results) == 1
 
 
+def test_surgeon_save_writes_an_ultralytics_checkpoint(tmp_path: Path) -> None:
+    """``surgeon.save`` of a YOLO patched in memory writes what ``YOLO(path)`` loads, blocks and recipe included."""
+    from ultralytics import YOLO
+
+    model = build_arch("ultralytics:yolov8n.yaml")
+    surgeon.apply(model, "yolo_sppf_cbam", input_shape=(1, 3, 64, 64))
+    surgeon.save(model, tmp_path / "sppf.pt")
+    yolo = YOLO(tmp_path / "sppf.pt")
+    assert _blocks(yolo.model) == ["model.9.cbam_after"] and integration.YAML_KEY in yolo.model.yaml
+    assert surgeon.recipe_of(yolo.model) is not None
+
+
 def test_ultralytics_fusion_keeps_the_blocks(patched: tuple[Path, str]) -> None:
     from ultralytics import YOLO
 
