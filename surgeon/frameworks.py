@@ -1,7 +1,9 @@
-"""Other frameworks' specs, model directories and native layouts, registered by :mod:`surgeon.integrations`.
+"""Other frameworks' specs, model directories, checkpoint files and native layouts, registered by
+:mod:`surgeon.integrations`.
 
-A leaf: it imports nothing of attn-surgeon, so the modules that read and write models (:mod:`surgeon.checkpoint`)
-consult it without knowing any framework, and each registered callable imports its framework only when called.
+A leaf: it imports nothing of attn-surgeon, so the modules that read and write models (:mod:`surgeon.files`,
+:mod:`surgeon.checkpoint`), the profiler and the CLI consult it without knowing any framework, and each registered
+callable imports its framework only when called.
 """
 
 from __future__ import annotations
