@@ -354,6 +354,18 @@ def test_plain_checkpoint_trains_as_before(workdir: Path, plain: Path, data: Pat
     assert type(model).__mro__[1].__name__ == "BaseModel" and model.yaml["nc"] == 2
 
 
+def test_model_a_yolo_holds_trains_with_blocks_patched_in_memory(workdir: Path, plain: Path, data: Path) -> None:
+    """The README's Python route: patch the model a ``YOLO`` holds, then train it with Ultralytics."""
+    from ultralytics import YOLO
+
+    yolo = YOLO(plain)
+    surgeon.apply(yolo.model, "yolo_sppf_cbam", input_shape=(1, 3, 64, 64))
+    yolo.train(data=str(data), project=str(workdir / "runs"), name="in_memory", **TRAIN)
+    for name in ("last.pt", "best.pt"):
+        model = _saved_model(workdir / "runs" / "in_memory" / "weights" / name)
+        assert _blocks(model) == ["model.9.cbam_after"] and integration.YAML_KEY in model.yaml
+
+
 def test_yolo_command_trains_the_patched_network(workdir: Path, patched: tuple[Path, str], data: Path) -> None:
     from ultralytics.cfg import entrypoint
 
@@ -555,4 +567,5 @@ def test_yolo_example_runs(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(ROOT / "examples" / "yolo" / "run.py"), "--out", str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "Weights: transferred 355/355 original tensors, 66 new" in done.stdout  # as the README quotes it
     assert "6 CBAM blocks after Ultralytics' training" in done.stdout
