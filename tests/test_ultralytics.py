@@ -569,3 +569,5 @@ def test_yolo_example_runs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Weights: transferred 355/355 original tensors, 66 new" in done.stdout  # as the README quotes it
     assert "6 CBAM blocks after Ultralytics' training" in done.stdout
+    seconds = re.search(r"; (\d+) s in all", done.stdout)
+    assert seconds and int(seconds[1]) < 60, "the README promises under a minute on CPU"
