@@ -506,7 +506,8 @@ def _expected(preset: str, model: torch.nn.Module) -> int:
 PRESETS = ("yolo_backbone_cbam", "yolo_c2f_cbam", "yolo_sppf_cbam", "yolo_neck_cbam")
 
 
-@pytest.mark.parametrize("spec", ["yolov8n.yaml", "yolo11n.yaml", "yolov8s-seg.yaml", "yolo11s.yaml"])
+@pytest.mark.parametrize("spec", ["yolov8n.yaml", "yolov8s.yaml", "yolov8s-seg.yaml", "yolo11n.yaml",
+                                  "yolo11n-seg.yaml", "yolo11s.yaml"])
 def test_presets_put_blocks_where_named(spec: str) -> None:
     from surgeon.rules import load_rules
 
