@@ -32,12 +32,14 @@ class ReferenceFlops:
         counter: what the user runs to see the number (``model.info()``).
         method: how that counter counts (``thop: 2 x conv/linear MACs``).
         image_shape: the ``(C, H, W)`` input it counts at (the framework's default image size).
+        input_label: that input in the framework's words (``Ultralytics' default imgsz=640``).
         gflops: its number, or ``None`` where the framework cannot count here (a counter it needs is missing).
     """
 
     counter: str
     method: str
     image_shape: tuple[int, ...]
+    input_label: str
     gflops: float | None
 
 

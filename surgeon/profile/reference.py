@@ -34,8 +34,7 @@ def add_framework_flops(report: dict[str, Any], models: Sequence[nn.Module], nam
         row["framework_flops"] = {"framework": framework, "counter": reference.counter, "method": reference.method,
                                   "input_shape": list(reference.image_shape), "reported_gflops": reference.gflops,
                                   "gflops": ours}
-        size = "x".join(map(str, reference.image_shape[1:]))
         stated = "cannot count here" if reference.gflops is None else f"reports {reference.gflops:.1f} GFLOPs"
-        report["notes"].append(f"{name} at {framework}'s default input {size}: {reference.counter} {stated} "
+        report["notes"].append(f"{name} at {reference.input_label}: {reference.counter} {stated} "
                                f"({reference.method}); attn-surgeon counts {ours:.2f} GFLOPs (2 x MACs plus "
                                "element-wise, pooling, softmax and normalisation work).")

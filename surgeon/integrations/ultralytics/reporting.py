@@ -29,6 +29,7 @@ def reference_flops(model: nn.Module) -> ReferenceFlops | None:
     channels = model.yaml.get("channels", model.yaml.get("ch", 3))
     return ReferenceFlops(counter="model.info()", method="thop: 2 x conv/linear MACs",
                           image_shape=(int(channels), ULTRALYTICS_IMGSZ, ULTRALYTICS_IMGSZ),
+                          input_label=f"Ultralytics' default imgsz={ULTRALYTICS_IMGSZ}",
                           gflops=info_gflops(model, ULTRALYTICS_IMGSZ))
 
 
