@@ -359,7 +359,7 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, l
     layout = layout or framework_layout(model) or Layout()
     if layout.framework in FRAMEWORKS:
         if fmt is not None:
-            raise CheckpointError(f"a {layout.framework} model is saved in its framework's own layout; --format "
+            raise CheckpointError(f"a model of {layout.framework} is saved in that framework's own layout; --format "
                                   f"{fmt} does not apply")
         return FRAMEWORKS[layout.framework].save(model, path, recipe, layout, force=force, protect=protect)
     path = Path(path)

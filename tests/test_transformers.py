@@ -216,7 +216,8 @@ def test_cli_writes_a_model_directory_beside_the_input(base_dir: Path) -> None:
     result = CliRunner().invoke(cli, ["insert", str(base_dir), "--block", "eca", "--format", "pt", "-o",
                                        str(base_dir.with_name("x.pt"))])
     assert result.exit_code == 1
-    assert "a transformers model is saved in its framework's own layout; --format pt does not apply" in result.output
+    assert ("a model of transformers is saved in that framework's own layout; --format pt does not apply"
+            in result.output)
 
 
 def test_import_surgeon_does_not_import_transformers() -> None:

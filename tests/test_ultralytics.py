@@ -270,6 +270,16 @@ def test_output_is_an_ultralytics_checkpoint(patched: tuple[Path, str], plain: P
     assert len(results) == 1
 
 
+def test_format_does_not_apply_to_an_ultralytics_checkpoint(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["insert", "ultralytics:yolov8n.yaml", "--block", "se", "--after", "SPPF",
+                                       "--input-shape", PROBE, "--profile", "off", "--format", "safetensors",
+                                       "-o", str(tmp_path / "out.safetensors")])
+    assert result.exit_code == 1
+    assert ("a model of ultralytics is saved in that framework's own layout; --format safetensors does not apply"
+            in result.output)
+    assert not (tmp_path / "out.safetensors").exists()
+
+
 def test_surgeon_save_writes_an_ultralytics_checkpoint(tmp_path: Path) -> None:
     """``surgeon.save`` of a YOLO patched in memory writes what ``YOLO(path)`` loads, blocks and recipe included."""
     from ultralytics import YOLO
