@@ -37,8 +37,8 @@ from torch import nn
 from .arch import build_arch, is_spec, meta_model
 from .detect import Detection, common_prefixes, detect_arch, fit_prefix
 from .errors import CheckpointError, ModelLoadError
-from .frameworks import BUILDERS, FRAMEWORKS, framework_layout, framework_of_directory, writes_directory
-from .frameworks import framework_of_module
+from .frameworks import (BUILDERS, FRAMEWORKS, framework_layout, framework_of_directory, framework_of_module,
+                         writes_directory)
 from .files import RECIPE_KEY, atomic_write, file_mode, read_checkpoint
 from .recipe import Recipe, imported_blocks, recipe_of
 
@@ -67,9 +67,8 @@ class Layout:
         pickled: the weights were a whole pickled module (``torch.save(model)``), written back the same way.
         siblings: other entries holding the same weights (EMA copies), by name, with their own key prefix; they get
             the new blocks' keys too.
-        framework: the registered :class:`~surgeon.frameworks.Framework` whose native layout this is (written back
-            in that layout).
-        source: the framework's model directory the model came from (its other files are carried over on save).
+        framework: the registered :class:`~surgeon.frameworks.Framework` whose native layout it is, written back.
+        source: the framework's model directory the model came from (its other files carried over on save).
     """
 
     kind: Literal["spec", "bare", "container"] = "spec"
@@ -344,7 +343,7 @@ def _safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: dict[str, st
 
 def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, layout: Layout | None = None,
                force: bool = False, protect: tuple[str | os.PathLike[str], ...] = (), fmt: str | None = None,
-               patch_sibling: Callable[[nn.Module], nn.Module] | None = None) -> SaveResult:
+               patch_sibling: Callable[[nn.Module], nn.Module] | None = None, pickle_note: bool = True) -> SaveResult:
     """Write ``model``'s weights with ``recipe``, in ``layout``; return the container entries dropped.
 
     Optimizer and scheduler state is dropped (it refers to parameters by position and cannot match the new
@@ -355,6 +354,7 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, l
             input, else ``pt``. A safetensors file holds tensors only, so other container entries are dropped.
         patch_sibling: gives a pickled EMA module beside the weights the same blocks (the pipeline passes its
             replay of ``recipe``); without it such a sibling is written as it was.
+        pickle_note: note how a pickled output loads (off where a framework's own save says it its own way).
     """
     layout = layout or framework_layout(model) or Layout()
     if layout.framework in FRAMEWORKS:
@@ -378,7 +378,7 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, l
         atomic_write(path, lambda file: file.write(payload), force=force, protect=protect)
         return result
     entry: Any = model if layout.pickled else _with_prefix(state, layout.prefix)
-    if layout.pickled:
+    if layout.pickled and pickle_note:
         result.notes.append("the output pickles the whole model, as the input did: it loads only with "
                             "torch.load(weights_only=False) / --trust-pickle, and needs attn-surgeon installed")
     payload: Any = entry

@@ -98,11 +98,11 @@ def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_arg
 
 def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, layout: Layout | None = None,
                force: bool = False, protect: tuple[str | os.PathLike[str], ...] = (),
-               fmt: str | None = None) -> SaveResult:
+               fmt: str | None = None, pickle_note: bool = True) -> SaveResult:
     """:func:`surgeon.checkpoint.save_model`, with a pickled EMA module beside the weights patched by replaying
     ``recipe`` (so it keeps the same keys as the model)."""
     return checkpoint.save_model(model, path, recipe, layout, force=force, protect=protect, fmt=fmt,
-                                 patch_sibling=lambda sibling: replay(sibling, recipe))
+                                 patch_sibling=lambda sibling: replay(sibling, recipe), pickle_note=pickle_note)
 
 
 def save(model: nn.Module, path: str | os.PathLike[str], *, force: bool = False) -> None:

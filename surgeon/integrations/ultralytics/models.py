@@ -114,9 +114,7 @@ def save(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, layout:
     record_recipe(model, recipe)
     pickled = copy.deepcopy(model).half()
     result = save_model(pickled, path, recipe, dataclasses.replace(layout, framework=None, pickled=True), force=force,
-                        protect=protect)
-    # save_model's note on pickled outputs speaks of torch.load; this one loads with Ultralytics like any checkpoint
-    result.notes = [note for note in result.notes if not note.startswith("the output pickles the whole model")]
+                        protect=protect, pickle_note=False)
     result.notes.append("the output is an Ultralytics checkpoint in its own layout, the model pickled whole: "
                         "YOLO(path) and the yolo command load it (here: --trust-pickle) wherever attn-surgeon is "
                         "installed")
