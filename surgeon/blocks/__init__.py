@@ -8,6 +8,7 @@ from ._registry import (
     INIT_MODES,
     SITE_ARGS,
     BlockInfo,
+    Misfit,
     SwapBlock,
     block_arguments,
     builtin_registration,
@@ -27,11 +28,16 @@ with builtin_registration():  # every block registered by the imports below is o
     from .coord import CoordAttention
     from .danet import ChannelAttention, PositionAttention
     from .eca import EfficientChannelAttention, eca_kernel_size
+    from .ela import EfficientLocalAttention
+    from .ema import EfficientMultiScaleAttention
     from .gc import GlobalContext
     from .mhsa import BottleneckMHSA
+    from .mlca import MixedLocalChannelAttention
     from .non_local import NonLocalBlock
     from .residual_attention import ResidualAttention
+    from .sa import ShuffleAttention
     from .scconv import SCBottleneckStem, SCConv
+    from .scsa import SCSA
     from .se import SqueezeExcite
     from .simam import SimAM
     from .sk import SelectiveKernel
@@ -42,20 +48,26 @@ __all__ = [
     "INIT_MODES",
     "SITE_ARGS",
     "BlockInfo",
+    "Misfit",
     "BottleneckMHSA",
     "CBAM",
     "ChannelAttention",
     "CoordAttention",
     "CrissCrossAttention",
     "EfficientChannelAttention",
+    "EfficientLocalAttention",
+    "EfficientMultiScaleAttention",
     "GlobalContext",
     "IdentityGate",
+    "MixedLocalChannelAttention",
     "NonLocalBlock",
     "PositionAttention",
     "ResidualAttention",
     "SCBottleneckStem",
     "SCConv",
+    "SCSA",
     "SelectiveKernel",
+    "ShuffleAttention",
     "SimAM",
     "SqueezeExcite",
     "SwapBlock",

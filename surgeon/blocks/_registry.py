@@ -9,7 +9,9 @@ Contract of a registered block:
 What the surgery needs to know about a block is declared once, when it is registered, and read from its
 :class:`BlockInfo` from then on: how many conv units a swap replaces and whether it applies the activation itself
 (its :class:`SwapBlock` class attributes), which facts of the site it takes as options (``site_args``), and whether
-it is one of ours (built in: tested to keep the input's shape and to return a fresh tensor).
+it is one of ours (built in: tested to keep the input's shape and to return a fresh tensor), and which sites it can
+be built for (``fits``: a block whose official form requires, say, channels divisible by its group count says so
+before any model is touched, with the option that would fit).
 
 Blocks that support both initialisation modes take ``init="paper" | "identity"``; ``identity`` makes the block
 compute the identity function when created, so a patched pretrained model keeps its outputs.
@@ -33,6 +35,7 @@ __all__ = [
     "INIT_MODES",
     "SITE_ARGS",
     "BlockInfo",
+    "Misfit",
     "SwapBlock",
     "check_init",
     "is_builtin_block",
@@ -64,6 +67,27 @@ class SwapBlock(Protocol):
 
 
 @dataclass(frozen=True)
+class Misfit:
+    """Why a block cannot be built for a site, and options that would make it fit (empty if none would)."""
+
+    reason: str
+    """What does not fit, naming the numbers, e.g. ``"48 channels are not divisible by factor=32"``."""
+    fix: Mapping[str, Any] = field(default_factory=dict)
+    """Options that fit, e.g. ``{"factor": 16}``."""
+
+    def hint(self) -> str:
+        """``"--set factor=16 fits"``, or ``"no option fits"``."""
+        if not self.fix:
+            return "no option fits"
+        return " ".join(f"--set {key}={value}" for key, value in self.fix.items()) + " fits"
+
+
+FitsCheck = Callable[..., "Misfit | None"]
+"""``fits(channels, feat_size, **options) -> Misfit | None``: ``feat_size`` is the site's (H, W), or ``None`` where it
+is not known; ``options`` are the block's options with every default filled in."""
+
+
+@dataclass(frozen=True)
 class BlockInfo:
     """A registry entry.
 
@@ -79,6 +103,7 @@ class BlockInfo:
         replaces_activation: a swap that applies its own activation.
         builtin: one of attn-surgeon's own blocks: its shape contract is tested, and it always returns a new tensor
             (never its input or a view of it), so the skip addition after it may be done in place.
+        fits: the sites an insert block can be built for (see :data:`FitsCheck` and :meth:`misfit`); ``None``: any.
     """
 
     name: str
@@ -91,6 +116,20 @@ class BlockInfo:
     units: int = 1
     replaces_activation: bool = False
     builtin: bool = False
+    fits: FitsCheck | None = None
+
+    def misfit(self, channels: int, feat_size: tuple[int, int] | None = None,
+               args: Mapping[str, Any] | None = None) -> Misfit | None:
+        """Why this block cannot be built for a site of ``channels`` (and spatial size ``feat_size``) with the options
+        ``args``, or ``None`` if it can. Options left out take the registered variant's and the constructor's
+        defaults."""
+        if self.fits is None:
+            return None
+        options = {name: p.default for name, p in block_arguments(self).items() if p.default is not p.empty}
+        options.update(self.defaults)
+        options.update(args or {})
+        options.pop("feat_size", None)
+        return self.fits(channels, None if feat_size is None else tuple(feat_size), **options)
 
     @property
     def summary(self) -> str:
@@ -144,6 +183,7 @@ def register_block(
     aliases: tuple[str, ...] = (),
     paper: str = "",
     site_args: tuple[str, ...] = (),
+    fits: FitsCheck | None = None,
     **defaults: Any,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a block class (or factory) under ``name``; usable as a decorator.
@@ -158,6 +198,9 @@ def register_block(
         aliases: other names.
         paper: short citation.
         site_args: facts of the site the block takes as options (:data:`SITE_ARGS`), e.g. ``("feat_size",)``.
+        fits: ``fits(channels, feat_size, **options) -> Misfit | None`` for an insert block that cannot be built for
+            every site (see :data:`FitsCheck`); the surgery checks every planned site with it before it touches the
+            model.
         **defaults: bound options of a variant.
 
     Raises:
@@ -177,7 +220,7 @@ def register_block(
         contract = _swap_contract(name, factory) if kind == "swap" else {}
         info = BlockInfo(name=name, factory=factory, kind=kind, aliases=tuple(aliases), paper=paper,
                          defaults=dict(defaults), site_args=tuple(site_args), builtin=_registering_builtins,
-                         **contract)
+                         fits=fits, **contract)
         _REGISTRY[name] = info
         for alias in aliases:
             _ALIASES[alias] = name
