@@ -16,8 +16,9 @@ and k = 7 are its listing. The paper names four variants (ELA-T, -B, -S, -L) by 
 copies of the small variant use k = 5 with 32 groups (``--set kernel_size=5 --set gn_groups=32``).
 
 Deviations: none with ``init="paper"``. Copies that reshape the W strip as (N, C, W, 1) apply the W gate along H;
-here it is (N, C, 1, W). GroupNorm(16, C) needs C divisible by 16: a declared misfit (:func:`ela_fits`) answered
-before any model is touched, with the largest ``gn_groups`` that divides C. ``init="identity"`` adds one scalar
+here it is (N, C, 1, W). GroupNorm(16, C) needs C divisible by 16, and more than one value per group (a 1-long strip
+with C = 16 has one): declared misfits (:func:`ela_fits`) answered before any model is touched, with the largest
+``gn_groups`` that fits. ``init="identity"`` adds one scalar
 shared by both gates (see :class:`IdentityGate`).
 """
 
@@ -34,11 +35,20 @@ __all__ = ["EfficientLocalAttention", "ela_fits"]
 
 def ela_fits(channels: int, feat_size: tuple[int, int] | None = None, *, gn_groups: int = 16,
              **_: object) -> Misfit | None:
-    """ELA's GroupNorm needs C divisible by ``gn_groups``."""
-    if gn_groups >= 1 and channels % gn_groups == 0:
-        return None
-    fit = max(d for d in range(1, min(max(gn_groups, 1), channels) + 1) if channels % d == 0)
-    return Misfit(f"{channels} channels are not divisible by gn_groups={gn_groups}", {"gn_groups": fit})
+    """ELA's GroupNorm needs C divisible by ``gn_groups``, and more than one value per group in each strip."""
+    shortest = 2 if feat_size is None else min(feat_size)
+
+    def fit() -> dict[str, int]:  # the most groups that divide C and leave each group more than one value
+        fits = [d for d in range(1, min(max(gn_groups, 1), channels) + 1)
+                if channels % d == 0 and channels // d * shortest > 1]
+        return {"gn_groups": fits[-1]} if fits else {}
+
+    if gn_groups < 1 or channels % gn_groups:
+        return Misfit(f"{channels} channels are not divisible by gn_groups={gn_groups}", fit())
+    if channels // gn_groups * shortest == 1:
+        return Misfit(f"a {feat_size[0]}x{feat_size[1]} site gives a 1-long strip: GroupNorm({gn_groups}, {channels}) "
+                      "would normalise single values", fit())
+    return None
 
 
 @register_block("ela", paper="ELA, 2024 (arXiv:2403.01123)", fits=ela_fits)

@@ -18,7 +18,8 @@ Deviations: none in the numbers with ``init="paper"``. The official ``nn.Adaptiv
 ``((1, None))`` are written as means over one axis (the same values; adaptive pools to non-unit sizes do not export to
 ONNX), and the global pool as a mean over both axes. The official code only asserts ``C // factor > 0`` and then fails
 in ``reshape`` when C is not divisible by ``factor``; here that is a declared misfit (:func:`ema_fits`), answered
-before any model is touched, with the largest ``factor`` that divides C. ``init="identity"`` adds one scalar that
+before any model is touched, with the largest ``factor`` that divides C; so is a 1x1 site, where the GroupNorm
+would normalise single values (the official code then returns a constant branch, or fails with batch 1). ``init="identity"`` adds one scalar that
 blends the final gate σ(map) towards 1 (see :class:`IdentityGate`).
 """
 
@@ -34,11 +35,14 @@ __all__ = ["EfficientMultiScaleAttention", "ema_fits"]
 
 
 def ema_fits(channels: int, feat_size: tuple[int, int] | None = None, *, factor: int = 32, **_: object) -> Misfit | None:
-    """EMA folds ``factor`` groups into the batch: C must be a multiple of ``factor``."""
-    if factor >= 1 and channels % factor == 0:
-        return None
-    fit = max(d for d in range(1, min(max(factor, 1), channels) + 1) if channels % d == 0)
-    return Misfit(f"{channels} channels are not divisible by factor={factor}", {"factor": fit})
+    """EMA folds ``factor`` groups into the batch: C must be a multiple of ``factor``; its GroupNorm normalises each
+    channel over the map, so the map must have more than one position."""
+    if feat_size is not None and feat_size[0] * feat_size[1] == 1:
+        return Misfit("a 1x1 site leaves GroupNorm one value per channel to normalise")
+    if factor < 1 or channels % factor:
+        fit = max(d for d in range(1, min(max(factor, 1), channels) + 1) if channels % d == 0)
+        return Misfit(f"{channels} channels are not divisible by factor={factor}", {"factor": fit})
+    return None
 
 
 @register_block("ema", paper="EMA, ICASSP 2023 (arXiv:2305.13563)", fits=ema_fits)

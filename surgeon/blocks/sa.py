@@ -12,7 +12,8 @@ G 64: 12; ResNet-50 after every bn3: 708). The paper puts it after bn3 of each B
 
 Deviations: none with ``init="paper"``. The official code cannot be built when C is not divisible by 2G (GroupNorm
 with 0 groups, or a failed ``reshape``); here that is a declared misfit (:func:`sa_fits`), answered before any model
-is touched, with the largest ``groups`` that fits. ``init="identity"`` adds one scalar blending both gates towards 1
+is touched, with the largest ``groups`` that fits; so is a 1x1 site, where the GroupNorm would normalise single values.
+``init="identity"`` adds one scalar blending both gates towards 1
 (see :class:`IdentityGate`) **and leaves out the channel shuffle**: the shuffle is a fixed permutation of the
 channels, so with it no initialisation could give the identity, and the layers after the block in a pretrained model
 expect the channels in their original order.
@@ -30,7 +31,10 @@ __all__ = ["ShuffleAttention", "sa_fits"]
 
 
 def sa_fits(channels: int, feat_size: tuple[int, int] | None = None, *, groups: int = 64, **_: object) -> Misfit | None:
-    """SA folds ``groups`` groups into the batch and halves each: C must be a multiple of 2·``groups``."""
+    """SA folds ``groups`` groups into the batch and halves each: C must be a multiple of 2·``groups``; its GroupNorm
+    normalises each channel over the map, so the map must have more than one position."""
+    if feat_size is not None and feat_size[0] * feat_size[1] == 1:
+        return Misfit("a 1x1 site leaves GroupNorm one value per channel to normalise")
     if groups >= 1 and channels % (2 * groups) == 0:
         return None
     fits = [g for g in range(1, min(max(groups, 1), channels // 2) + 1) if channels % (2 * g) == 0]

@@ -16,8 +16,8 @@ Deviations: none in the numbers with ``init="paper"`` and the official defaults 
 attention dropout 0, sigmoid gates). The official einops ``rearrange`` with ``h=int(h_)`` bakes the pooled size into
 an exported graph; here the heads are split with ``reshape`` and -1, so ONNX export keeps H, W dynamic. The official
 ``window_size=-1`` (a global pool) is kept; its ``recombination``/``max_pool`` modes and softmax gates are not offered.
-The official code asserts C // 4 (not C % 4) and fails later on other C; C % 4 ≠ 0, C % ``head_num`` ≠ 0 and a site
-smaller than the pooling window are declared misfits (:func:`scsa_fits`), answered before any model is touched.
+The official code asserts C // 4 (not C % 4) and fails later on other C; C % 4 ≠ 0, C % ``head_num`` ≠ 0 a site
+smaller than the pooling window, and a 1-long strip with C = 4 (GroupNorm over single values) are declared misfits (:func:`scsa_fits`), answered before any model is touched.
 ``init="identity"`` adds one scalar shared by the three gates (see :class:`IdentityGate`).
 """
 
@@ -42,6 +42,9 @@ def scsa_fits(channels: int, feat_size: tuple[int, int] | None = None, *, head_n
     if head_num < 1 or channels % head_num:
         fit = max(d for d in range(1, min(max(head_num, 1), channels) + 1) if channels % d == 0)
         return Misfit(f"{channels} channels are not divisible by head_num={head_num}", {"head_num": fit})
+    if feat_size is not None and channels // 4 * min(feat_size) == 1:
+        return Misfit(f"a {feat_size[0]}x{feat_size[1]} site gives a 1-long strip: GroupNorm(4, {channels}) would "
+                      "normalise single values")
     if window_size != -1 and window_size < 1:
         return Misfit(f"window_size must be -1 (global pool) or >= 1, got {window_size}", {"window_size": -1})
     if feat_size is not None and window_size > min(feat_size):
