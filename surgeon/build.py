@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .blocks import BlockInfo, create_block, get_block
+from .blocks import BlockInfo, Misfit, create_block, get_block
 from .errors import BlockError, RewriteError
 from .match import Action
 
-__all__ = ["build_insert", "build_swap", "on_host", "planned_parameters", "seeded"]
+__all__ = ["build_insert", "build_swap", "check_fits", "misfit_of", "on_host", "planned_parameters", "seeded"]
 
 
 @contextmanager
@@ -55,6 +55,34 @@ def _swap_args(info: BlockInfo, action: Action, groups: int | None) -> dict[str,
     if "groups" in info.site_args and "groups" not in args and groups:
         args["groups"] = groups  # keep the replaced conv's capacity unless the user asks otherwise
     return args
+
+
+def misfit_of(action: Action) -> Misfit | None:
+    """Why the block of an insert action cannot be built for its site (channels, size) with its options, or ``None``
+    (also for swaps and for blocks that declare no :attr:`~surgeon.blocks.BlockInfo.fits`)."""
+    info = get_block(action.block)
+    if action.op != "insert" or info.kind != "insert":
+        return None
+    size = tuple(action.site.size_at(action.position))
+    return info.misfit(action.site.channels_at(action.position), size, action.args)
+
+
+def check_fits(actions: list[Action]) -> None:
+    """Check, before the model is touched, that every insert action's block fits its site.
+
+    Raises:
+        BlockError: one line naming the first site that does not fit, its channels and size, why, and the option
+            that would fit (``--set factor=16 fits``); and how many other sites do not fit.
+    """
+    misfits = [(action, misfit) for action in actions if (misfit := misfit_of(action)) is not None]
+    if not misfits:
+        return
+    action, misfit = misfits[0]
+    height, width = action.site.size_at(action.position)
+    others = len(misfits) - 1
+    others = f" (and {others} more site{'s' if others > 1 else ''})" if others else ""
+    raise BlockError(f"{action.site.name}: {action.block!r} does not fit {action.site.channels_at(action.position)} "
+                     f"channels at {height}x{width}: {misfit.reason}; {misfit.hint()}{others}")
 
 
 def build_insert(action: Action, like: nn.Module, key: str) -> nn.Module:

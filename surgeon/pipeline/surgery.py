@@ -18,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from ..blocks import check_init, get_block
+from ..build import check_fits
 from ..checkpoint import read_recipe
 from ..errors import (
     BlockError,
@@ -102,11 +103,13 @@ def run_surgery(model: nn.Module, rules: Sequence[Rule], *, input_shape: Sequenc
         dry_run: plan only; the model is not changed.
 
     Raises:
-        SurgeonError: a user error (no match, bad block options, untraceable site, ...); the model is unchanged.
+        SurgeonError: a user error (no match, bad block options, a block that does not fit a site, untraceable site,
+            ...); the model is unchanged.
         VerificationError: the patched model lost an original tensor or cannot run (a bug, reported as such).
     """
     table = find_sites(model, tuple(int(v) for v in input_shape or DEFAULT_INPUT_SHAPE))
     plan = make_plan(table.sites, rules)
+    check_fits(plan.actions)
     if dry_run:
         return SurgeryResult(model, table, plan)
     return _execute(model, table, plan, lambda result: recipe_from_rewrite(result, base, table.input_shape,
@@ -133,6 +136,7 @@ def replay_surgery(model: nn.Module, recipe: Recipe | dict[str, Any], *, input_s
     recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)
     table = find_sites(model, tuple(int(v) for v in input_shape or recipe.input_shape))
     plan = plan_from_recipe(recipe, table)
+    check_fits(plan.actions)
     if dry_run:
         return SurgeryResult(model, table, plan)
     if base is None:
