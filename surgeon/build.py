@@ -79,8 +79,8 @@ def check_fits(actions: list[Action]) -> None:
         return
     action, misfit = misfits[0]
     height, width = action.site.size_at(action.position)
-    others = len(misfits) - 1
-    others = f" (and {others} more site{'s' if others > 1 else ''})" if others else ""
+    count = len(misfits) - 1
+    others = f" (and {count} more site{'s' if count > 1 else ''})" if count else ""
     raise BlockError(f"{action.site.name}: {action.block!r} does not fit {action.site.channels_at(action.position)} "
                      f"channels at {height}x{width}: {misfit.reason}; {misfit.hint()}{others}")
 
