@@ -320,7 +320,8 @@ def test_two_inserts_on_one_site_stack_in_file_order() -> None:
 
 def test_every_preset_opens_with_a_citation_and_loads() -> None:
     assert set(list_presets()) >= {"se_resnet", "eca_resnet", "eca_resnet_k3557", "cbam_resnet", "ca_mobilenetv2",
-                                   "gc_resnet", "nonlocal_resnet50", "sk_resnet", "scnet", "danet_head", "ccnet"}
+                                   "gc_resnet", "nonlocal_resnet50", "sk_resnet", "scnet", "danet_head", "ccnet",
+                                   "sa_resnet", "scsa_resnet"}
     for name in list_presets():
         text = (PRESET_DIR / f"{name}.yaml").read_text()
         header = text.split("\nversion: 1\n")[0]
@@ -370,6 +371,8 @@ BLOCK_FORMULAS = {  # preset: added parameters from the official formulas, over 
     "gc_resnet": sum(n * _gc_params(c) for c, n in STAGES[1:]),
     "nonlocal_resnet50": 2 * _nonlocal_params(512) + 3 * _nonlocal_params(1024),
     "ccnet": 2 * (2048 * 256 + 256) + (2048 * 2048 + 2048) + 1,
+    "sa_resnet": sum(n * 3 * c // 64 for c, n in STAGES),  # sa_layer: cweight, cbias, sweight, sbias, GN(C/2G)
+    "scsa_resnet": sum(n * 16 * (c // 4) for c, n in STAGES),  # SCSA on the mid width C/4: 16 parameters a channel
 }
 
 PRESET_COUNTS = [  # (preset, parameters of torchvision:resnet50 patched with --init paper, sites)
@@ -383,6 +386,9 @@ PRESET_COUNTS = [  # (preset, parameters of torchvision:resnet50 patched with --
     ("scnet", 25_564_584, [f"layer{s}.{i}.conv1" for s, n in ((1, 3), (2, 4), (3, 6), (4, 3)) for i in range(n)]),
     ("danet_head", 30_802_474, ["layer4.2", "layer4.2"]),
     ("ccnet", 30_802_473, ["layer4.2"]),
+    ("sa_resnet", RESNET50_PARAMS + 708, None),
+    ("scsa_resnet", RESNET50_PARAMS + 60_416,
+     [f"layer{s}.{i}.conv2" for s, n in ((1, 3), (2, 4), (3, 6), (4, 3)) for i in range(n)]),
 ]
 
 
