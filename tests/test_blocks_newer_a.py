@@ -283,3 +283,22 @@ def test_ported_ops_export_with_dynamic_batch_and_size(name: str, args: dict) ->
         (got,) = session.run(None, {"x": x.numpy()})
         with torch.no_grad():
             torch.testing.assert_close(torch.from_numpy(got), block(x), rtol=1e-4, atol=1e-5)
+
+
+def test_sites_marks_which_sites_a_block_fits() -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from surgeon.cli import cli
+
+    def fits(*settings: str) -> dict[str, str]:
+        result = CliRunner().invoke(cli, ["sites", "torchvision:resnet18", "--kind", "block", "--input-shape",
+                                          "1,3,64,64", "--block", "sa", *settings, "--json"])
+        assert result.exit_code == 0, result.output
+        return {site["name"]: site["fits"] for site in json.loads(result.stdout)["sites"]}
+
+    marks = fits()
+    assert marks["layer1.0"] == "no: 64 channels are not divisible by 2*groups=128; --set groups=32 fits"
+    assert marks["layer2.0"] == "yes"
+    assert set(fits("--set", "groups=32").values()) == {"yes"}

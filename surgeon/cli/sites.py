@@ -7,15 +7,17 @@ import dataclasses
 import click
 from rich.table import Table
 
+from ..blocks import get_block, validate_block_args
 from ..pipeline import sites as find_sites
 from ._console import out, print_json, progress
-from ._options import LoadOptions, input_shape_option, load_source, model_options
+from ._options import LoadOptions, input_shape_option, load_source, model_options, parse_assignments
 
 EXAMPLES = """\b
 Examples:
   attn-surgeon sites torchvision:resnet50
   attn-surgeon sites timm:efficientnet_b0 --kind block
   attn-surgeon sites torchvision:mobilenet_v2 --kind conv --json
+  attn-surgeon sites torchvision:resnet18 --block sa --set groups=32
 """
 
 
@@ -25,26 +27,41 @@ Examples:
               help="Kinds to list (repeatable) [default: block and conv].")
 @input_shape_option
 @model_options
+@click.option("-b", "--block", help="Mark which sites this insert block fits (after the site; its options: --set).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Option of --block (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the sites as JSON on stdout.")
-def sites(model: str, kind: tuple[str, ...], input_shape: tuple[int, ...], load: LoadOptions,
-          as_json: bool) -> None:
+def sites(model: str, kind: tuple[str, ...], input_shape: tuple[int, ...], load: LoadOptions, block: str | None,
+          settings: tuple[str, ...], as_json: bool) -> None:
     """List the sites of MODEL: residual units (block), convolutions (conv) and other modules with 4-D outputs.
 
-    Use the names, classes, stages and indices shown here in --after, --stage and YAML rules.
+    Use the names, classes, stages and indices shown here in --after, --stage and YAML rules. With --block, a column
+    says whether that block fits each site (its output channels and size), or why not and which option would.
     """
+    info = get_block(block) if block else None
+    args = parse_assignments(settings, "--set")
+    if info is not None:
+        validate_block_args(info, args)
     loaded = load_source(model, load)
     with progress("Finding sites"):
         table = find_sites(loaded.module, input_shape)
     kinds = {"block", "conv", "module"} if "all" in kind else (set(kind) or {"block", "conv"})
     chosen = [site for site in table.sites if site.kind in kinds]
+    fits = {}
+    if info is not None:
+        for site in chosen:
+            misfit = info.misfit(site.out_channels, site.out_size, args)
+            fits[site.name] = "yes" if misfit is None else f"no: {misfit.reason}; {misfit.hint()}"
     if as_json:
         print_json({"model": model, "input_shape": list(input_shape), "untraceable": table.untraceable,
-                    "sites": [dataclasses.asdict(site) for site in chosen]})
+                    "sites": [{**dataclasses.asdict(site), **({"fits": fits[site.name]} if fits else {})}
+                              for site in chosen]})
         return
     view = Table(title=f"{len(chosen)} sites of {model} at input {','.join(map(str, input_shape))}",
                  title_justify="left")
     for column in ("name", "kind", "class", "in → out ch", "size", "stride", "stage", "index", "conv"):
         view.add_column(column)
+    if info is not None:
+        view.add_column(f"fits {info.name}")
     for site in chosen:
         conv = ""
         if site.kind == "conv":
@@ -53,7 +70,7 @@ def sites(model: str, kind: tuple[str, ...], input_shape: tuple[int, ...], load:
         view.add_row(site.name, site.kind, site.cls, f"{site.in_channels} → {site.out_channels}",
                      f"{site.out_size[0]}x{site.out_size[1]}", str(site.stride),
                      "-" if site.stage is None else str(site.stage), "-" if site.index is None else str(site.index),
-                     conv)
+                     conv, *([fits[site.name]] if fits else []))
     out.print(view)
     if not table.of_kind("block"):
         out.print("No residual units with convolutions found: select sites by class name or name glob instead "
