@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import math
 import warnings
 
@@ -17,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from click.testing import CliRunner
 from torch import nn
 
 from surgeon.blocks import create_block, get_block
@@ -25,6 +27,7 @@ from surgeon.blocks.ema import EfficientMultiScaleAttention, ema_fits
 from surgeon.blocks.mlca import MixedLocalChannelAttention, adaptive_pool_matrix
 from surgeon.blocks.sa import ShuffleAttention, sa_fits
 from surgeon.blocks.scsa import SCSA, scsa_fits
+from surgeon.cli import cli
 from surgeon.errors import BlockError
 from surgeon.pipeline.surgery import insert_rule, run_surgery
 
@@ -286,12 +289,6 @@ def test_ported_ops_export_with_dynamic_batch_and_size(name: str, args: dict) ->
 
 
 def test_sites_marks_which_sites_a_block_fits() -> None:
-    import json
-
-    from click.testing import CliRunner
-
-    from surgeon.cli import cli
-
     def fits(*settings: str) -> dict[str, str]:
         result = CliRunner().invoke(cli, ["sites", "torchvision:resnet18", "--kind", "block", "--input-shape",
                                           "1,3,64,64", "--block", "sa", *settings, "--json"])
