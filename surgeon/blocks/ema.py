@@ -19,8 +19,8 @@ Deviations: none in the numbers with ``init="paper"``. The official ``nn.Adaptiv
 ONNX), and the global pool as a mean over both axes. The official code only asserts ``C // factor > 0`` and then fails
 in ``reshape`` when C is not divisible by ``factor``; here that is a declared misfit (:func:`ema_fits`), answered
 before any model is touched, with the largest ``factor`` that divides C; so is a 1x1 site, where the GroupNorm
-would normalise single values (the official code then returns a constant branch, or fails with batch 1). ``init="identity"`` adds one scalar that
-blends the final gate σ(map) towards 1 (see :class:`IdentityGate`).
+would normalise single values (the official code then returns a constant branch, or fails with batch 1).
+``init="identity"`` adds one scalar that blends the final gate σ(map) towards 1 (see :class:`IdentityGate`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from ._registry import Misfit, register_block
 __all__ = ["EfficientMultiScaleAttention", "ema_fits"]
 
 
-def ema_fits(channels: int, feat_size: tuple[int, int] | None = None, *, factor: int = 32, **_: object) -> Misfit | None:
+def ema_fits(channels: int, feat_size: tuple[int, int] | None = None, *, factor: int = 32,
+             **_: object) -> Misfit | None:
     """EMA folds ``factor`` groups into the batch: C must be a multiple of ``factor``; its GroupNorm normalises each
     channel over the map, so the map must have more than one position."""
     if feat_size is not None and feat_size[0] * feat_size[1] == 1:

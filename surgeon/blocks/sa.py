@@ -77,4 +77,5 @@ class ShuffleAttention(nn.Module):
         if self.identity_gate is not None:
             return out
         # channel shuffle with 2 groups: channel i of the first half and channel i of the second half become neighbours
-        return out.reshape(batch, 2, channels // 2, height, width).transpose(1, 2).reshape(batch, channels, height, width)
+        shuffled = out.reshape(batch, 2, channels // 2, height, width).transpose(1, 2)
+        return shuffled.reshape(batch, channels, height, width)

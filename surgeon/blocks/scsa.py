@@ -16,8 +16,9 @@ Deviations: none in the numbers with ``init="paper"`` and the official defaults 
 attention dropout 0, sigmoid gates). The official einops ``rearrange`` with ``h=int(h_)`` bakes the pooled size into
 an exported graph; here the heads are split with ``reshape`` and -1, so ONNX export keeps H, W dynamic. The official
 ``window_size=-1`` (a global pool) is kept; its ``recombination``/``max_pool`` modes and softmax gates are not offered.
-The official code asserts C // 4 (not C % 4) and fails later on other C; C % 4 ≠ 0, C % ``head_num`` ≠ 0 a site
-smaller than the pooling window, and a 1-long strip with C = 4 (GroupNorm over single values) are declared misfits (:func:`scsa_fits`), answered before any model is touched.
+The official code asserts C // 4 (not C % 4) and fails later on other C; C % 4 ≠ 0, C % ``head_num`` ≠ 0, a site
+smaller than the pooling window, and a 1-long strip with C = 4 (GroupNorm over single values) are declared misfits
+(:func:`scsa_fits`), answered before any model is touched, with the option that fits where one does.
 ``init="identity"`` adds one scalar shared by the three gates (see :class:`IdentityGate`).
 """
 
