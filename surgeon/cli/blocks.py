@@ -6,10 +6,9 @@ import inspect
 
 import click
 import torch
-from rich.table import Table
 
 from ..blocks import BlockInfo, block_arguments, create_block, get_block, list_blocks
-from ._console import out, print_json
+from ._console import out, print_json, table
 
 EXAMPLES = """\b
 Examples:
@@ -69,9 +68,8 @@ def blocks(name: str | None, as_json: bool) -> None:
     if as_json:
         print_json([_describe(info) for info in infos])
         return
-    view = Table(title=f"{len(infos)} blocks (parameters at {_CHANNELS} channels, init=paper)", title_justify="left")
-    for column in ("name", "kind", "paper", "params", "options"):
-        view.add_column(column, justify="right" if column == "params" else "left")
+    view = table(f"{len(infos)} blocks (parameters at {_CHANNELS} channels, init=paper)",
+                 ("name", "kind", "paper", "params", "options"), right=("params",))
     for info in infos:
         params = _params_at(info, "paper")
         options = ", ".join(f"{k}={v!r}" for k, v in _defaults(info).items() if k != "init")

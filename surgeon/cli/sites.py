@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 import click
-from rich.table import Table
 
 from ..blocks import get_block, validate_block_args
 from ..pipeline import sites as find_sites
-from ._console import out, print_json, progress
-from ._options import LoadOptions, input_shape_option, load_source, model_options, parse_assignments
+from ._console import out, print_json, progress, table
+from ._options import LoadOptions, input_shape_option, load_source, model_errors, model_options, parse_assignments
 
 EXAMPLES = """\b
 Examples:
@@ -30,8 +29,8 @@ Examples:
 @click.option("-b", "--block", help="Mark which sites this insert block fits (after the site; its options: --set).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Option of --block (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the sites as JSON on stdout.")
-def sites(model: str, kind: tuple[str, ...], input_shape: tuple[int, ...], load: LoadOptions, block: str | None,
-          settings: tuple[str, ...], as_json: bool) -> None:
+def sites(model: str, kind: tuple[str, ...], input_shape: tuple[int, ...] | None, load: LoadOptions,
+          block: str | None, settings: tuple[str, ...], as_json: bool) -> None:
     """List the sites of MODEL: residual units (block), convolutions (conv) and other modules with 4-D outputs.
 
     Use the names, classes, stages and indices shown here in --after, --stage and YAML rules. With --block, a column
@@ -42,26 +41,24 @@ def sites(model: str, kind: tuple[str, ...], input_shape: tuple[int, ...], load:
     if info is not None:
         validate_block_args(info, args)
     loaded = load_source(model, load)
-    with progress("Finding sites"):
-        table = find_sites(loaded.module, input_shape)
+    with progress("Finding sites"), model_errors(model):
+        found = find_sites(loaded.module, input_shape)
+    input_shape = found.input_shape
     kinds = {"block", "conv", "module"} if "all" in kind else (set(kind) or {"block", "conv"})
-    chosen = [site for site in table.sites if site.kind in kinds]
+    chosen = [site for site in found.sites if site.kind in kinds]
     fits = {}
     if info is not None:
         for site in chosen:
             misfit = info.misfit(site.out_channels, site.out_size, args)
             fits[site.name] = "yes" if misfit is None else f"no: {misfit.reason}; {misfit.hint()}"
     if as_json:
-        print_json({"model": model, "input_shape": list(input_shape), "untraceable": table.untraceable,
+        print_json({"model": model, "input_shape": list(input_shape), "untraceable": found.untraceable,
                     "sites": [{**dataclasses.asdict(site), **({"fits": fits[site.name]} if fits else {})}
                               for site in chosen]})
         return
-    view = Table(title=f"{len(chosen)} sites of {model} at input {','.join(map(str, input_shape))}",
-                 title_justify="left")
-    for column in ("name", "kind", "class", "in → out ch", "size", "stride", "stage", "index", "conv"):
-        view.add_column(column)
-    if info is not None:
-        view.add_column(f"fits {info.name}")
+    columns = ("name", "kind", "class", "in → out ch", "size", "stride", "stage", "index", "conv")
+    view = table(f"{len(chosen)} sites of {model} at input {','.join(map(str, input_shape))}",
+                 columns + ((f"fits {info.name}",) if info is not None else ()))
     for site in chosen:
         conv = ""
         if site.kind == "conv":
@@ -72,10 +69,10 @@ def sites(model: str, kind: tuple[str, ...], input_shape: tuple[int, ...], load:
                      "-" if site.stage is None else str(site.stage), "-" if site.index is None else str(site.index),
                      conv, *([fits[site.name]] if fits else []))
     out.print(view)
-    if not table.of_kind("block"):
+    if not found.of_kind("block"):
         out.print("No residual units with convolutions found: select sites by class name or name glob instead "
                   "(--after ClassName, --after 'features.*').")
-    if table.untraceable:
-        out.print(f"{len(table.untraceable)} modules could not be traced (their inner positions are unavailable; "
+    if found.untraceable:
+        out.print(f"{len(found.untraceable)} modules could not be traced (their inner positions are unavailable; "
                   "before/after still work): " + "; ".join(f"{k or '(model)'}: {v}"
-                                                           for k, v in list(table.untraceable.items())[:5]))
+                                                           for k, v in list(found.untraceable.items())[:5]))
