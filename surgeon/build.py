@@ -9,6 +9,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -72,12 +73,20 @@ def check_fits(actions: list[Action]) -> None:
 
     Raises:
         BlockError: one line naming the first site that does not fit, its channels and size, why, and the option
-            that would fit (``--set factor=16 fits``); and how many other sites do not fit.
+            that would fit (``--set factor=16 fits``: one that fits every site the same rule selects, where a site's
+            own proposal does); and how many other sites do not fit.
     """
     misfits = [(action, misfit) for action in actions if (misfit := misfit_of(action)) is not None]
     if not misfits:
         return
     action, misfit = misfits[0]
+    # propose the option that fits every site of the same block and options, where one site's proposal does
+    peers = [other for other in actions if other.op == "insert" and (other.block, other.args) == (action.block,
+                                                                                                  action.args)]
+    for candidate in (found.fix for _, found in misfits if found.fix):
+        if all(misfit_of(replace(peer, args={**peer.args, **candidate})) is None for peer in peers):
+            misfit = Misfit(misfit.reason, candidate)
+            break
     height, width = action.site.size_at(action.position)
     count = len(misfits) - 1
     others = f" (and {count} more site{'s' if count > 1 else ''})" if count else ""

@@ -299,3 +299,21 @@ def test_sites_marks_which_sites_a_block_fits() -> None:
     assert marks["layer1.0"] == "no: 64 channels are not divisible by 2*groups=128; --set groups=32 fits"
     assert marks["layer2.0"] == "yes"
     assert set(fits("--set", "groups=32").values()) == {"yes"}
+
+
+def test_the_proposed_option_fits_every_site_of_the_rule() -> None:
+    """YOLOv8n-like widths 64, 32, 16: SA's proposal for the first site (groups=32) would not fit the others."""
+
+    class Narrowing(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = nn.Conv2d(3, 64, 3, padding=1), nn.Conv2d(64, 32, 3, padding=1), \
+                nn.Conv2d(32, 16, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.c(self.b(self.a(x)))
+
+    with pytest.raises(BlockError) as error:
+        run_surgery(Narrowing(), [insert_rule("sa", after="conv")], input_shape=(1, 3, 8, 8), dry_run=True)
+    assert str(error.value) == ("a: 'sa' does not fit 64 channels at 8x8: 64 channels are not divisible by "
+                                "2*groups=128; --set groups=8 fits (and 2 more sites)")
