@@ -16,8 +16,8 @@ Deviations: none in the numbers with ``init="paper"``. ``nn.AdaptiveAvgPool2d`` 
 export to ONNX for sizes not divisible by the output; both pools are written as products with the matrices of
 adaptive average pooling (row i averages input positions ⌊i·n/m⌋ to ⌈(i+1)·n/m⌉ - 1), built from the input's size in
 the forward pass, so the same numbers come out at any H, W, in eager mode and in an exported graph. The global branch
-is the fixed one (each sample's C means are its own sequence); copies from before the fix run the global Conv1d along
-the batch axis and mix samples. ``init="identity"`` adds one scalar that blends the final gate towards 1 (see
+is the fixed one (each sample's gate stays its own); copies from before the fix transpose the global gate to
+(C, N, 1) and adaptively pool that along the batch axis into the 5 x 5 grid, mixing samples. ``init="identity"`` adds one scalar that blends the final gate towards 1 (see
 :class:`IdentityGate`).
 """
 
