@@ -5,6 +5,7 @@ Importing this package registers every built-in block; see :func:`list_blocks`.
 
 from ._helpers import IdentityGate, make_divisible, reduced_channels
 from ._registry import (
+    EXPORT_STATUSES,
     INIT_MODES,
     SITE_ARGS,
     BlockInfo,
@@ -25,9 +26,13 @@ with builtin_registration():  # every block registered by the imports below is o
     from .cbam import CBAM
     from .ccnet import CrissCrossAttention
     from .coord import CoordAttention
+    from .cpca import ChannelPriorConvAttention
     from .danet import ChannelAttention, PositionAttention
     from .eca import EfficientChannelAttention, eca_kernel_size
+    from .gam import GlobalAttentionMechanism
     from .gc import GlobalContext
+    from .lsk import LargeSelectiveKernel
+    from .lska import LargeSeparableKernelAttention, lska_kernels
     from .mhsa import BottleneckMHSA
     from .non_local import NonLocalBlock
     from .residual_attention import ResidualAttention
@@ -39,17 +44,22 @@ with builtin_registration():  # every block registered by the imports below is o
 
 __all__ = [
     "BAM",
+    "EXPORT_STATUSES",
     "INIT_MODES",
     "SITE_ARGS",
     "BlockInfo",
     "BottleneckMHSA",
     "CBAM",
     "ChannelAttention",
+    "ChannelPriorConvAttention",
     "CoordAttention",
     "CrissCrossAttention",
     "EfficientChannelAttention",
+    "GlobalAttentionMechanism",
     "GlobalContext",
     "IdentityGate",
+    "LargeSelectiveKernel",
+    "LargeSeparableKernelAttention",
     "NonLocalBlock",
     "PositionAttention",
     "ResidualAttention",
@@ -67,6 +77,7 @@ __all__ = [
     "get_block",
     "is_builtin_block",
     "list_blocks",
+    "lska_kernels",
     "make_divisible",
     "reduced_channels",
     "register_block",
