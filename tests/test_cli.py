@@ -97,8 +97,8 @@ def test_dry_run_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_unknown_block_lists_valid_ones() -> None:
     result = run("insert", "torchvision:resnet18", "--block", "ecaa")
     assert_user_error(result, "unknown block 'ecaa' (did you mean 'eca'?); valid blocks: bam, ca, cbam, ccnet, "
-                              "danet_cam, danet_pam, eca, gc, mhsa, nonlocal, residual_attention, scbottleneck, "
-                              "scconv, se, simam, sk, triplet")
+                              "cpca, danet_cam, danet_pam, eca, gam, gc, lsk, lska, mhsa, nonlocal, "
+                              "residual_attention, scbottleneck, scconv, se, simam, sk, triplet")
 
 
 def test_selector_matching_nothing_names_it_and_suggests_sites(tmp_path: Path) -> None:

@@ -63,7 +63,10 @@ def _largest_divisor_at_most(channels: int, limit: int) -> int:
 
 
 @register_block("mhsa", aliases=("botnet",), site_args=("feat_size",),
-                paper="Bottleneck Transformers for Visual Recognition, CVPR 2021 (arXiv:2101.11605)")
+                paper="Bottleneck Transformers for Visual Recognition, CVPR 2021 (arXiv:2101.11605)", year=2021,
+                params="3C² + 13.5C (4 heads, 14x14 tables; 3C² + (H + W - 1)C/2 for H x W)",
+                placement="replaces the 3x3 conv in the last stage's bottlenecks", export="fixed_size",
+                export_note="the resize of its relative position tables to H, W is fixed when exported")
 class BottleneckMHSA(nn.Module):
     """BoTNet multi-head self-attention over all H·W positions with 2-D relative position logits.
 

@@ -107,7 +107,8 @@ class SelfCalibration(nn.Module):
         return self.k3(x) * torch.sigmoid(x + context)
 
 
-@register_block("scconv", kind="swap", site_args=("groups",), paper=_PAPER)
+@register_block("scconv", kind="swap", site_args=("groups",), paper=_PAPER, year=2020, params="27C² + 6C",
+                placement="replaces the 3x3 conv of each bottleneck (SCNet-50)", export="dynamic")
 class SCConv(SelfCalibration):
     """Self-calibrated convolution; ends with BN, so the replaced unit's activation still follows.
 
@@ -144,7 +145,8 @@ class SCConv(SelfCalibration):
         return ["k4.0.weight"] + [f"k4.1.{name}" for name in copy_norm(self.k4[1], norm)]
 
 
-@register_block("scbottleneck", kind="swap", site_args=("groups",), paper=_PAPER)
+@register_block("scbottleneck", kind="swap", site_args=("groups",), paper=_PAPER, year=2020, params="10C² + 6C",
+                placement="replaces each bottleneck's conv1 and conv2 units (SCNet-50)", export="dynamic")
 class SCBottleneckStem(nn.Module):
     """SCBottleneck's two branches (1x1 → plain 3x3 | 1x1 → SCConv), concatenated and activated.
 
