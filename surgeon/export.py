@@ -3,6 +3,8 @@
 Every export is checked before it is reported: the written file is loaded back (ONNX in onnxruntime when it is
 installed, TorchScript with ``torch.jit.load``, the program with ``torch.export.load``, the Python package by
 importing it) and run on the example batch, and the largest absolute difference from the eager model is returned.
+An export with a dynamic spatial size is also run at a second size (:func:`other_size`), so a size that was baked
+in is caught when it is written, not when it is deployed.
 
 The Python package holds the generated ``forward`` of each patched class as plain source, one file per class, each
 defining a subclass of the user's original class, plus ``build.py``, which rebuilds the patched model from the base
@@ -34,13 +36,14 @@ from torch import nn
 
 from ._version import __version__
 from .arch import is_spec
+from .blocks import get_block
 from .codegen import is_patched, original_class, patched_source
-from .errors import OutputExistsError, SurgeonError
+from .errors import BlockError, OutputExistsError, SurgeonError
 from .files import atomic_write
 from .recipe import recipe_of
 from .tensors import DEFAULT_INPUT_SHAPE, eval_mode, flatten_outputs, output_deviation, probe_input
 
-__all__ = ["TARGETS", "ExportResult", "default_export_path", "export_model", "write_python_package"]
+__all__ = ["TARGETS", "ExportResult", "default_export_path", "export_model", "other_size", "write_python_package"]
 
 TARGETS = ("onnx", "torchscript", "exported-program", "python")
 _SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2", "python": "_py"}
@@ -54,6 +57,7 @@ class ExportResult:
         max_abs_diff: largest absolute output difference on the example batch, or ``None`` if not checked.
         checked_with: what ran the reloaded export (``onnxruntime``, ``torch.jit.load``, ...), or why not.
         files: the files written (several for the Python package).
+        checked_shapes: the input shapes the reloaded export was run at (two with a dynamic spatial size).
     """
 
     target: str
@@ -61,6 +65,7 @@ class ExportResult:
     max_abs_diff: float | None
     checked_with: str
     files: list[Path] = field(default_factory=list)
+    checked_shapes: list[tuple[int, ...]] = field(default_factory=list)
 
 
 def default_export_path(source: str, target: str) -> Path:
@@ -86,17 +91,34 @@ def _quiet() -> Any:
         yield
 
 
-def _traced_inputs(example: torch.Tensor, dynamic_batch: bool) -> tuple[tuple[torch.Tensor], Any]:
-    """Inputs and dynamic shapes for torch.export; a batch of 1 would be specialised to 1, so trace with 2."""
-    if not dynamic_batch:
-        return (example,), None
-    batch = example if example.shape[0] > 1 else torch.cat([example, example])
-    return (batch,), ({0: torch.export.Dim("batch", min=1)},)
+def other_size(shape: Sequence[int]) -> tuple[int, ...]:
+    """The second shape a dynamic-size export is checked at: H and W changed by different amounts (64x64 → 96x80)."""
+    *lead, height, width = shape
+    return (*lead, height + max(1, height // 2), width + max(1, width // 4))
+
+
+def _traced_inputs(example: torch.Tensor, dynamic_batch: bool,
+                   dynamic_size: bool) -> tuple[tuple[torch.Tensor], Any]:
+    """Inputs and dynamic shapes for torch.export; a batch of 1 would be specialised to 1, so trace with 2.
+
+    H and W are ``Dim.DYNAMIC``: export fails, naming the reason, if the model fixes them, rather than quietly
+    writing a fixed-size file.
+    """
+    dims: dict[int, Any] = {}
+    if dynamic_batch:
+        example = example if example.shape[0] > 1 else torch.cat([example, example])
+        dims[0] = torch.export.Dim("batch", min=1)
+    if dynamic_size:
+        dims[2] = dims[3] = torch.export.Dim.DYNAMIC
+    return (example,), ((dims,) if dims else None)
+
+
+Runner = Callable[[torch.Tensor], Any]
 
 
 def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, force: bool, opset: int | None,
-                 dynamic_batch: bool) -> tuple[Callable[[], Any], str]:
-    inputs, dims = _traced_inputs(example, dynamic_batch)
+                 dynamic_batch: bool, dynamic_size: bool) -> tuple[Runner, str]:
+    inputs, dims = _traced_inputs(example, dynamic_batch, dynamic_size)
     with _quiet():
         program = torch.onnx.export(model, inputs, dynamo=True, input_names=["input"], output_names=["output"],
                                     dynamic_shapes=dims, opset_version=opset)
@@ -105,35 +127,36 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, force: boo
     try:
         import onnxruntime
     except ImportError:
-        return lambda: None, "not checked (onnxruntime is not installed)"
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda: session.run(None, {session.get_inputs()[0].name: example.numpy()}), "onnxruntime"
+        return lambda x: None, "not checked (onnxruntime is not installed)"
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4  # its errors come back as exceptions, reported in one line; don't also print them
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {session.get_inputs()[0].name: x.numpy()}), "onnxruntime"
 
 
-def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path,
-                        force: bool) -> tuple[Callable[[], Any], str]:
+def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, force: bool) -> tuple[Runner, str]:
     with _quiet():  # the generated forward has no source file for torch.jit.script to read: tracing it is
         traced = torch.jit.trace(model, (example,), check_trace=False)
     with _quiet():
         atomic_write(path, lambda file: torch.jit.save(traced, file), force=force)
         reloaded = torch.jit.load(str(path))
-    return lambda: reloaded(example), "torch.jit.load"
+    return reloaded, "torch.jit.load"
 
 
-def _export_program(model: nn.Module, example: torch.Tensor, path: Path, force: bool,
-                    dynamic_batch: bool) -> tuple[Callable[[], Any], str]:
-    inputs, dims = _traced_inputs(example, dynamic_batch)
+def _export_program(model: nn.Module, example: torch.Tensor, path: Path, force: bool, dynamic_batch: bool,
+                    dynamic_size: bool) -> tuple[Runner, str]:
+    inputs, dims = _traced_inputs(example, dynamic_batch, dynamic_size)
     with _quiet():
         program = torch.export.export(model, inputs, dynamic_shapes=dims)
     atomic_write(path, lambda file: torch.export.save(program, file), force=force)
     with _quiet():
         reloaded = torch.export.load(str(path)).module()
-    return lambda: reloaded(example), "torch.export.load"
+    return reloaded, "torch.export.load"
 
 
 def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
                  input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE, force: bool = False, opset: int | None = None,
-                 dynamic_batch: bool = True, check: bool = True) -> ExportResult:
+                 dynamic_batch: bool = True, dynamic_size: bool = False, check: bool = True) -> ExportResult:
     """Export ``model`` (in eval mode; its mode is restored) to ``target``, then reload it and compare outputs.
 
     Args:
@@ -144,23 +167,30 @@ def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
         force: overwrite an existing output.
         opset: ONNX opset version (the exporter's default if ``None``).
         dynamic_batch: let ONNX and exported programs take any batch size.
+        dynamic_size: let ONNX and exported programs take any height and width; the check then also runs the
+            export at :func:`other_size`.
         check: reload the export and compare its outputs with the eager model's.
 
     Raises:
-        SurgeonError: an unknown target, an existing output without ``force``, or a model the exporter rejects.
+        SurgeonError: an unknown target, an existing output without ``force``, a model the exporter rejects (with
+            ``dynamic_size``: one that fixes its spatial size), or an export that fails at the second size.
     """
     if target not in TARGETS:
         raise SurgeonError(f"unknown export target {target!r}; choose one of {', '.join(TARGETS)}")
     path = Path(path)
     if path.exists() and not force:
         raise OutputExistsError(f"{path}: exists; pass --force to overwrite it")
+    fixed = _fixed_size_blocks(model) if dynamic_size and target in ("onnx", "exported-program") else []
+    if fixed:
+        raise SurgeonError(f"cannot export with a dynamic size: {fixed[0]}; export at a fixed size (without "
+                           "--dynamic-size), or use a block that `attn-surgeon blocks` lists as dynamic")
     with eval_mode(model):
         return _export(model, path, target, probe_input(input_shape), force=force, opset=opset,
-                       dynamic_batch=dynamic_batch, check=check)
+                       dynamic_batch=dynamic_batch, dynamic_size=dynamic_size, check=check)
 
 
 def _export(model: nn.Module, path: Path, target: str, example: torch.Tensor, *, force: bool, opset: int | None,
-            dynamic_batch: bool, check: bool) -> ExportResult:
+            dynamic_batch: bool, dynamic_size: bool, check: bool) -> ExportResult:
     """:func:`export_model` on a model already in eval mode."""
     with torch.no_grad():
         expected = model(example)
@@ -172,21 +202,54 @@ def _export(model: nn.Module, path: Path, target: str, example: torch.Tensor, *,
                             files)
     try:
         if target == "onnx":
-            run, checker = _export_onnx(model, example, path, force, opset, dynamic_batch)
+            run, checker = _export_onnx(model, example, path, force, opset, dynamic_batch, dynamic_size)
         elif target == "torchscript":
             run, checker = _export_torchscript(model, example, path, force)
         else:
-            run, checker = _export_program(model, example, path, force, dynamic_batch)
+            run, checker = _export_program(model, example, path, force, dynamic_batch, dynamic_size)
     except SurgeonError:
         raise
     except Exception as exc:  # exporters raise many types; the user needs the reason
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SurgeonError(f"{target} export failed: {reason[:300]}") from exc
+        raise SurgeonError(f"{target} export failed: {_reason(exc)}") from exc
     if not check:
         return ExportResult(target, path, None, "not checked", [path])
     with torch.no_grad():
-        actual = run()
-    return ExportResult(target, path, None if actual is None else _max_diff(expected, actual), checker, [path])
+        actual = run(example)
+    if actual is None:
+        return ExportResult(target, path, None, checker, [path])
+    inputs = [example]
+    if dynamic_size and target != "torchscript":  # a traced TorchScript module makes no promise about other sizes
+        inputs.append(probe_input(other_size(example.shape), model, seed=1))
+    deviations = [_max_diff(expected, actual)]
+    for x in inputs[1:]:
+        with torch.no_grad():
+            reference = model(x)
+            try:
+                deviations.append(_max_diff(reference, run(x)))
+            except Exception as exc:  # the runtime's own error types
+                size = "x".join(map(str, x.shape))
+                raise SurgeonError(f"{target} export with a dynamic size fails at {size}: {_reason(exc)}") from exc
+    return ExportResult(target, path, max(deviations), checker, [path], [tuple(x.shape) for x in inputs])
+
+
+def _fixed_size_blocks(model: nn.Module) -> list[str]:
+    """The inserted blocks whose registry entry declares a fixed spatial size for export, with the reason."""
+    recipe = recipe_of(model)
+    found = []
+    for step in recipe.steps if recipe is not None else ():
+        try:
+            info = get_block(step.block)
+        except BlockError:  # a user block that is not importable here: the exporter will judge it
+            continue
+        if info.export == "fixed_size":
+            found.append(f"block {info.name!r} at {step.site} fixes its input size ({info.export_note})")
+    return found
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of an exception's message (exporters and runtimes write pages), at most 300 characters."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 # ------------------------------------------------------------------------------------------------ python package

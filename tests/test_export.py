@@ -63,6 +63,21 @@ def test_onnx_runs_in_onnxruntime_with_any_batch(patched, tmp_path: Path) -> Non
     np.testing.assert_allclose(actual, reference(model, x).numpy(), atol=1e-4, rtol=1e-4)
 
 
+def test_onnx_with_dynamic_size_runs_at_any_height_and_width(patched, tmp_path: Path) -> None:
+    import onnxruntime
+
+    path, model = patched
+    out = tmp_path / "r18_cbam_any_size.onnx"
+    result = run("export", str(path), "--to", "onnx", "-o", str(out), "--input-shape", "1,3,64,64", "--dynamic-size")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"Wrote {out} (onnx); max abs difference ")
+    assert result.stdout.rstrip().endswith("from PyTorch (onnxruntime at 1x3x64x64 and 1x3x96x80)")
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 3, 72, 40)  # neither size it was checked at
+    (actual,) = session.run(None, {"input": x.numpy()})
+    np.testing.assert_allclose(actual, reference(model, x).numpy(), atol=1e-4, rtol=1e-4)
+
+
 def test_torchscript_reloads(patched, tmp_path: Path) -> None:
     path, model = patched
     out = tmp_path / "r18_cbam.torchscript.pt"
