@@ -6,25 +6,15 @@ importing it) and run on the example batch, and the largest absolute difference 
 An export with a dynamic spatial size is also run at a second size (:func:`other_size`), so a size that was baked
 in is caught when it is written, not when it is deployed.
 
-The Python package holds the generated ``forward`` of each patched class as plain source, one file per class, each
-defining a subclass of the user's original class, plus ``build.py``, which rebuilds the patched model from the base
-architecture and the recipe (attn-surgeon creates the blocks) and then gives each patched module the package's own
-class, so the code in the package is the code that runs, and can be read, edited or vendored. It holds no pickled
-objects and no absolute paths; the weights stay in the checkpoint, passed to ``build_model(weights=...)``.
+The Python package target is written by :mod:`surgeon.python_package`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import os
-import pprint
 import re
-import shutil
-import sys
-import tempfile
-import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,12 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._version import __version__
 from .arch import is_spec
 from .blocks import get_block
-from .codegen import is_patched, original_class, patched_source
 from .errors import BlockError, OutputExistsError, SurgeonError
 from .files import atomic_write
+from .python_package import run_package, write_python_package
 from .recipe import recipe_of
 from .tensors import DEFAULT_INPUT_SHAPE, eval_mode, flatten_outputs, output_deviation, probe_input
 
@@ -198,7 +187,7 @@ def _export(model: nn.Module, path: Path, target: str, example: torch.Tensor, *,
         files = write_python_package(model, path, force=force)
         if not check or recipe_of(model).base is None:  # without a named base only the user can build it
             return ExportResult(target, path, None, "not checked", files)
-        return ExportResult(target, path, _max_diff(expected, _run_package(path, model, example)), "import",
+        return ExportResult(target, path, _max_diff(expected, run_package(path, model, example)), "import",
                             files)
     try:
         if target == "onnx":
@@ -250,188 +239,3 @@ def _reason(exc: Exception) -> str:
     """The first line of an exception's message (exporters and runtimes write pages), at most 300 characters."""
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
-
-
-# ------------------------------------------------------------------------------------------------ python package
-
-
-def _import_target(cls: type) -> tuple[str, str]:
-    module, qualname = cls.__module__, cls.__qualname__
-    if module == "__main__" or "<" in qualname:
-        raise SurgeonError(f"{qualname} is defined in {module!r}, where a package cannot import it from; define it "
-                           "in an importable module to export the patched model as Python")
-    head, _, rest = qualname.partition(".")
-    return f"from {module} import {head}", head + (f".{rest}" if rest else "")
-
-
-def _class_file(cls: type, source: str, class_name: str, paths: list[str]) -> str:
-    importing, reference = _import_target(cls)
-    where = ", ".join(paths[:6]) + (f" and {len(paths) - 6} more" if len(paths) > 6 else "")
-    return (f'"""{cls.__module__}.{cls.__qualname__} with the forward that attn-surgeon generated for it.\n\n'
-            f"Used at: {where}.\n\"\"\"\n\n"
-            f"{source.rstrip()}\n\n\n"
-            f"{importing}  # noqa: E402\n\n"
-            f"_surgeon_base = {reference}  # the original forward, for blocks wrapped around it\n\n\n"
-            f"class {class_name}({reference}):\n"
-            f'    """{cls.__qualname__} running the generated forward above; every attribute and method is the '
-            f'original\'s."""\n\n'
-            f"    forward = forward\n")
-
-
-_BUILD = '''"""Rebuild the patched model: base architecture, then the recipe's blocks, then this package's classes."""
-
-from __future__ import annotations
-
-import importlib
-from collections.abc import Mapping
-
-import torch
-from torch import nn
-
-BASE = {base!r}
-ARCH_ARGS = {arch_args}
-RECIPE = {recipe}
-# qualified module name -> (file in this package, class in it)
-PATCHED = {patched}
-
-
-def _base_model() -> nn.Module:
-    if BASE is None:
-        raise ValueError("the recipe names no base architecture: pass base=<an unpatched model>")
-    from surgeon.arch import build_arch
-
-    return build_arch(BASE, **ARCH_ARGS)
-
-
-def _state_dict(weights: object) -> Mapping[str, torch.Tensor]:
-    if isinstance(weights, Mapping):
-        state = weights
-    elif str(weights).endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(str(weights))
-    else:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "state_dict_ema", "model_ema", "module"):  # training containers
-        if isinstance(state.get(key), Mapping):
-            return state[key]
-    return state
-
-
-def build_model(base: nn.Module | None = None, weights: object = None) -> nn.Module:
-    """The patched model; ``weights``: a state_dict, or the path of the patched checkpoint."""
-    import surgeon
-
-    model = surgeon.replay(base if base is not None else _base_model(), RECIPE)
-    for name, (file, cls) in PATCHED.items():
-        module = model.get_submodule(name)
-        module.__class__ = getattr(importlib.import_module(f".{{file}}", __package__), cls)
-    if weights is not None:
-        state = _state_dict(weights)
-        own = set(model.state_dict())
-        prefix = next((p for p in {{k[: k.index(".") + 1] for k in state if "." in k}}
-                       if {{k[len(p):] for k in state}} == own), "")
-        model.load_state_dict({{k[len(prefix):]: v for k, v in state.items()}}, strict=True)
-    return model
-'''
-
-_README = """# {name}
-
-Generated by attn-surgeon {version} from {base}: the patched modules' `forward` as plain Python, one file per
-patched class, each a subclass of the original class.
-
-```python
-from {name} import build_model
-model = build_model(weights="PATCHED_CHECKPOINT.pt")  # base architecture + recipe + these classes
-```
-
-`build.py` builds the base architecture, inserts the recipe's blocks with attn-surgeon, then gives each patched
-module its class from this package, so editing a `forward` here changes what runs. Nothing here is pickled.
-
-| module | class |
-|---|---|
-{rows}
-"""
-
-
-def write_python_package(model: nn.Module, directory: str | os.PathLike[str], *, force: bool = False) -> list[Path]:
-    """Write ``model``'s patched classes as a Python package in ``directory`` (atomically); return its files.
-
-    Raises:
-        SurgeonError: the model has no patched module or no recipe, or a patched class cannot be imported by name.
-        OutputExistsError: ``directory`` exists and ``force`` is false.
-    """
-
-    directory = Path(directory)
-    if not directory.name.isidentifier():
-        raise SurgeonError(f"{directory}: a package name must be a Python identifier (e.g. resnet50_eca_py)")
-    recipe = recipe_of(model)
-    patched = [(name, module) for name, module in model.named_modules() if is_patched(module)]
-    if recipe is None or not patched:
-        raise SurgeonError("nothing to export as Python: the model has no module patched by attn-surgeon")
-    files: dict[str, str] = {}
-    by_class: dict[tuple[type, str], tuple[str, str]] = {}
-    mapping: dict[str, tuple[str, str]] = {}
-    for name, module in patched:
-        key = (original_class(module), patched_source(module) or "")
-        if key not in by_class:
-            count = sum(1 for cls, _ in by_class if cls.__name__ == key[0].__name__) + 1
-            stem = re.sub(r"(?<!^)(?=[A-Z])", "_", key[0].__name__).lower() + f"_{count}"
-            by_class[key] = (stem, f"Patched{key[0].__name__}{count if count > 1 else ''}")
-        mapping[name] = by_class[key]
-    for (cls, source), (stem, class_name) in by_class.items():
-        files[f"{stem}.py"] = _class_file(cls, source, class_name,
-                                          [n for n, m in mapping.items() if m == (stem, class_name)])
-    files["build.py"] = _BUILD.format(base=recipe.base, arch_args=pprint.pformat(recipe.arch_args),
-                                      recipe=pprint.pformat(recipe.to_dict(), width=110, sort_dicts=False),
-                                      patched=pprint.pformat(mapping, width=110, sort_dicts=False))
-    files["__init__.py"] = (f'"""Patched {recipe.base or "model"} generated by attn-surgeon {__version__}; see '
-                            'README.md."""\n\nfrom .build import build_model\n\n__all__ = ["build_model"]\n')
-    rows = "\n".join(f"| `{name}` | `{stem}.{cls}` |" for name, (stem, cls) in mapping.items())
-    files["README.md"] = _README.format(name=directory.name, version=__version__, base=recipe.base or "a model",
-                                        rows=rows)
-    return _write_directory(directory, files, force)
-
-
-def _write_directory(directory: Path, files: dict[str, str], force: bool) -> list[Path]:
-    """Write into a fresh temporary directory beside ``directory``, then rename it into place."""
-    if directory.exists() and not force:
-        raise OutputExistsError(f"{directory}: exists; pass --force to overwrite it")
-    parent = directory.parent if str(directory.parent) else Path(".")
-    if not parent.is_dir():
-        raise SurgeonError(f"{directory}: directory {parent} does not exist")
-    try:
-        temp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{directory.name}.", suffix=".tmp"))
-    except OSError as exc:
-        raise SurgeonError(f"{directory}: cannot write in {parent} ({exc.strerror})") from None
-    try:
-        for name, text in files.items():
-            (temp / name).write_text(text)
-        if directory.exists():
-            old = parent / f".{directory.name}.{uuid.uuid4().hex}.old"
-            os.replace(directory, old)
-            os.replace(temp, directory)
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-        else:
-            os.replace(temp, directory)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    return [directory / name for name in files]
-
-
-def _run_package(directory: Path, model: nn.Module, example: torch.Tensor) -> Any:
-    """Import the written package under a unique name, rebuild the model with ``model``'s weights, run it."""
-    name = f"_surgeon_export_check_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(name, directory / "__init__.py",
-                                                  submodule_search_locations=[str(directory)])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules[name] = package
-    try:
-        spec.loader.exec_module(package)
-        rebuilt = package.build_model(weights=model.state_dict()).eval()
-        with torch.no_grad():
-            return rebuilt(example)
-    finally:
-        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
-            del sys.modules[key]

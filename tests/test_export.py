@@ -19,8 +19,8 @@ from surgeon.checkpoint import build_arch
 from surgeon.cli import cli
 from surgeon.cli.export import export
 from surgeon.errors import OutputExistsError, SurgeonError
-from surgeon.export import _run_package as run_package
 from surgeon.export import write_python_package
+from surgeon.python_package import run_package
 
 SHAPE = (1, 3, 64, 64)
 # The command on its own, under the same group class as the real CLI (one-line errors, exit 1).
