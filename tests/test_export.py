@@ -101,6 +101,18 @@ def test_exported_program_runs(patched, tmp_path: Path) -> None:
     torch.testing.assert_close(program.module()(x), reference(model, x), atol=1e-5, rtol=1e-5)
 
 
+def test_exported_program_with_dynamic_size_runs_at_another_size(patched, tmp_path: Path) -> None:
+    path, model = patched
+    out = tmp_path / "r18_cbam_any_size.pt2"
+    result = run("export", str(path), "--to", "exported-program", "-o", str(out), "--input-shape", "1,3,64,64",
+                 "--dynamic-size", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["checked_shapes"] == [[1, 3, 64, 64], [1, 3, 96, 80]] and report["max_abs_diff"] < 1e-4
+    x = torch.randn(3, 3, 48, 72)
+    torch.testing.assert_close(torch.export.load(str(out)).module()(x), reference(model, x), atol=1e-4, rtol=1e-4)
+
+
 def test_python_package_imports_in_a_fresh_process_and_reproduces_outputs(patched, tmp_path: Path) -> None:
     path, model = patched
     out = tmp_path / "r18_cbam_py"
