@@ -206,19 +206,28 @@ def _export(model: nn.Module, path: Path, target: str, example: torch.Tensor, *,
         actual = run(example)
     if actual is None:
         return ExportResult(target, path, None, checker, [path])
-    inputs = [example]
+    deviation, shapes = _max_diff(expected, actual), [tuple(example.shape)]
     if dynamic_size and target != "torchscript":  # a traced TorchScript module makes no promise about other sizes
-        inputs.append(probe_input(other_size(example.shape), model, seed=1))
-    deviations = [_max_diff(expected, actual)]
-    for x in inputs[1:]:
-        with torch.no_grad():
-            reference = model(x)
-            try:
-                deviations.append(_max_diff(reference, run(x)))
-            except Exception as exc:  # the runtime's own error types
-                size = "x".join(map(str, x.shape))
-                raise SurgeonError(f"{target} export with a dynamic size fails at {size}: {_reason(exc)}") from exc
-    return ExportResult(target, path, max(deviations), checker, [path], [tuple(x.shape) for x in inputs])
+        other = probe_input(other_size(example.shape), model, seed=1)
+        deviation = max(deviation, _deviation_at(model, run, other, target))
+        shapes.append(tuple(other.shape))
+    return ExportResult(target, path, deviation, checker, [path], shapes)
+
+
+def _deviation_at(model: nn.Module, run: Runner, x: torch.Tensor, target: str) -> float:
+    """The reloaded export's largest difference from ``model`` on ``x``, a size it was not traced at.
+
+    Raises:
+        SurgeonError: the export fails to run at that size (a size baked into its graph).
+    """
+    with torch.no_grad():
+        expected = model(x)
+        try:
+            actual = run(x)
+        except Exception as exc:  # the runtime's own error types
+            size = "x".join(map(str, x.shape))
+            raise SurgeonError(f"{target} export with a dynamic size fails at {size}: {_reason(exc)}") from exc
+    return _max_diff(expected, actual)
 
 
 def _fixed_size_blocks(model: nn.Module) -> list[str]:

@@ -19,7 +19,8 @@ from surgeon.checkpoint import build_arch
 from surgeon.cli import cli
 from surgeon.cli.export import export
 from surgeon.errors import OutputExistsError, SurgeonError
-from surgeon.export import write_python_package
+from surgeon.export import _deviation_at as deviation_at
+from surgeon.export import other_size, write_python_package
 from surgeon.python_package import run_package
 
 SHAPE = (1, 3, 64, 64)
@@ -76,6 +77,17 @@ def test_onnx_with_dynamic_size_runs_at_any_height_and_width(patched, tmp_path: 
     x = torch.randn(2, 3, 72, 40)  # neither size it was checked at
     (actual,) = session.run(None, {"input": x.numpy()})
     np.testing.assert_allclose(actual, reference(model, x).numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_a_size_baked_into_an_export_is_reported_in_one_line() -> None:
+    def baked(x: torch.Tensor) -> None:
+        raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions\nindex: 2 Got: 96")
+
+    with pytest.raises(SurgeonError) as info:
+        deviation_at(torch.nn.Conv2d(3, 3, 1), baked, torch.randn(1, 3, 96, 80), "onnx")
+    assert str(info.value) == ("onnx export with a dynamic size fails at 1x3x96x80: [ONNXRuntimeError] : 2 : "
+                               "INVALID_ARGUMENT : Got invalid dimensions")
+    assert other_size((1, 3, 64, 64)) == (1, 3, 96, 80) and other_size((2, 3, 1, 1)) == (2, 3, 2, 2)
 
 
 def test_torchscript_reloads(patched, tmp_path: Path) -> None:
