@@ -34,14 +34,14 @@ from torch import nn
 from .arch import build_arch, is_spec, meta_model
 from .detect import Detection, common_prefixes, detect_arch, fit_prefix
 from .errors import CheckpointError, ModelLoadError
-from .files import RECIPE_KEY, atomic_write, read_checkpoint
+from .files import RECIPE_KEY, atomic_write, file_mode, read_checkpoint
 from .recipe import Recipe, imported_blocks, recipe_of
 
 __all__ = ["CONTAINER_KEYS", "FORMATS", "RECIPE_KEY", "Layout", "LoadedModel", "SaveResult", "choose_arch",
            "default_output", "load_weights", "pickled_model", "read_recipe", "save_model", "split_container",
            "stored_recipe",
            # kept importable from here, where they lived before the readers and writers became modules of their own
-           "atomic_write", "build_arch", "is_spec", "read_checkpoint"]
+           "atomic_write", "build_arch", "file_mode", "is_spec", "read_checkpoint"]
 
 CONTAINER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")
 FORMATS = ("pt", "safetensors")

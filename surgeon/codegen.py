@@ -10,8 +10,10 @@ pickles whole (``torch.save(model)``) without pickling a ``GraphModule`` or any 
 from __future__ import annotations
 
 import builtins
+import hashlib
 import math
 import re
+import sys
 import types
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -101,9 +103,20 @@ def wrapped_blocks(module: nn.Module) -> tuple[list[str], list[str]]:
 
 
 def _compile_forward(base: type, source: str) -> Callable[..., Any]:
-    namespace: dict[str, Any] = {"_surgeon_base": base, "__name__": f"surgeon_generated.{base.__name__}"}
-    exec(compile(source, f"<attn-surgeon {base.__module__}.{base.__qualname__}>", "exec"), namespace)  # noqa: S102
-    return namespace["forward"]
+    # The source runs in a module of its own, registered in sys.modules: torch.compile (dynamo in torch 2.9)
+    # re-imports a function's globals by their ``__name__`` when it inlines the function, and fails on a name that
+    # cannot be imported. The name is unique to this class object (the module keeps it alive, so its id is not
+    # reused) and to the source: a class redefined under the same name (a notebook cell run twice) gets its own.
+    digest = hashlib.sha1(source.encode()).hexdigest()[:12]
+    name = f"_surgeon_generated_{base.__name__}_{id(base):x}_{digest}"
+    module = sys.modules.get(name)
+    if module is None:
+        module = types.ModuleType(name, f"Generated forward of a patched {base.__module__}.{base.__qualname__}.")
+        module.__dict__["_surgeon_base"] = base
+        exec(compile(source, f"<attn-surgeon {base.__module__}.{base.__qualname__}>", "exec"),  # noqa: S102
+             module.__dict__)
+        sys.modules[name] = module
+    return module.forward
 
 
 def _rebuild(base: type, source: str) -> nn.Module:

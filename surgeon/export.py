@@ -12,6 +12,7 @@ The Python package target is written by :mod:`surgeon.python_package`.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import re
@@ -30,12 +31,14 @@ from .errors import BlockError, OutputExistsError, SurgeonError
 from .files import atomic_write
 from .python_package import run_package, write_python_package
 from .recipe import recipe_of
-from .tensors import DEFAULT_INPUT_SHAPE, eval_mode, flatten_outputs, output_deviation, probe_input
+from .tensors import default_input_shape, eval_mode, flatten_outputs, output_deviation, probe_guard, probe_input
 
-__all__ = ["TARGETS", "ExportResult", "default_export_path", "export_model", "other_size", "write_python_package"]
+__all__ = ["TARGETS", "ExportResult", "default_export_path", "export_model", "other_size", "require_exporter",
+           "write_python_package"]
 
 TARGETS = ("onnx", "torchscript", "exported-program", "python")
 _SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2", "python": "_py"}
+_REQUIRES = {"onnx": ("onnx", "onnxscript")}  # what a target needs beyond torch: the package's ``onnx`` extra
 
 
 @dataclass
@@ -78,6 +81,24 @@ def _quiet() -> Any:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         yield
+
+
+def require_exporter(target: str) -> None:
+    """Check that the packages ``target``'s exporter needs can be imported, before any work is done.
+
+    Raises:
+        SurgeonError: one line naming the missing packages and the command that installs them.
+    """
+    missing = []
+    for name in _REQUIRES.get(target, ()):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        names = " and ".join(missing)
+        raise SurgeonError(f"{target} export needs {names}, not installed: pip install 'attn-surgeon[onnx]' "
+                           f"(or: pip install {' '.join(missing)})")
 
 
 def other_size(shape: Sequence[int]) -> tuple[int, ...]:
@@ -144,7 +165,7 @@ def _export_program(model: nn.Module, example: torch.Tensor, path: Path, force: 
 
 
 def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
-                 input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE, force: bool = False, opset: int | None = None,
+                 input_shape: Sequence[int] | None = None, force: bool = False, opset: int | None = None,
                  dynamic_batch: bool = True, dynamic_size: bool = False, check: bool = True) -> ExportResult:
     """Export ``model`` (in eval mode; its mode is restored) to ``target``, then reload it and compare outputs.
 
@@ -152,7 +173,7 @@ def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
         model: the model, usually patched (``python`` needs patched modules and a recipe).
         path: output file, or directory for ``python``.
         target: one of :data:`TARGETS`.
-        input_shape: the example batch's shape (NCHW).
+        input_shape: the example batch's shape (NCHW); ``None`` for the model's declared input size.
         force: overwrite an existing output.
         opset: ONNX opset version (the exporter's default if ``None``).
         dynamic_batch: let ONNX and exported programs take any batch size.
@@ -163,9 +184,11 @@ def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
     Raises:
         SurgeonError: an unknown target, an existing output without ``force``, a model the exporter rejects (with
             ``dynamic_size``: one that fixes its spatial size), or an export that fails at the second size.
+        ModelForwardError: the model raises on the example batch.
     """
     if target not in TARGETS:
         raise SurgeonError(f"unknown export target {target!r}; choose one of {', '.join(TARGETS)}")
+    require_exporter(target)
     path = Path(path)
     if path.exists() and not force:
         raise OutputExistsError(f"{path}: exists; pass --force to overwrite it")
@@ -173,6 +196,7 @@ def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
     if fixed:
         raise SurgeonError(f"cannot export with a dynamic size: {fixed[0]}; export at a fixed size (without "
                            "--dynamic-size), or use a block that `attn-surgeon blocks` lists as dynamic")
+    input_shape = tuple(int(v) for v in input_shape) if input_shape is not None else default_input_shape(model)
     with eval_mode(model):
         return _export(model, path, target, probe_input(input_shape), force=force, opset=opset,
                        dynamic_batch=dynamic_batch, dynamic_size=dynamic_size, check=check)
@@ -181,14 +205,14 @@ def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
 def _export(model: nn.Module, path: Path, target: str, example: torch.Tensor, *, force: bool, opset: int | None,
             dynamic_batch: bool, dynamic_size: bool, check: bool) -> ExportResult:
     """:func:`export_model` on a model already in eval mode."""
-    with torch.no_grad():
+    with probe_guard(model, tuple(example.shape)), torch.no_grad():
         expected = model(example)
     if target == "python":
         files = write_python_package(model, path, force=force)
         if not check or recipe_of(model).base is None:  # without a named base only the user can build it
             return ExportResult(target, path, None, "not checked", files)
-        return ExportResult(target, path, _max_diff(expected, run_package(path, model, example)), "import",
-                            files)
+        actual = run_package(path, model, example)
+        return ExportResult(target, path, _max_diff(expected, actual), "import", files)
     try:
         if target == "onnx":
             run, checker = _export_onnx(model, example, path, force, opset, dynamic_batch, dynamic_size)

@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import re
+import stat
 import struct
 import tempfile
 import zipfile
@@ -24,7 +25,7 @@ import torch
 
 from .errors import CheckpointError, OutputExistsError
 
-__all__ = ["RECIPE_KEY", "atomic_write", "is_checkpoint", "read_checkpoint"]
+__all__ = ["RECIPE_KEY", "atomic_write", "file_mode", "is_checkpoint", "read_checkpoint"]
 
 RECIPE_KEY = "__surgeon__"
 """The entry of a state_dict's ``_metadata`` (or a safetensors header) that holds the recipe."""
@@ -140,6 +141,19 @@ def is_checkpoint(path: str | os.PathLike[str]) -> bool:
     return os.path.isfile(path) and zipfile.is_zipfile(path)
 
 
+def file_mode(path: Path, directory: bool = False) -> int:
+    """The permissions ``path`` gets: those of the file it replaces, else a new file's under the user's umask.
+
+    A temporary file is created private (0600, 0700 for a directory); the result is a file like any other the user
+    writes (0644 under umask 022), so it can be shared, served or mounted into a container.
+    """
+    if path.exists():
+        return stat.S_IMODE(path.stat().st_mode)
+    umask = os.umask(0)  # the only portable way to read it; restored at once
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def atomic_write(path: str | os.PathLike[str], write: Any, force: bool = False,
                  protect: tuple[str | os.PathLike[str], ...] = ()) -> Path:
     """Call ``write(fileobj)`` into a temporary file beside ``path``, then rename it into place.
@@ -170,6 +184,7 @@ def atomic_write(path: str | os.PathLike[str], write: Any, force: bool = False,
             write(file)
             file.flush()
             os.fsync(file.fileno())
+            os.fchmod(file.fileno(), file_mode(path))
         os.replace(temp, path)
     except BaseException as exc:
         Path(temp).unlink(missing_ok=True)

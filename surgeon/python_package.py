@@ -26,6 +26,7 @@ from torch import nn
 from ._version import __version__
 from .codegen import is_patched, original_class, patched_source
 from .errors import OutputExistsError, SurgeonError
+from .files import file_mode
 from .recipe import recipe_of
 
 __all__ = ["run_package", "write_python_package"]
@@ -183,6 +184,7 @@ def _write_directory(directory: Path, files: dict[str, str], force: bool) -> lis
     try:
         for name, text in files.items():
             (temp / name).write_text(text)
+        temp.chmod(file_mode(directory, directory=True))  # mkdtemp's 0700 would keep the package private
         if directory.exists():
             old = parent / f".{directory.name}.{uuid.uuid4().hex}.old"
             os.replace(directory, old)

@@ -8,7 +8,9 @@ only along the path to the conv. A site that cannot be traced still takes ``befo
 around its original forward.
 
 The inserted block becomes a submodule of the host, named ``{block}_{position}`` (plus ``_{conv path}`` for conv
-sites, and ``_1``, ``_2``... if taken), so its keys sit next to the host's own and no original key moves.
+sites, and ``_1``, ``_2``... if taken), so its keys sit next to the host's own and no original key moves. Blocks
+are built by :mod:`surgeon.build` from what their registry entries declare; conv units are found, and swapped, by
+:mod:`surgeon.units`; :func:`recipe_from_rewrite` records what was done.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch.fx as fx
 from torch import nn
 
 from .blocks import is_builtin_block
-from .build import build_insert, planned_parameters
+from .build import build_insert
 from .codegen import graph_source, is_patched, patch_class, wrapped_blocks, wrapper_source
 from .errors import RewriteError, TraceError
 from .match import Action, Plan
@@ -41,8 +43,7 @@ from .trace import (
 )
 from .units import ACTIVATIONS, conv_unit, is_norm, swap_unit
 
-__all__ = ["Inserted", "RewriteResult", "conv_unit", "planned_parameters", "recipe_from_rewrite", "residual_add",
-           "rewrite"]
+__all__ = ["Inserted", "RewriteResult", "recipe_from_rewrite", "residual_add", "rewrite"]
 
 @dataclass
 class Inserted:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,7 +20,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .tensors import DEFAULT_INPUT_SHAPE, eval_mode, flatten_outputs, probe_input
+from .tensors import default_input_shape, eval_mode, flatten_outputs, probe_guard, probe_input
 from .trace import (
     TracedModule,
     contains_conv,
@@ -207,12 +208,21 @@ def _branch_module(name: str, graph: fx.Graph, branch: fx.Node) -> str | None:
     return f"{name}.{branch.target}" if name else str(branch.target)
 
 
-def find_sites(model: nn.Module, input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE) -> SiteTable:
+def find_sites(model: nn.Module, input_shape: Sequence[int] | None = None) -> SiteTable:
     """List every site of ``model`` with its shapes, measured on a probe batch of ``input_shape``.
 
     The model is not modified: it runs once in eval mode under ``no_grad`` and every submodule's train/eval
     flag is restored afterwards.
+
+    Args:
+        model: the model.
+        input_shape: the probe batch's shape; ``None`` for the model's declared input size (see
+            :func:`~surgeon.tensors.default_input_shape`).
+
+    Raises:
+        ModelForwardError: the model raises on the probe batch (it runs only at another input size, say).
     """
+    input_shape = tuple(int(v) for v in input_shape) if input_shape is not None else default_input_shape(model)
     residual, untraceable, traces = _residual_candidates(model)
     branch_modules = {name: _branch_module(name, graph, branch) for name, (graph, branch) in residual.items()}
     records: dict[str, _Record] = {}
@@ -261,15 +271,16 @@ def find_sites(model: nn.Module, input_shape: tuple[int, ...] = DEFAULT_INPUT_SH
                 branch_shapes[name] = recorder.shape
 
     handles = []
-    try:
-        for module in names:
-            handles.append(module.register_forward_pre_hook(pre_hook))
-            handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
-        with torch.no_grad(), eval_mode(model):
-            outputs = flatten_outputs(model(probe_input(input_shape, model)))
-    finally:
-        for handle in handles:
-            handle.remove()
+    with probe_guard(model, input_shape):  # outside the try: the hooks are gone when it reruns the model alone
+        try:
+            for module in names:
+                handles.append(module.register_forward_pre_hook(pre_hook))
+                handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
+            with torch.no_grad(), eval_mode(model):
+                outputs = flatten_outputs(model(probe_input(input_shape, model)))
+        finally:
+            for handle in handles:
+                handle.remove()
 
     for name in rejected:
         branch_shapes.pop(name, None)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .tensors import output_deviation, run_outputs
+from .tensors import output_deviation, probe_guard, run_outputs
 
 __all__ = ["Reference", "Verification", "capture_reference", "verify", "output_deviation"]
 
@@ -63,9 +63,18 @@ class Verification:
 
 
 def capture_reference(model: nn.Module, probe: torch.Tensor, outputs: list[torch.Tensor] | None = None) -> Reference:
-    """Record the original tensors (no copies) and the eval-mode outputs on ``probe`` (run now unless given)."""
+    """Record the original tensors (no copies) and the eval-mode outputs on ``probe`` (run now unless given).
+
+    Raises:
+        ModelForwardError: the model raises on ``probe``.
+    """
     tensors = {key: (tensor, tensor.data_ptr(), tensor._version) for key, tensor in model.state_dict().items()}
-    return Reference(tensors, run_outputs(model, probe) if outputs is None else list(outputs), probe)
+    if outputs is None:
+        with probe_guard(model, tuple(probe.shape)):
+            outputs = run_outputs(model, probe)
+    return Reference(tensors, list(outputs), probe)
+
+
 
 
 def verify(model: nn.Module, reference: Reference, removed_by_swap: Iterable[str] = ()) -> Verification:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import stat
 from pathlib import Path
 
 import pytest
@@ -207,3 +209,40 @@ def test_blocks_lists_registry_and_details() -> None:
 def test_debug_shows_traceback() -> None:
     result = run("--debug", "insert", "torchvision:resnet18", "--block", "ecaa")
     assert result.exit_code == 1 and result.exception is not None
+
+
+@pytest.fixture
+def umask_027():
+    """A stricter umask than the usual 022, so that modes the tool computes cannot pass by coincidence."""
+    previous = os.umask(0o027)
+    yield 0o027
+    os.umask(previous)
+
+
+def test_every_written_file_gets_a_normal_files_mode(tmp_path: Path, umask_027: int) -> None:
+    checkpoint = tmp_path / "r18_eca.pt"
+    assert run("insert", "torchvision:resnet18", "--block", "eca", "--input-shape", "1,3,64,64",
+               "-o", str(checkpoint)).exit_code == 0
+    report = tmp_path / "report.md"
+    assert run("profile", str(checkpoint), "--runs", "0", "--warmup", "0", "--input-shape", "1,3,64,64",
+               "--format", "md", "-o", str(report)).exit_code == 0
+    exported = tmp_path / "r18_eca.torchscript.pt"
+    assert run("export", str(checkpoint), "--to", "torchscript", "--input-shape", "1,3,64,64",
+               "-o", str(exported)).exit_code == 0
+    package = tmp_path / "r18_eca_py"
+    assert run("export", str(checkpoint), "--to", "python", "--input-shape", "1,3,64,64",
+               "-o", str(package)).exit_code == 0
+    files = [checkpoint, checkpoint.with_name("r18_eca.report.json"), checkpoint.with_name("r18_eca.report.html"),
+             report, exported, *package.iterdir()]
+    assert {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in files} == {
+        path.name: oct(0o666 & ~umask_027) for path in files}
+    assert oct(stat.S_IMODE(package.stat().st_mode)) == oct(0o777 & ~umask_027)
+
+
+def test_an_overwritten_file_keeps_its_mode(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "r18_eca.pt"
+    checkpoint.write_bytes(b"old")
+    checkpoint.chmod(0o600)
+    assert run("insert", "torchvision:resnet18", "--block", "eca", "--input-shape", "1,3,64,64", "--profile", "off",
+               "-o", str(checkpoint), "--force").exit_code == 0
+    assert checkpoint.read_bytes() != b"old" and stat.S_IMODE(checkpoint.stat().st_mode) == 0o600

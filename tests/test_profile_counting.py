@@ -224,13 +224,19 @@ def test_formula(module: nn.Module, inputs: tuple, macs: int, flops: int, execut
     assert (result.macs, result.flops, result.uncounted) == (macs, flops, {})
 
 
-@pytest.mark.parametrize("execution", ["meta", "real"])
+@pytest.mark.parametrize("execution", ["meta", "real", "auto"])
 def test_multi_head_attention_macs(execution: str) -> None:
     # eval + no_grad takes the fused kernel on real tensors and the decomposed path on meta: same MACs.
     attention = nn.MultiheadAttention(8, 2, batch_first=True)
     tokens = torch.randn(1, 4, 8)
-    result = count_ops(Fn(lambda m, x: m.layers[0](x, x, x, need_weights=False)[0], attention), tokens,
-                       execution=execution)
+    try:
+        result = count_ops(Fn(lambda m, x: m.layers[0](x, x, x, need_weights=False)[0], attention), tokens,
+                           execution=execution)
+    except NotImplementedError as exc:
+        # torch 2.9 sends meta tensors down the fused path too, where it has no meta kernel; "auto" (the default)
+        # then counts on real tensors, and its case below must give the same numbers.
+        assert execution == "meta" and "_native_multi_head_attention" in str(exc), exc
+        pytest.skip("this torch has no meta kernel for the fused attention path")
     projections = (4 + 4 + 4 + 4) * 8 * 8  # q, k, v and out, each 4 tokens x (8 x 8)
     scores = 2 * 4 * 4
     assert result.macs == projections + scores * 2 * (8 // 2)

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from .._version import __version__
 from ..errors import SurgeonError
@@ -24,7 +25,7 @@ class _Group(click.Group):
         except SurgeonError as exc:
             if ctx.meta.get("surgeon.debug"):
                 raise
-            err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
             sys.exit(1)
 
 

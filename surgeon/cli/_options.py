@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,12 +12,13 @@ import click
 import yaml
 
 from ..checkpoint import LoadedModel
+from ..errors import ModelForwardError
 from ..pipeline import load_model
 from ..tensors import DEFAULT_INPUT_SHAPE
 from ._console import err, progress
 
 __all__ = ["LoadOptions", "model_options", "note", "input_shape_option", "parse_shape", "parse_assignments",
-           "load_source"]
+           "load_source", "model_errors", "note_detection"]
 
 _SHAPE_EXAMPLE = ",".join(map(str, DEFAULT_INPUT_SHAPE))
 
@@ -51,13 +53,26 @@ def parse_assignments(values: tuple[str, ...], option: str) -> dict[str, Any]:
     return result
 
 
-def _shape_callback(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
-    return parse_shape(value)
+def _shape_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    return None if value is None else parse_shape(value)
 
 
 def input_shape_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--input-shape", default=_SHAPE_EXAMPLE, show_default=True, callback=_shape_callback,
-                        help="Probe batch shape N,C,H,W used to measure sites and the output deviation.")(func)
+    """``--input-shape N,C,H,W``, passed as a tuple, or ``None`` when not given (the model's declared size)."""
+    return click.option("--input-shape", callback=_shape_callback, metavar="N,C,H,W",
+                        help="Probe batch shape used to measure sites and the output deviation [default: the input "
+                             "size the model declares (timm's pretrained config, an Ultralytics model's imgsz, "
+                             f"299 for Inception v3), else {_SHAPE_EXAMPLE}].")(func)
+
+
+@contextmanager
+def model_errors(source: str | None = None, input_shape: tuple[int, ...] | None = None) -> Iterator[None]:
+    """A model that refuses its probe batch is named as on the command line (``source``, ``--input-shape``), with the
+    option to pass."""
+    try:
+        yield
+    except ModelForwardError as exc:
+        raise exc.on_command_line(source, input_shape) from exc.__cause__
 
 
 @dataclass(frozen=True)

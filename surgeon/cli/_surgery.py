@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from ..checkpoint import FORMATS, default_output
 from ..match import Rule
 from ..pipeline import PatchResult, patch
 from ..recipe import Recipe
 from ..report import FULL_PROFILE_RUNS, PROFILE_MODES
-from ._console import out, print_json, progress, warn
-from ._options import LoadOptions, note_detection
+from ._console import out, print_json, progress, table, warn
+from ._options import LoadOptions, model_errors, note_detection
 
 __all__ = ["run_rules_command", "render_plan", "profile_option", "format_option", "output_options"]
 
@@ -47,17 +46,16 @@ def format_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def render_plan(summary: dict, title: str) -> None:
-    table = Table(title=title, title_justify="left")
-    for column in ("site", "class", "stage", "index", "channels", "action", "block", "params"):
-        table.add_column(column, justify="right" if column in ("stage", "index", "channels", "params") else "left")
+    view = table(title, ("site", "class", "stage", "index", "channels", "action", "block", "params"),
+                 right=("stage", "index", "channels", "params"))
     for row in summary["plan"]:
         action = row["position"] if row["op"] == "insert" else "replace"
         params = row.get("parameters")
-        table.add_row(row["site"], row["class"], str(row["stage"] or "-"), str(row["index"] if row["index"] is not None
+        view.add_row(row["site"], row["class"], str(row["stage"] or "-"), str(row["index"] if row["index"] is not None
                       else "-"), str(row["channels"]), action, row["block"], "?" if params is None else f"{params:,}")
     known = [row["parameters"] for row in summary["plan"] if row.get("parameters") is not None]
-    table.caption = f"{len(summary['plan'])} actions, {sum(known):,} parameters in new blocks"
-    out.print(table)
+    view.caption = f"{len(summary['plan'])} actions, {sum(known):,} parameters in new blocks"
+    out.print(view)
 
 
 def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -86,13 +84,16 @@ def run_rules_command(source: str, rules: Sequence[Rule] | Recipe | str, *, load
     """
     if output is None and suffix:
         output = default_output(source, suffix, fmt)
-    result = patch(source, rules, output, trust_code=load.trust_code, trust_pickle=load.trust_pickle,
-                   input_shape=input_shape, init=init, profile=profile, fmt=fmt, dry_run=dry_run, force=force,
-                   step=progress, **load.arch_options())
+    with model_errors(source):
+        result = patch(source, rules, output, trust_code=load.trust_code, trust_pickle=load.trust_pickle,
+                       input_shape=input_shape, init=init, profile=profile, fmt=fmt, dry_run=dry_run, force=force,
+                       step=progress, **load.arch_options())
     note_detection(source, result.loaded)
     summary = result.summary
+    shown = ",".join(map(str, summary["input_shape"]))
     if dry_run:
-        print_json(summary) if as_json else render_plan(summary, f"Plan for {source} (dry run, nothing written)")
+        title = f"Plan for {source} at input {shown} (dry run, nothing written)"
+        print_json(summary) if as_json else render_plan(summary, title)
         return result
     if result.dropped:
         warn(f"dropped {', '.join(result.dropped)} from the container: optimizer state cannot match the new "
@@ -106,7 +107,7 @@ def run_rules_command(source: str, rules: Sequence[Rule] | Recipe | str, *, load
     what = sorted({f"{row['block']} ({row['position'] or row['op']})" for row in summary["plan"]})
     out.print(f"Patched [bold]{summary['sites_patched']}[/bold] sites of {source} with {', '.join(what)}.")
     out.print(f"Parameters: {params['before']:,} → {params['after']:,} ({params['added']:+,})")
-    out.print(f"Output deviation on the probe batch: max abs {check['max_abs_diff']:.3g} "
+    out.print(f"Output deviation on a probe batch of {shown}: max abs {check['max_abs_diff']:.3g} "
               f"(relative {check['rel_diff']:.3g}); original keys preserved: {check['keys_preserved']}")
     written = f" and {result.html}" if result.html else ""
     out.print(f"Wrote {result.output}, {result.report}{written}", highlight=False)

@@ -37,7 +37,7 @@ Presets (rules/*.yaml; the language is described in rules/README.md):
 @input_shape_option
 @model_options
 @output_options
-def apply(model: str, rules: str | None, recipe: Path | None, init: str | None, input_shape: tuple[int, ...],
+def apply(model: str, rules: str | None, recipe: Path | None, init: str | None, input_shape: tuple[int, ...] | None,
           load: LoadOptions, profile: str, output: Path | None, dry_run: bool, force: bool,
           as_json: bool, fmt: str | None) -> None:
     """Apply RULES (a rules file or the name of a preset) to MODEL, or replay a patched checkpoint's --recipe.

@@ -6,10 +6,9 @@ import inspect
 
 import click
 import torch
-from rich.table import Table
 
 from ..blocks import BlockInfo, block_arguments, create_block, get_block, list_blocks
-from ._console import out, print_json
+from ._console import out, print_json, table
 
 EXAMPLES = """\b
 Examples:
@@ -82,11 +81,10 @@ def blocks(name: str | None, as_json: bool) -> None:
     if as_json:
         print_json([_describe(info) for info in infos])
         return
-    view = Table(title=f"{len(infos)} blocks (parameters at init=paper: C = channels, counted at {_CHANNELS}; "
-                       "`attn-surgeon blocks NAME` for options)", title_justify="left")
-    for column in ("name", "kind", "paper", "year", "parameters", f"at {_CHANNELS}", "placement in the paper",
-                   "ONNX export"):
-        view.add_column(column, justify="right" if column in ("year", f"at {_CHANNELS}") else "left")
+    view = table(f"{len(infos)} blocks (parameters at init=paper: C = channels, counted at {_CHANNELS}; "
+                 "`attn-surgeon blocks NAME` for options)",
+                 ("name", "kind", "paper", "year", "parameters", f"at {_CHANNELS}", "placement in the paper",
+                  "ONNX export"), right=("year", f"at {_CHANNELS}"))
     for info in infos:
         params = _params_at(info, "paper")
         view.add_row(info.name + (f" ({', '.join(info.aliases)})" if info.aliases else ""), info.kind, info.paper,

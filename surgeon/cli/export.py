@@ -7,9 +7,10 @@ from pathlib import Path
 import click
 
 from ..errors import OutputExistsError
-from ..export import TARGETS, default_export_path, export_model
+from ..export import TARGETS, default_export_path, export_model, require_exporter
+from ..tensors import default_input_shape
 from ._console import out, print_json, progress
-from ._options import LoadOptions, input_shape_option, load_source, model_options
+from ._options import LoadOptions, input_shape_option, load_source, model_errors, model_options
 
 EXAMPLES = """\b
 Examples:
@@ -39,18 +40,20 @@ Examples:
 @model_options
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
-def export(model: str, target: str, output: Path | None, input_shape: tuple[int, ...], static_batch: bool,
+def export(model: str, target: str, output: Path | None, input_shape: tuple[int, ...] | None, static_batch: bool,
            dynamic_size: bool, opset: int | None, load: LoadOptions, force: bool, as_json: bool) -> None:
     """Export MODEL (usually a checkpoint written by insert, swap or apply) to another format.
 
     The export is loaded back and run on a random batch of --input-shape, and its largest output difference
     from the PyTorch model is printed (onnx is run in onnxruntime when it is installed).
     """
+    require_exporter(target)
     output = output or default_export_path(model, target)
-    if output.exists() and not force:  # before the (slow) load, not after
+    if output.exists() and not force:  # both checks before the (slow) load, not after
         raise OutputExistsError(f"{output}: exists; pass --force to overwrite it")
     loaded = load_source(model, load)
-    with progress(f"Exporting to {target}"):
+    input_shape = input_shape or default_input_shape(loaded.module)
+    with progress(f"Exporting to {target}"), model_errors(model):
         result = export_model(loaded.module, output, target, input_shape=input_shape, force=force, opset=opset,
                               dynamic_batch=not static_batch, dynamic_size=dynamic_size)
     if as_json:

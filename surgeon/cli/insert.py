@@ -42,7 +42,7 @@ Examples:
 @model_options
 @output_options
 def insert(model: str, block: str, site: str, position: str | None, settings: tuple[str, ...], init: str,
-           stage: str | None, stride: int | None, input_shape: tuple[int, ...], load: LoadOptions,
+           stage: str | None, stride: int | None, input_shape: tuple[int, ...] | None, load: LoadOptions,
            output: Path | None, dry_run: bool, force: bool, profile: str,
            as_json: bool, fmt: str | None) -> None:
     """Insert an attention block at every site of MODEL that --after selects.

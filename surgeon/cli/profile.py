@@ -14,7 +14,7 @@ from ..profile.latency import quiet_profiler_logs
 from ..profile.output import FORMATS, format_for_path, render_text, write_report
 from ..profile.render import render_profile
 from ._console import out, progress
-from ._options import LoadOptions, input_shape_option, load_source, model_options
+from ._options import LoadOptions, input_shape_option, load_source, model_errors, model_options
 
 EXAMPLES = """\b
 Examples:
@@ -67,7 +67,7 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> torch.dev
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the report to this file instead of stdout (.json, .md, .html or .txt).")
 @click.option("--force", is_flag=True, help="Overwrite an existing report file.")
-def profile(model: str, compare: str | None, input_shape: tuple[int, ...], batch_sizes: tuple[int, ...] | None,
+def profile(model: str, compare: str | None, input_shape: tuple[int, ...] | None, batch_sizes: tuple[int, ...] | None,
             load: LoadOptions, device: torch.device, threads: int | None, runs: int,
             warmup: int, fmt: str | None, as_json: bool, output: Path | None, force: bool) -> None:
     """Count, time and compare MODEL (and --compare MODEL2): parameters, MACs and FLOPs per image, latency and
@@ -89,13 +89,14 @@ def profile(model: str, compare: str | None, input_shape: tuple[int, ...], batch
     base.module.to(device)
     if other is not None:
         other.module.to(device)
-    report = profile_models(base.module, other.module if other else None, input_shape=input_shape,
-                            batch_sizes=batch_sizes, runs=runs, warmup=warmup, threads=threads,
-                            names=(model, compare), share_weights=share, step=progress)
+    with model_errors(input_shape=input_shape):  # each model is named by its own argument already
+        report = profile_models(base.module, other.module if other else None, input_shape=input_shape,
+                                batch_sizes=batch_sizes, runs=runs, warmup=warmup, threads=threads,
+                                names=(model, compare), share_weights=share, step=progress)
     if output is not None:
         write_report(report, output, fmt, force=force)
         out.print(f"Wrote {output}", highlight=False)
-    elif fmt == "table" and out.is_terminal:
+    elif fmt == "table":  # fitted to a terminal; at its natural width in a pipe (see _console)
         out.print(render_profile(report))
-    else:  # a pipe or a file has no right edge: tables keep 120 columns there
+    else:
         click.echo(render_text(report, fmt), nl=False)

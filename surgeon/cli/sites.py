@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import click
-from rich.table import Table
 
 from ..pipeline import sites as find_sites
-from ._console import out, print_json, progress
-from ._options import LoadOptions, input_shape_option, load_source, model_options
+from ._console import out, print_json, progress, table
+from ._options import LoadOptions, input_shape_option, load_source, model_errors, model_options
 
 EXAMPLES = """\b
 Examples:
@@ -26,25 +25,24 @@ Examples:
 @input_shape_option
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the sites as JSON on stdout.")
-def sites(model: str, kind: tuple[str, ...], input_shape: tuple[int, ...], load: LoadOptions,
+def sites(model: str, kind: tuple[str, ...], input_shape: tuple[int, ...] | None, load: LoadOptions,
           as_json: bool) -> None:
     """List the sites of MODEL: residual units (block), convolutions (conv) and other modules with 4-D outputs.
 
     Use the names, classes, stages and indices shown here in --after, --stage and YAML rules.
     """
     loaded = load_source(model, load)
-    with progress("Finding sites"):
-        table = find_sites(loaded.module, input_shape)
+    with progress("Finding sites"), model_errors(model):
+        found = find_sites(loaded.module, input_shape)
+    input_shape = found.input_shape
     kinds = {"block", "conv", "module"} if "all" in kind else (set(kind) or {"block", "conv"})
-    chosen = [site for site in table.sites if site.kind in kinds]
+    chosen = [site for site in found.sites if site.kind in kinds]
     if as_json:
-        print_json({"model": model, "input_shape": list(input_shape), "untraceable": table.untraceable,
+        print_json({"model": model, "input_shape": list(input_shape), "untraceable": found.untraceable,
                     "sites": [dataclasses.asdict(site) for site in chosen]})
         return
-    view = Table(title=f"{len(chosen)} sites of {model} at input {','.join(map(str, input_shape))}",
-                 title_justify="left")
-    for column in ("name", "kind", "class", "in → out ch", "size", "stride", "stage", "index", "conv"):
-        view.add_column(column)
+    view = table(f"{len(chosen)} sites of {model} at input {','.join(map(str, input_shape))}",
+                 ("name", "kind", "class", "in → out ch", "size", "stride", "stage", "index", "conv"))
     for site in chosen:
         conv = ""
         if site.kind == "conv":
@@ -55,10 +53,10 @@ def sites(model: str, kind: tuple[str, ...], input_shape: tuple[int, ...], load:
                      "-" if site.stage is None else str(site.stage), "-" if site.index is None else str(site.index),
                      conv)
     out.print(view)
-    if not table.of_kind("block"):
+    if not found.of_kind("block"):
         out.print("No residual units with convolutions found: select sites by class name or name glob instead "
                   "(--after ClassName, --after 'features.*').")
-    if table.untraceable:
-        out.print(f"{len(table.untraceable)} modules could not be traced (their inner positions are unavailable; "
+    if found.untraceable:
+        out.print(f"{len(found.untraceable)} modules could not be traced (their inner positions are unavailable; "
                   "before/after still work): " + "; ".join(f"{k or '(model)'}: {v}"
-                                                           for k, v in list(table.untraceable.items())[:5]))
+                                                           for k, v in list(found.untraceable.items())[:5]))

@@ -29,7 +29,7 @@ Examples:
 @model_options
 @output_options
 def swap(model: str, block: str, conv: str, stride: int | None, stage: str | None, settings: tuple[str, ...],
-         input_shape: tuple[int, ...], load: LoadOptions, output: Path | None,
+         input_shape: tuple[int, ...] | None, load: LoadOptions, output: Path | None,
          dry_run: bool, force: bool, profile: str, as_json: bool, fmt: str | None) -> None:
     """Replace each selected conv unit (conv → norm → activation) of MODEL with a swap block.
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from torch import nn
 
+from .. import checkpoint
 from ..arch import build_arch, is_spec
 from ..blocks import get_block
-from .. import checkpoint
 from ..checkpoint import (
     Layout,
     LoadedModel,
@@ -28,21 +28,23 @@ from ..checkpoint import (
     split_container,
     stored_recipe,
 )
-from ..errors import OutputExistsError, SurgeonError
-from ..files import is_checkpoint, read_checkpoint
+from ..errors import ModelForwardError, OutputExistsError, SurgeonError
+from ..files import read_checkpoint
 from ..profile.latency import quiet_profiler_logs
 from ..profile.report import Step, model_facts
 from ..recipe import Recipe, recipe_of, unwrap
 from ..report import (
     PatchResult,
     ProfileMode,
+    SurgeryResult,
     html_report_path,
     report_path,
     surgery_profile,
     surgery_summary,
     write_reports,
 )
-from ..tensors import DEFAULT_INPUT_SHAPE
+from ..rules import RuleSet
+from ..tensors import default_input_shape
 from .surgery import replay, resolve, surgery
 
 __all__ = ["load", "load_model", "patch", "save", "save_model"]
@@ -129,18 +131,37 @@ def _no_step(message: str) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
-def _output_suffix(rules_or_recipe: Any) -> str:
+def _output_suffix(rules_or_recipe: Any, resolved: Recipe | RuleSet) -> str:
     """What a default output name says was done: ``replayed`` for a recipe, the block(s) of a list of rules, a rules
-    file's or preset's name, else ``patched``."""
-    source = rules_or_recipe
-    if isinstance(source, Recipe) or (isinstance(source, dict) and "steps" in source) or (
-            isinstance(source, (str, os.PathLike)) and is_checkpoint(source)):
+    file's or preset's name, else ``patched`` (YAML text, a rules document)."""
+    if isinstance(resolved, Recipe):
         return "replayed"
-    if isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
-        return "_".join(dict.fromkeys(get_block(rule.block).name.rsplit(":", 1)[-1].lower() for rule in source))
-    if isinstance(source, (str, os.PathLike)) and "\n" not in os.fspath(source):
-        return Path(os.fspath(source)).stem
+    if isinstance(rules_or_recipe, Sequence) and not isinstance(rules_or_recipe, (str, bytes)):
+        return "_".join(dict.fromkeys(get_block(rule.block).name.rsplit(":", 1)[-1].lower() for rule in resolved))
+    if isinstance(rules_or_recipe, (str, os.PathLike)) and "\n" not in os.fspath(rules_or_recipe):
+        return Path(os.fspath(rules_or_recipe)).stem
     return "patched"
+
+
+def _patch_in_memory(source: str, loaded: LoadedModel, resolved: Recipe | RuleSet, input_shape: tuple[int, ...],
+                     output: Path, profile: ProfileMode, dry_run: bool,
+                     step: Step) -> tuple[SurgeryResult, dict[str, Any]]:
+    """:func:`patch`'s surgery and its profile, before anything is written."""
+    before = original = None
+    if not dry_run and profile == "counts":
+        with step("Counting the original model"):
+            before = model_facts(loaded.module, source, input_shape[1:])
+    elif not dry_run and profile == "full":
+        original = copy.deepcopy(loaded.module)  # surgery is in place; the full profile times both models
+    with step("Finding sites and rewriting"):
+        result = surgery(loaded.module, resolved, input_shape=input_shape, base=loaded.spec,
+                         arch_args=loaded.arch_args, dry_run=dry_run, where=source)
+    summary = surgery_summary(result, source, None if dry_run else str(output))
+    if not dry_run:
+        quiet_profiler_logs()
+        summary["profile"] = surgery_profile(profile, result, before=before, original=original,
+                                             names=(source, "patched"), input_shape=input_shape, step=step)
+    return result, summary
 
 
 def patch(source: str | os.PathLike[str], rules_or_recipe: Any, output: str | os.PathLike[str] | None = None, *,
@@ -160,7 +181,7 @@ def patch(source: str | os.PathLike[str], rules_or_recipe: Any, output: str | os
         rules_or_recipe: anything :func:`apply` takes.
         output: the checkpoint to write [default: beside ``source``, named after what was done].
         arch, arch_args, trust_code, trust_pickle: how to load ``source`` (see :func:`load_model`).
-        input_shape: probe batch shape [default: a recipe's own, else 1, 3, 224, 224].
+        input_shape: probe batch shape [default: a recipe's own, else the model's declared input size].
         init: overrides the init of every insert rule.
         profile: ``counts``, ``full`` or ``off`` (see :func:`~surgeon.report.surgery_profile`).
         fmt: checkpoint format, ``pt`` or ``safetensors`` [default: the input's].
@@ -174,7 +195,9 @@ def patch(source: str | os.PathLike[str], rules_or_recipe: Any, output: str | os
     """
     source = str(source)
     resolved = resolve(rules_or_recipe, init=init, trust_code=trust_code)  # a bad rules file fails before the load
-    output = Path(output) if output is not None else default_output(source, _output_suffix(rules_or_recipe), fmt)
+    if output is None:
+        output = default_output(source, _output_suffix(rules_or_recipe, resolved), fmt)
+    output = Path(output)
     report, html = report_path(output), html_report_path(output) if profile != "off" else None
     if not dry_run:
         for path in (output, report, *([html] if html else [])):
@@ -183,24 +206,14 @@ def patch(source: str | os.PathLike[str], rules_or_recipe: Any, output: str | os
     with step(f"Loading {source}"):
         loaded = load_model(source, arch, arch_args, trust_code, trust_pickle=trust_pickle)
     if input_shape is None:
-        input_shape = resolved.input_shape if isinstance(resolved, Recipe) else DEFAULT_INPUT_SHAPE
+        input_shape = resolved.input_shape if isinstance(resolved, Recipe) else default_input_shape(loaded.module)
     input_shape = tuple(int(v) for v in input_shape)
-    before = original = None
-    if not dry_run and profile == "counts":
-        with step("Counting the original model"):
-            before = model_facts(loaded.module, source, input_shape[1:])
-    elif not dry_run and profile == "full":
-        original = copy.deepcopy(loaded.module)  # surgery is in place; the full profile times both models
-    with step("Finding sites and rewriting"):
-        result = surgery(loaded.module, resolved, input_shape=input_shape, base=loaded.spec,
-                         arch_args=loaded.arch_args, dry_run=dry_run, where=source)
-    summary = surgery_summary(result, source, None if dry_run else str(output))
+    try:
+        result, summary = _patch_in_memory(source, loaded, resolved, input_shape, output, profile, dry_run, step)
+    except ModelForwardError as exc:  # named as the caller named the model, at the shape it was probed with
+        raise ModelForwardError(source, input_shape, exc.reason, exc.declared) from exc.__cause__
     if dry_run:
         return PatchResult(result, summary, loaded, output, report, html)
-    quiet_profiler_logs()
-    summary["profile"] = surgery_profile(profile, result, before=before, original=original,
-                                         names=(source, "patched"), input_shape=input_shape, step=step)
-    del original
     with step(f"Saving {output}"):
         saved = save_model(result.model, output, result.recipe, loaded.layout, force=force,
                            protect=(loaded.path,) if loaded.path else (), fmt=fmt)

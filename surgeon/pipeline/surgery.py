@@ -35,7 +35,7 @@ from ..report import SurgeryResult
 from ..rewrite import RewriteResult, recipe_from_rewrite, rewrite
 from ..rules import RuleSet, load_rules, locate
 from ..sites import SiteTable, find_sites
-from ..tensors import DEFAULT_INPUT_SHAPE, probe_input
+from ..tensors import probe_input
 from ..verify import capture_reference, verify
 
 __all__ = ["SurgeryResult", "apply", "insert", "insert_rule", "recipe_source", "replay", "replay_surgery", "resolve",
@@ -49,6 +49,16 @@ def insert_rule(block: str, after: str | Selector = "bottleneck", position: str 
                 init: str = "identity", args: Mapping[str, Any] | None = None, stage: str | int | None = None,
                 stride: int | None = None, name: str | None = None) -> Rule:
     """The rule that inserts ``block`` at every site ``after`` selects (see :func:`insert`).
+
+    Args:
+        block: registry name or ``package.module:Class``.
+        after: a site description (``bottleneck``, ``conv3x3``, a class name, a name glob, ``re:REGEX``) or a
+            :class:`~surgeon.match.Selector`.
+        position: ``residual``, ``after`` or ``before`` [default: by site kind].
+        init: ``identity`` or ``paper``.
+        args: block options.
+        stage, stride: extra filters of a site description (a selector carries its own).
+        name: the rule's name in messages.
 
     Raises:
         BlockError: an unknown block, a swap block, or an unknown init mode.
@@ -66,6 +76,13 @@ def insert_rule(block: str, after: str | Selector = "bottleneck", position: str 
 def swap_rule(block: str, conv: str | Selector = "conv3x3", *, args: Mapping[str, Any] | None = None,
               stage: str | int | None = None, stride: int | None = None, name: str | None = None) -> Rule:
     """The rule that replaces every conv unit ``conv`` selects by ``block`` (see :func:`swap`).
+
+    Args:
+        block: a swap block's registry name.
+        conv: a kernel (``3x3``), a conv site description (``conv3x3``, a name glob) or a selector.
+        args: block options.
+        stage, stride: extra filters of a site description (a selector carries its own).
+        name: the rule's name in messages.
 
     Raises:
         BlockError: an unknown block, or an insert block.
@@ -96,16 +113,18 @@ def run_surgery(model: nn.Module, rules: Sequence[Rule], *, input_shape: Sequenc
     Args:
         model: the model to patch (modified in place unless ``dry_run``).
         rules: what to insert where, applied in order.
-        input_shape: shape of the probe batch used to measure sites and output deviation.
+        input_shape: shape of the probe batch used to measure sites and output deviation; ``None`` for the model's
+            declared input size (see :func:`~surgeon.tensors.default_input_shape`). The recipe records the shape used.
         base: architecture spec recorded in the recipe, so the saved checkpoint can be rebuilt from the file alone.
         arch_args: keyword arguments of the base architecture, recorded likewise.
         dry_run: plan only; the model is not changed.
 
     Raises:
-        SurgeonError: a user error (no match, bad block options, untraceable site, ...); the model is unchanged.
+        SurgeonError: a user error (no match, bad block options, untraceable site, a model that refuses the probe
+            batch, ...); the model is unchanged.
         VerificationError: the patched model lost an original tensor or cannot run (a bug, reported as such).
     """
-    table = find_sites(model, tuple(int(v) for v in input_shape or DEFAULT_INPUT_SHAPE))
+    table = find_sites(model, input_shape)
     plan = make_plan(table.sites, rules)
     if dry_run:
         return SurgeryResult(model, table, plan)
@@ -195,7 +214,7 @@ def insert(model: nn.Module, block: str, after: str | Selector = "bottleneck", p
         position: ``"residual"`` (before the skip addition; default for residual units), ``"after"`` (default
             otherwise) or ``"before"``.
         init: ``"identity"`` (the patched model computes the same function) or ``"paper"``.
-        input_shape: probe batch shape.
+        input_shape: probe batch shape; ``None`` for the model's declared input size.
         **block_args: options of the block (e.g. ``k_size=3``).
 
     Example:
@@ -237,7 +256,7 @@ def apply(model: nn.Module, rules_or_recipe: Any, *, input_shape: Sequence[int] 
             :func:`surgeon.rules.list_presets`), YAML text, a rules document as a dict (``{"version": 1,
             "rules": [...]}``) or a list of :class:`Rule` — or a recipe: a :class:`Recipe`, its dict (with
             ``steps``), or the path of a checkpoint written by attn-surgeon, whose recipe is replayed.
-        input_shape: probe batch shape [default: a recipe's own, else 1, 3, 224, 224].
+        input_shape: probe batch shape [default: a recipe's own, else the model's declared input size].
         init: ``"identity"`` or ``"paper"`` for every insert rule, overriding the document (rules only).
         trust_code: allow blocks given as ``package.module:Class`` in a rules document or a checkpoint's recipe
             (importing runs code).
@@ -299,5 +318,6 @@ def surgery(model: nn.Module, rules_or_recipe: Recipe | RuleSet, *, input_shape:
 
 
 def sites(model: nn.Module, input_shape: Sequence[int] | None = None) -> SiteTable:
-    """Every candidate site of ``model``; the model is not changed."""
-    return find_sites(model, tuple(input_shape or DEFAULT_INPUT_SHAPE))
+    """Every candidate site of ``model``, probed at ``input_shape`` (``None``: its declared input size); the model is
+    not changed."""
+    return find_sites(model, input_shape)

@@ -80,11 +80,8 @@ class _FittedTable:
 def _table(title: str, data: TableData, hidden: list[int]) -> Table:
     table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     shown = [i for i in range(len(data.header)) if i not in hidden]
-    for index in shown:
-        if index < data.left:  # names fold onto a second line rather than being cut
-            table.add_column(data.header[index], overflow="fold")
-        else:
-            table.add_column(data.header[index], justify="right", no_wrap=True)
+    for index in shown:  # names, and numbers in a very narrow terminal, fold onto a second line rather than being cut
+        table.add_column(data.header[index], justify="left" if index < data.left else "right", overflow="fold")
     for row in data.rows:
         table.add_row(*(row[i] for i in shown))
     if data.total:

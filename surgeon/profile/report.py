@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import platform
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,15 @@ import torch
 from torch import nn
 
 from ..recipe import Recipe, recipe_of, versions
-from ..tensors import DEFAULT_INPUT_SHAPE, device_of, output_deviation, probe_input, run_outputs
+from ..tensors import (
+    DEFAULT_INPUT_SHAPE,
+    declared_input_shape,
+    device_of,
+    output_deviation,
+    probe_guard,
+    probe_input,
+    run_outputs,
+)
 from .attribution import SITE_TIMING_METHOD, time_blocks
 from .counting import CONVENTIONS, CountResult, count_ops
 from .format import threads as threads_label
@@ -60,16 +68,22 @@ class ModelFacts:
 
 
 def model_facts(model: nn.Module, name: str | None, image_shape: Sequence[int]) -> ModelFacts:
-    """Parameters and MACs/FLOPs of one image of ``image_shape`` (C, H, W); milliseconds on the meta device."""
+    """Parameters and MACs/FLOPs of one image of ``image_shape`` (C, H, W); milliseconds on the meta device.
+
+    Raises:
+        ModelForwardError: the model raises on an image of that shape.
+    """
     probe = probe_input((1, *image_shape), model)
     recipe = recipe_of(model)
     named = dict(model.named_modules())
     inserted = [step.module for step in recipe.steps if step.module in named] if recipe else []
+    with probe_guard(model, probe.shape, name):
+        counts = count_ops(model, (probe,))
     return ModelFacts(
         name=name,
         parameters=sum(p.numel() for p in model.parameters()),
         trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        counts=count_ops(model, (probe,)),
+        counts=counts,
         recipe=recipe,
         block_parameters={module: sum(p.numel() for p in named[module].parameters()) for module in inserted},
     )
@@ -95,11 +109,10 @@ def count_report(before: ModelFacts, after: ModelFacts | None, *, input_shape: S
     return _json_safe(report)
 
 
-def profile_models(model: nn.Module, other: nn.Module | None = None, *,
-                   input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE, batch_sizes: Sequence[int] | None = None,
-                   runs: int = 20, warmup: int = 5, threads: int | None = None,
-                   names: tuple[str | None, str | None] = ("model", "other"), share_weights: bool = False,
-                   step: Step = lambda message: nullcontext()) -> dict[str, Any]:
+def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_shape: Sequence[int] | None = None,
+                   batch_sizes: Sequence[int] | None = None, runs: int = 20, warmup: int = 5,
+                   threads: int | None = None, names: tuple[str | None, str | None] = ("model", "other"),
+                   share_weights: bool = False, step: Step = lambda message: nullcontext()) -> dict[str, Any]:
     """Profile ``model`` (and ``other`` beside it): sizes, counts, latency, peak memory, inserted blocks, deviation.
 
     Both models run where their weights are and are not modified (train/eval flags and the thread count are
@@ -109,6 +122,7 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *,
         model: the model (usually the original).
         other: a second model (usually the patched one); deltas are ``other`` minus ``model``.
         input_shape: probe batch N, C, H, W; counts are per image of C, H, W; the deviation is measured on it.
+            ``None``: the input size ``model`` declares, else the one ``other`` declares, else 1, 3, 224, 224.
         batch_sizes: batch sizes to time and measure memory at; ``None`` times batch size N only.
         runs: timed passes per batch size and model; 0 skips latency, memory and block timing.
         warmup: untimed passes first.
@@ -125,23 +139,29 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *,
         ``operators``, ``uncounted_ops``, ``latency`` and ``peak_memory`` per batch size); with ``other``,
         ``delta`` and ``deviation``; ``sites``: one row per inserted block of the patched model (where it went,
         parameters, MACs, FLOPs, measured time and share of the model's latency); ``site_timing``.
+
+    Raises:
+        ModelForwardError: a model raises on the probe batch (it runs only at another input size, say).
     """
+    models = [model] if other is None else [model, other]
+    if input_shape is None:
+        input_shape = next(filter(None, map(declared_input_shape, models)), DEFAULT_INPUT_SHAPE)
     input_shape = tuple(int(v) for v in input_shape)
     batch_sizes = tuple(int(b) for b in batch_sizes) if batch_sizes else (input_shape[0],)
-    models = [model] if other is None else [model, other]
     adopted = adopt_original_weights(model, other) if share_weights and other is not None else None
     with step("Counting MACs and FLOPs"):
         facts = [model_facts(m, names[i], input_shape[1:]) for i, m in enumerate(models)]
     report = _skeleton(facts, input_shape, batch_sizes if runs > 0 else [], str(device_of(model)))
     latencies: list[list[LatencyResult]] = [[] for _ in models]
     if runs > 0:
-        latencies = _time_models(models, report, batch_sizes, runs=runs, warmup=warmup, threads=threads, step=step)
+        latencies = _time_models(models, names, report, batch_sizes, runs=runs, warmup=warmup, threads=threads,
+                                 step=step)
     else:
         report["notes"].append("Latency, peak memory and the time of each block were not measured (runs=0).")
     if other is not None:
         report["delta"] = _delta(report["models"])
         with step("Measuring the output deviation"):
-            report["deviation"] = _deviation(model, other, input_shape, adopted)
+            report["deviation"] = _deviation(model, other, input_shape, adopted, names)
     patched_index = 1 if other is not None and facts[1].recipe is not None else 0
     block_times = None
     if runs > 0 and facts[patched_index].recipe is not None:
@@ -155,13 +175,15 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *,
     return _json_safe(report)
 
 
-def _time_models(models: list[nn.Module], report: dict[str, Any], batch_sizes: Sequence[int], *, runs: int,
-                 warmup: int, threads: int | None, step: Step) -> list[list[LatencyResult]]:
+def _time_models(models: list[nn.Module], names: tuple[str | None, str | None], report: dict[str, Any],
+                 batch_sizes: Sequence[int], *, runs: int, warmup: int, threads: int | None,
+                 step: Step) -> list[list[LatencyResult]]:
     """Latency (interleaved between the models) and peak memory per batch size, written into ``report``."""
     latencies: list[list[LatencyResult]] = [[] for _ in models]
     for batch_size in batch_sizes:
         probe = probe_input((batch_size, *report["input"]["image"]), models[0])
-        with step(f"Timing batch size {batch_size}: {warmup} + {runs} passes x {len(models)} model(s)"):
+        with step(f"Timing batch size {batch_size}: {warmup} + {runs} passes x {len(models)} model(s)"), \
+                _guards(models, names, probe.shape):
             if len(models) == 2:
                 timed = compare_latency(*models, (probe,), runs=runs, warmup=warmup, threads=threads)
             else:
@@ -248,6 +270,20 @@ def _delta(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return delta
 
 
+def _guards(models: list[nn.Module], names: tuple[str | None, str | None],
+            shape: Sequence[int]) -> AbstractContextManager[Any]:
+    """A :func:`~surgeon.tensors.probe_guard` for each model: a failure is blamed on the model that fails alone."""
+    stack = ExitStack()
+    for model, name in zip(models, names):
+        stack.enter_context(probe_guard(model, shape, name))
+    return stack
+
+
+def _outputs(model: nn.Module, probe: torch.Tensor, name: str | None) -> list[torch.Tensor]:
+    with probe_guard(model, probe.shape, name):
+        return run_outputs(model, probe)
+
+
 def _weights_in_common(model: nn.Module, other: nn.Module) -> dict[str, int]:
     theirs = other.state_dict()
     common = differ = 0
@@ -260,9 +296,11 @@ def _weights_in_common(model: nn.Module, other: nn.Module) -> dict[str, int]:
     return {"common": common, "differ": differ}
 
 
-def _deviation(model: nn.Module, other: nn.Module, input_shape: Sequence[int], adopted: int | None) -> dict[str, Any]:
+def _deviation(model: nn.Module, other: nn.Module, input_shape: Sequence[int], adopted: int | None,
+               names: tuple[str | None, str | None]) -> dict[str, Any]:
     probe = probe_input(tuple(input_shape), model)
-    deviation = output_deviation(run_outputs(model, probe), run_outputs(other, probe.to(device_of(other))))
+    deviation = output_deviation(_outputs(model, probe, names[0]),
+                                 _outputs(other, probe.to(device_of(other)), names[1]))
     entry = _deviation_entry(input_shape, deviation, _weights_in_common(model, other))
     if adopted is not None:
         entry["weights"]["adopted"] = adopted
