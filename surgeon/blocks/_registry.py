@@ -89,7 +89,8 @@ class BlockInfo:
             (never its input or a view of it), so the skip addition after it may be done in place.
         year: the year of the paper.
         params: the parameter count with ``init="paper"`` and default options, as a formula in C (channels; swaps:
-            C in = C out), e.g. ``"C² + 17C"``.
+            C in = C out), e.g. ``"C² + 17C"``; other symbols are defined after it (``"2Ch + h + C, h = C/16"``) and
+            a note goes last in parentheses. ``tests/test_export_blocks.py`` evaluates it against the built block.
         placement: where the paper puts the block in its network.
         export: one of :data:`EXPORT_STATUSES`.
         export_note: why, in one line, when ``export`` is not ``dynamic``.
