@@ -33,7 +33,7 @@ def build(name: str, channels: int, init: str = "paper", stride: int = 1,
 def test_registry_holds_the_issue_blocks() -> None:
     expected = {"se", "eca", "cbam", "ca", "gc", "nonlocal", "danet_pam", "danet_cam", "ccnet", "bam", "simam",
                 "triplet", "residual_attention", "mhsa", "scconv", "scbottleneck", "sk",
-                "ema", "scsa", "mlca", "sa", "ela"}
+                "ema", "scsa", "mlca", "sa", "ela", "lska", "lsk", "cpca", "gam"}
     assert expected == set(INSERTS) | set(SWAPS)
     assert {"scconv", "scbottleneck", "sk"} == set(SWAPS)
     assert get_block("coord") is get_block("ca")

@@ -5,6 +5,7 @@ Importing this package registers every built-in block; see :func:`list_blocks`.
 
 from ._helpers import IdentityGate, make_divisible, reduced_channels
 from ._registry import (
+    EXPORT_STATUSES,
     INIT_MODES,
     SITE_ARGS,
     BlockInfo,
@@ -26,11 +27,15 @@ with builtin_registration():  # every block registered by the imports below is o
     from .cbam import CBAM
     from .ccnet import CrissCrossAttention
     from .coord import CoordAttention
+    from .cpca import ChannelPriorConvAttention
     from .danet import ChannelAttention, PositionAttention
     from .eca import EfficientChannelAttention, eca_kernel_size
     from .ela import EfficientLocalAttention
     from .ema import EfficientMultiScaleAttention
+    from .gam import GlobalAttentionMechanism
     from .gc import GlobalContext
+    from .lsk import LargeSelectiveKernel
+    from .lska import LargeSeparableKernelAttention, lska_kernels
     from .mhsa import BottleneckMHSA
     from .mlca import MixedLocalChannelAttention
     from .non_local import NonLocalBlock
@@ -45,6 +50,7 @@ with builtin_registration():  # every block registered by the imports below is o
 
 __all__ = [
     "BAM",
+    "EXPORT_STATUSES",
     "INIT_MODES",
     "SITE_ARGS",
     "BlockInfo",
@@ -52,13 +58,17 @@ __all__ = [
     "BottleneckMHSA",
     "CBAM",
     "ChannelAttention",
+    "ChannelPriorConvAttention",
     "CoordAttention",
     "CrissCrossAttention",
     "EfficientChannelAttention",
     "EfficientLocalAttention",
     "EfficientMultiScaleAttention",
+    "GlobalAttentionMechanism",
     "GlobalContext",
     "IdentityGate",
+    "LargeSelectiveKernel",
+    "LargeSeparableKernelAttention",
     "MixedLocalChannelAttention",
     "NonLocalBlock",
     "PositionAttention",
@@ -79,6 +89,7 @@ __all__ = [
     "get_block",
     "is_builtin_block",
     "list_blocks",
+    "lska_kernels",
     "make_divisible",
     "reduced_channels",
     "register_block",

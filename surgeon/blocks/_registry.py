@@ -9,9 +9,9 @@ Contract of a registered block:
 What the surgery needs to know about a block is declared once, when it is registered, and read from its
 :class:`BlockInfo` from then on: how many conv units a swap replaces and whether it applies the activation itself
 (its :class:`SwapBlock` class attributes), which facts of the site it takes as options (``site_args``), and whether
-it is one of ours (built in: tested to keep the input's shape and to return a fresh tensor), and which sites it can
-be built for (``fits``: a block whose official form requires, say, channels divisible by its group count says so
-before any model is touched, with the option that would fit).
+it is one of ours (built in: tested to keep the input's shape and to return a fresh tensor), which sites it can be
+built for (``fits``: a misfit is answered before any model is touched, with the option that would fit), and what a
+reader of ``attn-surgeon blocks`` needs to know (year, parameter formula, where the paper puts it, how it exports).
 
 Blocks that support both initialisation modes take ``init="paper" | "identity"``; ``identity`` makes the block
 compute the identity function when created, so a patched pretrained model keeps its outputs.
@@ -32,6 +32,7 @@ from torch import nn
 from ..errors import BlockError
 
 __all__ = [
+    "EXPORT_STATUSES",
     "INIT_MODES",
     "SITE_ARGS",
     "BlockInfo",
@@ -52,6 +53,12 @@ INIT_MODES = ("identity", "paper")
 SITE_ARGS = ("feat_size", "groups")
 """Facts of a site a block may take as options: ``feat_size`` (an insert block: the site's spatial size (H, W)) and
 ``groups`` (a swap: the replaced conv's groups). Each is passed unless the user sets the option."""
+ExportStatus = Literal["dynamic", "fixed_size", "untested"]
+EXPORT_STATUSES: tuple[str, ...] = ("dynamic", "fixed_size", "untested")
+"""How a block exports to ONNX (``torch.onnx.export(dynamo=True)``), checked for every built-in block by
+``tests/test_export_blocks.py`` on a patched ResNet-18 run in onnxruntime: ``dynamic`` — any batch and any H, W;
+``fixed_size`` — any batch, but H, W fixed to the size it was exported at (``export_note`` says why); ``untested`` —
+not declared (the default, e.g. for user blocks)."""
 
 
 class SwapBlock(Protocol):
@@ -104,6 +111,13 @@ class BlockInfo:
         builtin: one of attn-surgeon's own blocks: its shape contract is tested, and it always returns a new tensor
             (never its input or a view of it), so the skip addition after it may be done in place.
         fits: the sites an insert block can be built for (see :data:`FitsCheck` and :meth:`misfit`); ``None``: any.
+        year: the year of the paper.
+        params: the parameter count with ``init="paper"`` and default options, as a formula in C (channels; swaps:
+            C in = C out), e.g. ``"C² + 17C"``; other symbols are defined after it (``"2Ch + h + C, h = C/16"``) and
+            a note goes last in parentheses. ``tests/test_export_blocks.py`` evaluates it against the built block.
+        placement: where the paper puts the block in its network.
+        export: one of :data:`EXPORT_STATUSES`.
+        export_note: why, in one line, when ``export`` is not ``dynamic``.
     """
 
     name: str
@@ -117,6 +131,11 @@ class BlockInfo:
     replaces_activation: bool = False
     builtin: bool = False
     fits: FitsCheck | None = None
+    year: int | None = None
+    params: str = ""
+    placement: str = ""
+    export: ExportStatus = "untested"
+    export_note: str = ""
 
     def misfit(self, channels: int, feat_size: tuple[int, int] | None = None,
                args: Mapping[str, Any] | None = None) -> Misfit | None:
@@ -184,6 +203,11 @@ def register_block(
     paper: str = "",
     site_args: tuple[str, ...] = (),
     fits: FitsCheck | None = None,
+    year: int | None = None,
+    params: str = "",
+    placement: str = "",
+    export: ExportStatus = "untested",
+    export_note: str = "",
     **defaults: Any,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a block class (or factory) under ``name``; usable as a decorator.
@@ -201,17 +225,27 @@ def register_block(
         fits: ``fits(channels, feat_size, **options) -> Misfit | None`` for an insert block that cannot be built for
             every site (see :data:`FitsCheck`); the surgery checks every planned site with it before it touches the
             model.
+        year: year of the paper.
+        params: parameter count at ``init="paper"`` as a formula in C, e.g. ``"C² + 17C"``.
+        placement: where the paper puts the block.
+        export: how it exports to ONNX (:data:`EXPORT_STATUSES`).
+        export_note: one line saying why, when ``export`` is not ``"dynamic"``.
         **defaults: bound options of a variant.
 
     Raises:
-        BlockError: the name or one of the aliases is taken already, an unknown kind or site argument, or a swap
-            block that does not declare its :class:`SwapBlock` contract.
+        BlockError: the name or one of the aliases is taken already, an unknown kind, site argument or export
+            status, a non-dynamic export without its one-line reason, or a swap block that does not declare its
+            :class:`SwapBlock` contract.
     """
     if kind not in ("insert", "swap"):
         raise BlockError(f"block kind must be 'insert' or 'swap', got {kind!r}")
     unknown = [arg for arg in site_args if arg not in SITE_ARGS]
     if unknown:
         raise BlockError(f"unknown site argument {unknown[0]!r}; valid: {', '.join(SITE_ARGS)}")
+    if export not in EXPORT_STATUSES:
+        raise BlockError(f"unknown export status {export!r}; valid: {', '.join(EXPORT_STATUSES)}")
+    if export == "fixed_size" and (not export_note.strip() or "\n" in export_note):
+        raise BlockError(f"block {name!r}: export {export!r} needs export_note, a one-line reason")
 
     def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         for key in (name, *aliases):
@@ -220,7 +254,8 @@ def register_block(
         contract = _swap_contract(name, factory) if kind == "swap" else {}
         info = BlockInfo(name=name, factory=factory, kind=kind, aliases=tuple(aliases), paper=paper,
                          defaults=dict(defaults), site_args=tuple(site_args), builtin=_registering_builtins,
-                         fits=fits, **contract)
+                         fits=fits, year=year, params=params, placement=placement, export=export,
+                         export_note=export_note, **contract)
         _REGISTRY[name] = info
         for alias in aliases:
             _ALIASES[alias] = name

@@ -46,7 +46,10 @@ def ema_fits(channels: int, feat_size: tuple[int, int] | None = None, *, factor:
     return None
 
 
-@register_block("ema", paper="EMA, ICASSP 2023 (arXiv:2305.13563)", fits=ema_fits)
+@register_block("ema", paper="EMA, ICASSP 2023 (arXiv:2305.13563)", fits=ema_fits, year=2023,
+                params="10c² + 4c, c = C/32 (factor 32; c = C/factor)",
+                placement="YOLOv5s: after the backbone C3 at P4 and P5; MobileNetV2: after the depthwise conv unit",
+                export="dynamic")
 class EfficientMultiScaleAttention(nn.Module):
     """Efficient Multi-scale Attention: grouped 1x1 (strip) and 3x3 branches combined by cross-spatial attention.
 

@@ -17,8 +17,8 @@ export to ONNX for sizes not divisible by the output; both pools are written as 
 adaptive average pooling (row i averages input positions ⌊i·n/m⌋ to ⌈(i+1)·n/m⌉ - 1), built from the input's size in
 the forward pass, so the same numbers come out at any H, W, in eager mode and in an exported graph. The global branch
 is the fixed one (each sample's gate stays its own); copies from before the fix transpose the global gate to
-(C, N, 1) and adaptively pool that along the batch axis into the 5 x 5 grid, mixing samples. ``init="identity"`` adds one scalar that blends the final gate towards 1 (see
-:class:`IdentityGate`).
+(C, N, 1) and adaptively pool that along the batch axis into the 5 x 5 grid, mixing samples. ``init="identity"``
+adds one scalar that blends the final gate towards 1 (see :class:`IdentityGate`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def adaptive_pool_matrix(in_size: int, out_size: int, like: torch.Tensor) -> tor
     return inside.to(like.dtype) / (end - start).to(like.dtype)
 
 
-@register_block("mlca", paper="MLCA, EAAI 2023 (doi:10.1016/j.engappai.2023.106442)")
+@register_block("mlca", paper="MLCA, EAAI 2023 (doi:10.1016/j.engappai.2023.106442)", year=2023,
+                params="2k (k the adaptive kernel size: 6 at C = 64, 10 at C = 256)",
+                placement="in place of the SE modules of MobileNetV3-small (a YOLOv5 backbone)", export="dynamic")
 class MixedLocalChannelAttention(nn.Module):
     """Mixed Local Channel Attention: ECA-style 1-D convolutions over a coarse grid of local and global channel means.
 

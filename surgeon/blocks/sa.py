@@ -42,7 +42,9 @@ def sa_fits(channels: int, feat_size: tuple[int, int] | None = None, *, groups: 
                   {"groups": fits[-1]} if fits else {})
 
 
-@register_block("sa", aliases=("shuffle_attention",), paper="SA-Net, ICASSP 2021 (arXiv:2102.00240)", fits=sa_fits)
+@register_block("sa", aliases=("shuffle_attention",), paper="SA-Net, ICASSP 2021 (arXiv:2102.00240)", fits=sa_fits,
+                year=2021, params="3C/64 (groups 64; 3C/G)",
+                placement="ResNet bottleneck after bn3, before the addition (ResNet-50: +708)", export="dynamic")
 class ShuffleAttention(nn.Module):
     """Shuffle Attention: grouped channel and spatial gates on the two halves of each group, then a channel shuffle.
 

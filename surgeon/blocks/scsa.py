@@ -54,7 +54,8 @@ def scsa_fits(channels: int, feat_size: tuple[int, int] | None = None, *, head_n
     return None
 
 
-@register_block("scsa", paper="SCSA, 2024 (arXiv:2407.05128)", fits=scsa_fits)
+@register_block("scsa", paper="SCSA, 2024 (arXiv:2407.05128)", fits=scsa_fits, year=2024, params="16C",
+                placement="ResNet bottleneck after conv2/BN/ReLU, before conv3 (ResNet-50: +60,416)", export="dynamic")
 class SCSA(nn.Module):
     """Spatial and Channel Synergistic Attention: multi-kernel strip gates, then a channel gate from self-attention.
 
