@@ -3,7 +3,9 @@
 Sources: ``torchvision`` (every classification model), ``detection`` (torchvision detection and segmentation
 models, ``weights=None, weights_backbone=None``), ``timm`` (one model per family, the smallest by parameter count;
 a family is the defining module plus the name's leading word, e.g. ``resnet/seresnext``; ``test_*`` models left
-out) and ``yolo`` (Ultralytics, built from ``yolov8n.yaml``, no weights).
+out), ``yolo`` (Ultralytics, built from ``yolov8n.yaml``, no weights) and ``transformers`` (every image
+classification class that ships in Hugging Face transformers, as its ``AutoModelForImageClassification`` mapping
+lists them, built from its default config; the family is the ``model_type``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ from torch import nn
 
 DETECTION = ("fasterrcnn_resnet50_fpn", "retinanet_resnet50_fpn", "maskrcnn_resnet50_fpn", "deeplabv3_resnet50",
              "fcn_resnet50", "lraspp_mobilenet_v3_large")
-SOURCES = ("torchvision", "detection", "timm", "yolo")
+SOURCES = ("torchvision", "detection", "timm", "yolo", "transformers")
+# Left out of the transformers source: a wrapper around timm models (the timm source covers those) and a
+# vision-language safety classifier whose input is text and images together; so are classes whose input is not
+# pixel_values (Perceiver's).
+TRANSFORMERS_LEFT_OUT = ("timm_wrapper", "shieldgemma2")
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,25 @@ def yolo_entries() -> list[Entry]:
                   routing=("f", "i")) for block in ("cbam", "ca")]
 
 
+def transformers_entries() -> list[Entry]:
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+    def build(cls: type) -> Callable[[], nn.Module]:
+        return lambda: cls(cls.config_class()).eval()
+
+    entries = []
+    for model_type, names in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.items():
+        for name in (names,) if isinstance(names, str) else names:
+            cls = getattr(transformers, name, None)
+            if model_type in TRANSFORMERS_LEFT_OUT or cls is None or cls.main_input_name != "pixel_values":
+                continue
+            size = getattr(cls.config_class(), "image_size", None)
+            sizes = (size,) if isinstance(size, int) else (64, 224)
+            entries.append(Entry("transformers", model_type, name, build(cls), sizes))
+    return entries
+
+
 def catalogue(sources: Iterable[str], family_globs: list[str]) -> list[Entry]:
     """Every entry of the chosen sources, filtered by family glob."""
     entries: list[Entry] = []
@@ -146,6 +171,7 @@ def catalogue(sources: Iterable[str], family_globs: list[str]) -> list[Entry]:
         if source == "timm":
             entries += timm_entries(family_globs)
             continue
-        found = {"torchvision": torchvision_entries, "detection": detection_entries, "yolo": yolo_entries}[source]()
+        found = {"torchvision": torchvision_entries, "detection": detection_entries, "yolo": yolo_entries,
+                 "transformers": transformers_entries}[source]()
         entries += [e for e in found if not family_globs or any(fnmatch.fnmatch(e.family, g) for g in family_globs)]
     return entries

@@ -13,7 +13,9 @@ Each model runs in a forked worker with a time limit, so a crash or a hang costs
 Sources: ``torchvision`` (every classification model), ``detection`` (torchvision detection and segmentation
 models, ``weights=None, weights_backbone=None``), ``timm`` (one model per family, the smallest by parameter count;
 a family is the defining module plus the name's leading word, e.g. ``resnet/seresnext``; ``test_*`` models left
-out) and ``yolo`` (Ultralytics, built from ``yolov8n.yaml``, no weights).
+out), ``yolo`` (Ultralytics, built from ``yolov8n.yaml``, no weights) and ``transformers`` (every image
+classification class that ships in Hugging Face transformers, as its ``AutoModelForImageClassification`` mapping
+lists them, built from its default config; the family is the ``model_type``).
 
     python benchmarks/zoo.py --source torchvision --limit 10
     python benchmarks/zoo.py --source timm --family 'resnet/*' --family 'efficientnet/*'
@@ -60,6 +62,7 @@ from _zoo_catalogue import (  # noqa: E402, F401  (the catalogue's functions sta
     timm_families,
     timm_param_counts,
     torchvision_entries,
+    transformers_entries,
     yolo_entries,
 )
 
@@ -314,10 +317,15 @@ def _write(path: Path, records: dict[str, dict[str, Any]]) -> None:
         ultra = ultralytics.__version__
     except ImportError:
         ultra = None
+    try:
+        import transformers
+        hf = transformers.__version__
+    except ImportError:
+        hf = None
     ordered = sorted(records.values(), key=lambda r: (SOURCES.index(r["source"]), r["family"], r["name"], r["block"]))
     data = {"schema": SCHEMA, "versions": {"attn-surgeon": surgeon.__version__, "torch": torch.__version__,
                                            "torchvision": torchvision.__version__, "timm": timm.__version__,
-                                           "ultralytics": ultra},
+                                           "ultralytics": ultra, "transformers": hf},
             "summary": summarize(ordered), "models": ordered}
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
@@ -339,6 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--list", action="store_true", help="only list the models that would run")
     args = parser.parse_args(argv)
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     records = {r["key"]: r for r in _load(args.output)["models"]}
     if args.summary:
         print_summary(list(records.values()))

@@ -5,7 +5,7 @@
     >>> surgeon.save(model, "resnet50_eca.pt")
 """
 
-from . import errors
+from . import errors, integrations
 from ._version import __version__
 from .blocks import get_block, list_blocks, register_block
 from .match import Rule, Selector

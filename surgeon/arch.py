@@ -19,6 +19,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .errors import ModelLoadError
+from .frameworks import BUILDERS
 
 __all__ = ["build_arch", "is_spec", "meta_model"]
 
@@ -46,6 +47,8 @@ def build_arch(spec: str, **kwargs: Any) -> nn.Module:
         ModelLoadError: unknown library or model name (with the closest names), or a factory that fails.
     """
     library, _, name = spec.partition(":")
+    if library in BUILDERS:
+        return BUILDERS[library](name, **kwargs)
     if library == "torchvision":
         import torchvision
 

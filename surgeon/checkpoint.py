@@ -13,6 +13,9 @@ mapping torch itself uses for per-module versions, which survives ``weights_only
 ``load_state_dict``), or in the safetensors header, so that :func:`surgeon.load` rebuilds from the file alone.
 Writes are atomic and never overwrite without ``force``.
 
+A framework registered by :mod:`surgeon.integrations` (:class:`~surgeon.frameworks.Framework`) reads and writes its own model
+directories (a Hugging Face ``save_pretrained`` directory) and gives its models their native layout.
+
 This module reads and writes; it never rewrites a model. Rebuilding a patched model from a file (build the base,
 replay the recipe, load the weights) is :func:`surgeon.pipeline.load_model`, which calls the pieces here.
 """
@@ -34,6 +37,7 @@ from torch import nn
 from .arch import build_arch, is_spec, meta_model
 from .detect import Detection, common_prefixes, detect_arch, fit_prefix
 from .errors import CheckpointError, ModelLoadError
+from .frameworks import BUILDERS, FRAMEWORKS, framework_layout, framework_of_directory, writes_directory
 from .files import RECIPE_KEY, atomic_write, file_mode, read_checkpoint
 from .recipe import Recipe, imported_blocks, recipe_of
 
@@ -62,6 +66,9 @@ class Layout:
         pickled: the weights were a whole pickled module (``torch.save(model)``), written back the same way.
         siblings: other entries holding the same weights (EMA copies), by name, with their own key prefix; they get
             the new blocks' keys too.
+        framework: the registered :class:`~surgeon.frameworks.Framework` whose native layout this is (written back
+            in that layout).
+        source: the framework's model directory the model came from (its other files are carried over on save).
     """
 
     kind: Literal["spec", "bare", "container"] = "spec"
@@ -71,6 +78,8 @@ class Layout:
     format: Literal["pt", "safetensors"] = "pt"
     pickled: bool = False
     siblings: dict[str, str] = field(default_factory=dict)
+    framework: str | None = None
+    source: Path | None = None
 
 
 @dataclass
@@ -206,7 +215,12 @@ def pickled_model(module: nn.Module, layout: Layout, path: Path, arch: str | Non
 
 def default_output(source: str, suffix: str, fmt: str | None = None) -> Path:
     """Where a patched checkpoint goes by default: ``resnet50_eca.pt`` for ``torchvision:resnet50``, ``ckpt_eca.pt``
-    beside ``ckpt.pt`` (``.safetensors`` for ``fmt="safetensors"``)."""
+    beside ``ckpt.pt`` (``.safetensors`` for ``fmt="safetensors"``); a directory for a framework whose models are
+    saved as directories (``DIR_eca`` beside a model directory ``DIR``, ``ResNetForImageClassification_eca`` for a
+    transformers spec)."""
+    if writes_directory(source):
+        path = Path(source.rsplit(":", 1)[-1] if is_spec(source) else source)
+        return path.with_name(f"{path.name}_{suffix}")
     if is_spec(source):
         output = Path(f"{source.rsplit(':', 1)[-1]}_{suffix}.pt")
     else:
@@ -221,6 +235,15 @@ def stored_recipe(weights: Mapping[str, torch.Tensor]) -> Recipe | None:
     return Recipe.from_dict(raw) if raw is not None else None
 
 
+def _trusted(recipe: Recipe, path: str | os.PathLike[str], trust_code: bool) -> Recipe:
+    recipe.origin = str(path)
+    imported = imported_blocks(recipe)
+    if imported and not trust_code:  # a file must never import code the user did not name
+        raise CheckpointError(f"{path}: its recipe inserts {', '.join(imported)}, which imports and runs "
+                              "code; pass --trust-code if you trust it")
+    return recipe
+
+
 def read_recipe(path: str | os.PathLike[str], *, trust_code: bool = False) -> Recipe:
     """The recipe stored in a checkpoint written by attn-surgeon (read with ``weights_only=True``).
 
@@ -232,18 +255,19 @@ def read_recipe(path: str | os.PathLike[str], *, trust_code: bool = False) -> Re
         CheckpointError: unreadable file, a checkpoint without a recipe, or one that would import code without
             ``trust_code``.
     """
+    framework = framework_of_directory(path)
+    if framework is not None:
+        recipe = framework.read_recipe(Path(path))
+        if recipe is None:
+            raise CheckpointError(f"{path}: records no attn-surgeon recipe; only model directories written from a "
+                                  "patched model do")
+        return _trusted(recipe, path, trust_code)
     data = read_checkpoint(path)
     candidates = [data, *(data.get(key) for key in CONTAINER_KEYS)] if isinstance(data, Mapping) else [data]
     for candidate in candidates:
         metadata = getattr(candidate, "_metadata", None)
         if isinstance(metadata, Mapping) and RECIPE_KEY in metadata:
-            recipe = Recipe.from_dict(metadata[RECIPE_KEY])
-            recipe.origin = str(path)
-            imported = imported_blocks(recipe)
-            if imported and not trust_code:  # a file must never import code the user did not name
-                raise CheckpointError(f"{path}: its recipe inserts {', '.join(imported)}, which imports and runs "
-                                      "code; pass --trust-code if you trust it")
-            return recipe
+            return _trusted(Recipe.from_dict(metadata[RECIPE_KEY]), path, trust_code)
     raise CheckpointError(f"{path}: holds no attn-surgeon recipe; only checkpoints written by attn-surgeon do")
 
 
@@ -264,7 +288,7 @@ def choose_arch(obj: Any, weights: Mapping[str, torch.Tensor], recipe: Recipe | 
         arch, arch_args = recipe.base, {**recipe.arch_args, **arch_args}
         if arch is None:
             raise ModelLoadError(f"{path}: patched from a model without a named architecture; pass --arch SPEC")
-        if arch.split(":", 1)[0] not in ("torchvision", "timm") and not trust_code:
+        if arch.split(":", 1)[0] not in ("torchvision", "timm", *BUILDERS) and not trust_code:
             raise ModelLoadError(f"{path}: its recipe builds {arch!r}, which imports and runs code; pass "
                                  "--trust-code if you trust it, or --arch SPEC")
     elif arch is None:
@@ -327,7 +351,12 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, l
         patch_sibling: gives a pickled EMA module beside the weights the same blocks (the pipeline passes its
             replay of ``recipe``); without it such a sibling is written as it was.
     """
-    layout = layout or Layout()
+    layout = layout or framework_layout(model) or Layout()
+    if layout.framework in FRAMEWORKS:
+        if fmt is not None:
+            raise CheckpointError(f"a {layout.framework} model is saved in its framework's own layout; --format "
+                                  f"{fmt} does not apply")
+        return FRAMEWORKS[layout.framework].save(model, path, recipe, layout, force=force, protect=protect)
     path = Path(path)
     fmt = fmt or ("safetensors" if path.suffix == ".safetensors" or layout.format == "safetensors" else "pt")
     if fmt not in FORMATS:

@@ -77,14 +77,29 @@ def _torchvision_size(model: nn.Module) -> tuple[int, ...] | None:
     return None
 
 
+def _transformers_size(model: nn.Module) -> tuple[int, ...] | None:
+    # A Hugging Face vision config names its channels, and its image size where the model needs one (ViT, BEiT)
+    modeling = sys.modules.get("transformers.modeling_utils")  # where PreTrainedModel lives; never imported here
+    if modeling is None or not isinstance(model, modeling.PreTrainedModel):
+        return None
+    config = model.config
+    channels = getattr(config, "num_channels", None)
+    size = _square(getattr(config, "image_size", None))
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels <= 0:
+        channels = 3
+    if size is None:
+        return None if channels == 3 else (channels, *DEFAULT_INPUT_SHAPE[2:])
+    return (channels, *size)
+
+
 def declared_input_shape(model: nn.Module) -> tuple[int, ...] | None:
     """The ``(1, C, H, W)`` input the model says it was built for, or ``None`` if it says nothing.
 
     Read from timm's ``pretrained_cfg["input_size"]``; an Ultralytics model's training image size
     (``model.args["imgsz"]``, else Ultralytics' default 640); torchvision's Inception v3 (299) and a torchvision
-    ViT's ``image_size``.
+    ViT's ``image_size``; a Hugging Face transformers model's ``config.num_channels`` and ``config.image_size``.
     """
-    for read in (_timm_size, _ultralytics_size, _torchvision_size):
+    for read in (_timm_size, _ultralytics_size, _torchvision_size, _transformers_size):
         image = read(model)
         if image is not None:
             return (1, *image)

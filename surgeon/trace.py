@@ -281,12 +281,28 @@ def _is_add(node: fx.Node) -> bool:
     return node.op == "call_method" and node.target in _ADD_METHODS and len(node.args) >= 2
 
 
+def _skip_passed_in(lhs: fx.Node, rhs: fx.Node, placeholders: list[fx.Node], module: nn.Module,
+                    conv_modules: set[str]) -> fx.Node | None:
+    """The branch of an add whose other operand *is* the module's first argument, unchanged, while the branch holds
+    a convolution and comes from later arguments only: the last layer of a residual unit that receives the unit's
+    input to add back (Hugging Face's ``EfficientNetFinalBlockLayer.forward(embeddings, hidden_states)``)."""
+    source = placeholders[0]
+    for skip, branch in ((lhs, rhs), (rhs, lhs)):
+        branch_anc = _ancestors(branch)
+        if (skip is source and source not in branch_anc and any(p in branch_anc for p in placeholders[1:])
+                and any(_node_has_conv(n, module, conv_modules) for n in branch_anc)):
+            return branch
+    return None
+
+
 def find_residual_add(graph: fx.Graph, module: nn.Module) -> tuple[fx.Node, fx.Node] | None:
     """Find the skip addition of a residual unit: ``(add_node, branch_operand)``, or ``None``.
 
     A residual add sums two tensors that both depend on the module's input, where one operand (the branch)
     holds a convolution that the other (the shortcut: the input itself or a projection such as ``downsample``)
-    does not depend on. With several such adds, the last one in graph order is the unit's skip addition.
+    does not depend on. With several such adds, the last one in graph order is the unit's skip addition. The skip
+    may also arrive as the module's first argument, with the branch computed from a later one (see
+    :func:`_skip_passed_in`).
     """
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if not placeholders:
@@ -302,6 +318,9 @@ def find_residual_add(graph: fx.Graph, module: nn.Module) -> tuple[fx.Node, fx.N
             continue
         lhs_anc, rhs_anc = _ancestors(lhs), _ancestors(rhs)
         if source not in lhs_anc or source not in rhs_anc:
+            passed = _skip_passed_in(lhs, rhs, placeholders, module, conv_modules)
+            if passed is not None:
+                found = (node, passed)
             continue
         for branch, branch_anc, shortcut_anc in ((lhs, lhs_anc, rhs_anc), (rhs, rhs_anc, lhs_anc)):
             own = branch_anc - shortcut_anc

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "surgeon"
 
 # The leaves: they know torch, their own package and each other, never a stage, the pipeline or the CLI.
 LEAVES = {"surgeon._version", "surgeon.errors", "surgeon.tensors", "surgeon.arch", "surgeon.files",
-          "surgeon.detect", "surgeon.recipe", "surgeon.checkpoint", "surgeon.yaml_nodes"}
+          "surgeon.detect", "surgeon.recipe", "surgeon.checkpoint", "surgeon.yaml_nodes", "surgeon.frameworks"}
 # The stages and what sits beside them at their level: building blocks (build), conv units (units), the rules
 # language (rules), exporting (export, python_package) and the surgery report (report), each importing lower stages
 # and leaves only.
@@ -22,6 +22,8 @@ STAGES = {"surgeon.trace", "surgeon.sites", "surgeon.match", "surgeon.build", "s
           "surgeon.verify", "surgeon.codegen", "surgeon.rules", "surgeon.export", "surgeon.python_package",
           "surgeon.report"}
 ORCHESTRATOR = {"surgeon", "surgeon.pipeline", "surgeon.pipeline.surgery", "surgeon.pipeline.checkpoints"}
+# Adapters to other frameworks (integrations/): above the pipeline, which they use; only the package imports them.
+INTEGRATIONS = "surgeon.integrations"
 MAX_LINES = 400
 
 
@@ -118,7 +120,13 @@ def test_lower_layers_import_no_stage(layer: str) -> None:
 def test_only_the_pipeline_and_the_cli_import_the_pipeline() -> None:
     graph = import_graph()
     importers = {module for module, targets in graph.items() if targets & ORCHESTRATOR}
-    assert importers <= ORCHESTRATOR | {module for module in graph if module.startswith("surgeon.cli")}
+    assert importers <= ORCHESTRATOR | {module for module in graph if module.startswith(("surgeon.cli", INTEGRATIONS))}
+
+
+def test_only_the_package_imports_the_integrations() -> None:
+    graph = import_graph()
+    importers = {module for module, targets in graph.items() if any(t.startswith(INTEGRATIONS) for t in targets)}
+    assert importers <= {"surgeon"} | {module for module in graph if module.startswith(INTEGRATIONS)}
 
 
 def test_the_cli_holds_no_surgery_stage() -> None:
@@ -141,7 +149,8 @@ def test_every_module_is_placed_in_a_layer() -> None:
     graph = import_graph()
     placed = LEAVES | STAGES | ORCHESTRATOR
     unplaced = {module for module in graph
-                if module not in placed and not module.startswith(("surgeon.cli", "surgeon.profile", "surgeon.blocks"))}
+                if module not in placed
+                and not module.startswith(("surgeon.cli", "surgeon.profile", "surgeon.blocks", INTEGRATIONS))}
     assert not unplaced
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from ..checkpoint import FORMATS, default_output
+from ..frameworks import writes_directory
 from ..match import Rule
 from ..pipeline import PatchResult, patch
 from ..recipe import Recipe
@@ -62,9 +63,9 @@ def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options every surgery command shares: what to write, where, and how to report it."""
     for option in reversed((
         format_option,
-        click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Patched checkpoint to write [default: MODELNAME_BLOCK.pt]; its report (.report.json, "
-                          ".report.html) goes beside it."),
+        click.option("-o", "--output", type=click.Path(path_type=Path),
+                     help="Patched checkpoint to write [default: MODELNAME_BLOCK.pt; a directory MODELNAME_BLOCK for a "
+                          "transformers model]; its report (.report.json, .report.html) goes beside it."),
         click.option("--dry-run", is_flag=True, help="Print the plan; change and write nothing."),
         click.option("--force", is_flag=True, help="Overwrite existing output files."),
         profile_option,
@@ -84,6 +85,8 @@ def run_rules_command(source: str, rules: Sequence[Rule] | Recipe | str, *, load
     """
     if output is None and suffix:
         output = default_output(source, suffix, fmt)
+    elif output is not None and output.is_dir() and not writes_directory(source):
+        raise click.BadParameter(f"{output} is a directory; give a file path", param_hint="'-o' / '--output'")
     with model_errors(source):
         result = patch(source, rules, output, trust_code=load.trust_code, trust_pickle=load.trust_pickle,
                        input_shape=input_shape, init=init, profile=profile, fmt=fmt, dry_run=dry_run, force=force,

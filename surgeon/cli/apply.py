@@ -28,9 +28,9 @@ Presets (rules/*.yaml; the language is described in rules/README.md):
 @click.command("apply", epilog=EXAMPLES)
 @click.argument("model")
 @click.argument("rules", required=False)
-@click.option("--recipe", type=click.Path(dir_okay=False, path_type=Path),
-              help="Replay the surgery recorded in this patched checkpoint instead of RULES (same sites, blocks, "
-                   "options and module names).")
+@click.option("--recipe", type=click.Path(path_type=Path),
+              help="Replay the surgery recorded in this patched checkpoint (or transformers model directory) instead "
+                   "of RULES (same sites, blocks, options and module names).")
 @click.option("--init", type=click.Choice(INIT_MODES),
               help="Override the init of every insert rule: identity (the patched model computes what the original "
                    "did) or paper (each block exactly as published).")

@@ -14,6 +14,8 @@ from ..rewrite import recipe_from_rewrite
 from ..tensors import DEFAULT_INPUT_SHAPE
 from .checkpoints import load, load_model, patch, save, save_model
 from .surgery import (
+    MODEL_HOOKS,
+    ModelHook,
     SurgeryResult,
     apply,
     insert,
@@ -26,6 +28,6 @@ from .surgery import (
     swap_rule,
 )
 
-__all__ = ["DEFAULT_INPUT_SHAPE", "PatchResult", "SurgeryResult", "apply", "insert", "insert_rule", "load",
-           "load_model", "patch", "plan_from_recipe", "recipe_from_rewrite", "recipe_of", "replay", "replay_surgery",
-           "run_surgery", "save", "save_model", "sites", "swap", "swap_rule"]
+__all__ = ["DEFAULT_INPUT_SHAPE", "MODEL_HOOKS", "ModelHook", "PatchResult", "SurgeryResult", "apply", "insert",
+           "insert_rule", "load", "load_model", "patch", "plan_from_recipe", "recipe_from_rewrite", "recipe_of",
+           "replay", "replay_surgery", "run_surgery", "save", "save_model", "sites", "swap", "swap_rule"]

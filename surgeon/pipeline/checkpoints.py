@@ -30,6 +30,7 @@ from ..checkpoint import (
 )
 from ..errors import ModelForwardError, OutputExistsError, SurgeonError
 from ..files import read_checkpoint
+from ..frameworks import framework_layout, framework_of_directory
 from ..profile.latency import quiet_profiler_logs
 from ..profile.report import Step, model_facts
 from ..recipe import Recipe, recipe_of, unwrap
@@ -45,7 +46,7 @@ from ..report import (
 )
 from ..rules import RuleSet
 from ..tensors import default_input_shape
-from .surgery import replay, resolve, surgery
+from .surgery import check_model, replay, resolve, surgery
 
 __all__ = ["load", "load_model", "patch", "save", "save_model"]
 
@@ -56,10 +57,12 @@ def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_arg
 
     A checkpoint written by attn-surgeon is rebuilt from its recipe (base architecture + the same surgery) and
     then loaded with ``strict=True``. A file that holds only weights is loaded into ``arch``, or, without it, into
-    the architecture detected from its keys and shapes.
+    the architecture detected from its keys and shapes. A framework's model directory (a ``save_pretrained``
+    directory of Hugging Face transformers) is read by that framework's registered
+    :class:`~surgeon.checkpoint.Framework`.
 
     Args:
-        source: a spec (``torchvision:resnet50``) or a file path.
+        source: a spec (``torchvision:resnet50``), a file path, or a framework's model directory.
         arch: architecture spec for a file that holds only weights.
         arch_args: keyword arguments for the architecture's factory.
         trust_code: allow a recipe whose base is a ``package.module:factory`` (imports and runs that factory).
@@ -71,8 +74,12 @@ def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_arg
     arch_args = dict(arch_args or {})
     source = str(source)
     if is_spec(source):
-        return LoadedModel(build_arch(source, **arch_args), source, arch_args)
+        module = build_arch(source, **arch_args)
+        return LoadedModel(module, source, arch_args, framework_layout(module) or Layout())
     path = Path(source)
+    framework = framework_of_directory(path)
+    if framework is not None:  # a framework's model directory (save_pretrained's): read the framework's way
+        return framework.load_directory(path, arch, arch_args, trust_code)
     obj = read_checkpoint(path, trust_pickle=trust_pickle)
     weights, layout = split_container(obj, path)
     if isinstance(weights, nn.Module):
@@ -101,6 +108,9 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, l
 def save(model: nn.Module, path: str | os.PathLike[str], *, force: bool = False) -> None:
     """Save a patched model's state_dict with its recipe (``torch.load(weights_only=True)``-safe, atomic).
 
+    A Hugging Face transformers model is saved as a ``save_pretrained`` directory instead (config, weights, and the
+    recipe inside ``config.json``).
+
     A DistributedDataParallel or ``torch.compile`` wrapper is unwrapped, so the keys carry no ``module.`` or
     ``_orig_mod.`` prefix.
 
@@ -108,6 +118,7 @@ def save(model: nn.Module, path: str | os.PathLike[str], *, force: bool = False)
         SurgeonError: the model was not patched by attn-surgeon, or ``path`` exists and ``force`` is false.
     """
     model = unwrap(model)
+    check_model(model)
     recipe = recipe_of(model)
     if recipe is None:
         raise SurgeonError("this model was not patched by attn-surgeon; save it with torch.save(model.state_dict())")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -30,6 +31,7 @@ from ..errors import (
     VerificationError,
 )
 from ..files import is_checkpoint
+from ..frameworks import framework_of_directory
 from ..match import Plan, Rule, Selector, make_plan, parse_site_spec, plan_from_recipe
 from ..recipe import Recipe, attach_recipe, recipe_of
 from ..report import SurgeryResult
@@ -39,8 +41,33 @@ from ..sites import SiteTable, find_sites
 from ..tensors import probe_input
 from ..verify import capture_reference, verify
 
-__all__ = ["SurgeryResult", "apply", "insert", "insert_rule", "recipe_source", "replay", "replay_surgery", "resolve",
+__all__ = ["MODEL_HOOKS", "ModelHook", "SurgeryResult", "apply", "insert", "insert_rule", "recipe_source", "replay", "replay_surgery", "resolve",
            "run_surgery", "sites", "surgery", "swap", "swap_rule"]
+
+
+@dataclass(frozen=True)
+class ModelHook:
+    """What a framework integration does around surgery on its models; registered by :mod:`surgeon.integrations`.
+
+    Attributes:
+        check: ``model -> None``, before surgery and before saving: raises a :class:`SurgeonError` for a model that
+            lost blocks it records (a patched Hugging Face model loaded with its plain class), and does nothing for
+            a model that is not the framework's.
+        recorded: ``(model, recipe) -> None``, after a surgery or a replay gave ``model`` its recipe (a Hugging Face
+            model copies it into its config, so that ``save_pretrained`` writes it).
+    """
+
+    check: Callable[[nn.Module], None]
+    recorded: Callable[[nn.Module, Recipe], None]
+
+
+MODEL_HOOKS: list[ModelHook] = []
+
+
+def check_model(model: nn.Module) -> None:
+    """Run every integration's :attr:`ModelHook.check` on ``model``."""
+    for hook in MODEL_HOOKS:
+        hook.check(model)
 
 
 # ------------------------------------------------------------------------------------------------------- rules
@@ -125,6 +152,7 @@ def run_surgery(model: nn.Module, rules: Sequence[Rule], *, input_shape: Sequenc
             a model that refuses the probe batch, ...); the model is unchanged.
         VerificationError: the patched model lost an original tensor or cannot run (a bug, reported as such).
     """
+    check_model(model)
     table = find_sites(model, input_shape)
     plan = make_plan(table.sites, rules)
     check_fits(plan.actions)
@@ -190,6 +218,8 @@ def _execute(model: nn.Module, table: SiteTable, plan: Plan,
     if previous is not None:
         recipe = previous.extended(recipe)
     attach_recipe(model, recipe)
+    for hook in MODEL_HOOKS:
+        hook.recorded(model, recipe)
     return SurgeryResult(model, table, plan, result, verification, recipe, params_before)
 
 
@@ -240,7 +270,7 @@ def swap(model: nn.Module, block: str, conv: str | Selector = "conv3x3", *, inpu
 
 def recipe_source(source: Any, trust_code: bool) -> Recipe | None:
     """The recipe ``source`` holds (a :class:`Recipe`, its dict, or a checkpoint path), or ``None`` for rules."""
-    if isinstance(source, (str, os.PathLike)) and is_checkpoint(source):
+    if isinstance(source, (str, os.PathLike)) and (is_checkpoint(source) or framework_of_directory(source)):
         return read_recipe(source, trust_code=trust_code)
     if isinstance(source, Recipe):
         return source
@@ -258,7 +288,8 @@ def apply(model: nn.Module, rules_or_recipe: Any, *, input_shape: Sequence[int] 
         rules_or_recipe: rules — a rules file path, a preset name (``"se_resnet"``, see
             :func:`surgeon.rules.list_presets`), YAML text, a rules document as a dict (``{"version": 1,
             "rules": [...]}``) or a list of :class:`Rule` — or a recipe: a :class:`Recipe`, its dict (with
-            ``steps``), or the path of a checkpoint written by attn-surgeon, whose recipe is replayed.
+            ``steps``), or the path of a checkpoint written by attn-surgeon or of a model directory written from a
+            patched model (a Hugging Face ``save_pretrained`` directory), whose recipe is replayed.
         input_shape: probe batch shape [default: a recipe's own, else the model's declared input size].
         init: ``"identity"`` or ``"paper"`` for every insert rule, overriding the document (rules only).
         trust_code: allow blocks given as ``package.module:Class`` in a rules document or a checkpoint's recipe
