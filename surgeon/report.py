@@ -144,6 +144,7 @@ def surgery_summary(result: SurgeryResult, source: str, output: str | None = Non
             "keys_preserved": verification.keys_preserved,
             "added_keys": len(verification.added_keys),
             "removed_by_swap": len(verification.removed_by_swap),
+            "removed_keys": list(verification.removed_by_swap),
             "max_abs_diff": verification.max_abs_diff,
             "rel_diff": verification.rel_diff,
         },

@@ -95,7 +95,8 @@ ERRORS = [
      ("rules/x.yaml:4:21: rule '#1': 'sk' is a swap block (it replaces a conv unit); use 'replace:' instead of "
      "'insert:'")),
     (doc("  - match: {kind: conv, kernel: 3}", "    replace: {block: eca}"),
-     "rules/x.yaml:4:22: rule '#1': 'eca' is an insert block; use 'insert:' instead of 'replace:'"),
+     ("rules/x.yaml:4:22: rule '#1': 'eca' is an insert block; use 'insert:' instead of 'replace:', or match the "
+      "attention module it replaces (kind: module, class: SqueezeExcitation)")),
     (doc("  - match: {kind: block}", "    replace: {block: sk}"),
      "rules/x.yaml:3:12: rule '#1': replace swaps conv units, and this rule matches block sites; use kind: conv"),
     (doc("  - match: {kind: conv}", "    replace: {block: sk, position: after}"),

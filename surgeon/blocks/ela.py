@@ -53,7 +53,7 @@ def ela_fits(channels: int, feat_size: tuple[int, int] | None = None, *, gn_grou
 
 @register_block("ela", paper="ELA, 2024 (arXiv:2403.01123; no official code)", fits=ela_fits, year=2024,
                 params="9C (k 7; kC + 2C)",
-                placement="no network code; the paper evaluates it in ResNet and MobileNetV2 against Coordinate Attention",
+                placement="no network code; the paper compares it with Coordinate Attention in ResNet and MobileNetV2",
                 export="dynamic")
 class EfficientLocalAttention(nn.Module):
     """Efficient Local Attention: direction-aware gates from strip pooling, a 1-D depthwise conv and GroupNorm.
