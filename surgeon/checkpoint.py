@@ -13,8 +13,8 @@ mapping torch itself uses for per-module versions, which survives ``weights_only
 ``load_state_dict``), or in the safetensors header, so that :func:`surgeon.load` rebuilds from the file alone.
 Writes are atomic and never overwrite without ``force``.
 
-A framework registered by :mod:`surgeon.integrations` (:class:`~surgeon.frameworks.Framework`) reads and writes its own model
-directories (a Hugging Face ``save_pretrained`` directory) and gives its models their native layout.
+A framework registered by :mod:`surgeon.integrations` (:class:`~surgeon.frameworks.Framework`) reads and writes its
+own model directories (a Hugging Face ``save_pretrained`` directory) and gives its models their native layout.
 
 This module reads and writes; it never rewrites a model. Rebuilding a patched model from a file (build the base,
 replay the recipe, load the weights) is :func:`surgeon.pipeline.load_model`, which calls the pieces here.

@@ -41,8 +41,8 @@ from ..sites import SiteTable, find_sites
 from ..tensors import probe_input
 from ..verify import capture_reference, verify
 
-__all__ = ["MODEL_HOOKS", "ModelHook", "SurgeryResult", "apply", "insert", "insert_rule", "recipe_source", "replay", "replay_surgery", "resolve",
-           "run_surgery", "sites", "surgery", "swap", "swap_rule"]
+__all__ = ["MODEL_HOOKS", "ModelHook", "SurgeryResult", "apply", "insert", "insert_rule", "recipe_source", "replay",
+           "replay_surgery", "resolve", "run_surgery", "sites", "surgery", "swap", "swap_rule"]
 
 
 @dataclass(frozen=True)
