@@ -20,8 +20,8 @@ from torch import nn
 import surgeon
 from surgeon.blocks import create_block
 from surgeon.cli import cli
-from surgeon.errors import BlockError, SelectorError
-from surgeon.pipeline import run_surgery, swap_rule
+from surgeon.errors import BlockError, RewriteError, SelectorError
+from surgeon.pipeline import insert_rule, run_surgery, swap_rule
 from surgeon.report import surgery_summary
 
 SHAPE = (1, 3, 64, 64)
@@ -175,6 +175,16 @@ def test_what_cannot_be_replaced_is_refused_before_the_model_is_touched() -> Non
                                          r"--set groups=\d+"):
         run_surgery(model, [swap_rule("sa", module="SqueezeExcitation")], input_shape=SHAPE)
     assert list(model.state_dict()) == keys and type(model.features[1].block[1]).__name__ == "SqueezeExcitation"
+
+
+def test_a_block_inside_a_module_being_replaced_is_refused() -> None:
+    model = build("torchvision:mobilenet_v3_small")
+    rules = [swap_rule("mlca", module="SqueezeExcitation"),
+             insert_rule("eca", "re:features\\.1\\.block\\.1\\.fc1", "after")]
+    with pytest.raises(RewriteError, match=r"^features\.1\.block\.1: it is replaced by 'mlca', and another rule puts "
+                                           r"a block inside it \(features\.1\.block\.1\)"):
+        run_surgery(model, rules, input_shape=SHAPE)
+    assert type(model.features[1].block[1]).__name__ == "SqueezeExcitation"
 
 
 def test_cli_swap_module_reports_the_removed_keys(tmp_path: Path) -> None:
