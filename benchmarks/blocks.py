@@ -13,8 +13,14 @@ which swings a ratio by 20-40% from one run to the next (``--malloc system`` sho
 re-runs itself with malloc keeping freed memory (``_timing.STEADY_MALLOC``), so that both sides are timed on
 their work.
 
+The blocks timm does not have (EMA, SCSA, MLCA, LSKA, LSK, SA, CPCA, GAM, ELA) are timed the same way against our SE
+at the same shape, the cheapest common attention block, as a yardstick: ``ours/se`` is what one of them costs in
+SEs. A block whose defaults do not fit a shape (SA's 64 groups on 32 channels, SCSA's 7x7 window on 4x4 maps) is
+built with the options its registry entry proposes, printed in the row.
+
     python benchmarks/blocks.py
     python benchmarks/blocks.py --blocks se cbam --shapes 8x256x56x56 --rounds 11
+    python benchmarks/blocks.py --blocks --new-blocks ema gam    # only the new blocks, against SE
 """
 
 from __future__ import annotations
@@ -40,10 +46,12 @@ from _timm_pairs import PAIRS, max_relative_diff
 from torch import nn
 
 import surgeon  # noqa: F401  (registers the blocks)
+from surgeon.blocks import create_block, get_block
 
 SHAPES = ["8x256x56x56", "8x1024x14x14"]
 QUICK_SHAPES = ["2x32x8x8", "2x64x4x4"]
 BLOCKS = ["se", "eca", "cbam", "gc", "gc_mul", "nonlocal", "ca", "sk"]
+NEW_BLOCKS = ["ema", "scsa", "mlca", "lska", "lsk", "sa", "cpca", "gam", "ela"]  # no timm counterpart
 GOAL = 1.0
 
 
@@ -91,9 +99,39 @@ def compare(name: str, shape: tuple[int, int, int, int], rounds: int, min_second
             f"{deviation:>10.1e}")
 
 
+def build_fitting(name: str, shape: tuple[int, int, int, int]) -> tuple[nn.Module, dict[str, object]]:
+    """Block ``name`` with ``init="paper"`` for ``shape``, with the options its misfit proposes where the defaults do
+    not fit; and those options."""
+    info = get_block(name)
+    misfit = info.misfit(shape[1], shape[2:])
+    options = dict(misfit.fix) if misfit is not None else {}
+    return create_block(info, shape[1], init="paper", **options), options
+
+
+def against_se(name: str, shape: tuple[int, int, int, int], rounds: int, min_seconds: float) -> str:
+    """Forward + backward of a block timm does not have, alternating with our SE at the same shape."""
+    ours, options = build_fitting(name, shape)
+    se = create_block("se", shape[1], init="paper")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=generator, requires_grad=True)
+    grad = torch.randn(shape, generator=generator)
+    ours.train(), se.train()
+    repeat = steps_per_sample(ours, x, grad, min_seconds)
+    samples = alternate({"ours": partial(train_step, ours, x, grad, repeat),
+                         "se": partial(train_step, se, x, grad, repeat)}, rounds)
+    samples = {key: [t / repeat for t in values] for key, values in samples.items()}
+    ratio = paired_ratio(samples["ours"], samples["se"])
+    label = "x".join(str(v) for v in shape)
+    shown = ", ".join(f"{key}={value}" for key, value in options.items()) or "defaults"
+    return (f"{name:<9} {label:>14} {statistics.median(samples['ours']) * 1e3:>9.1f} "
+            f"{statistics.median(samples['se']) * 1e3:>9.1f} {ratio!s:>24} {shown}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--blocks", nargs="+", default=BLOCKS, choices=sorted(PAIRS))
+    parser.add_argument("--blocks", nargs="*", default=BLOCKS, choices=sorted(PAIRS))
+    parser.add_argument("--new-blocks", nargs="*", default=NEW_BLOCKS, choices=NEW_BLOCKS,
+                        help="blocks without a timm counterpart, timed against our SE")
     parser.add_argument("--shapes", nargs="+", type=parse_shape, default=None, help="NxCxHxW")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--min-sample", type=float, default=0.25, help="seconds of steps per sample (at least 1)")
@@ -113,17 +151,31 @@ def main() -> None:
 
     print(machine_line())
     print(allocator_line())
-    print(f"forward + backward (train mode), {rounds} rounds alternating, medians in ms; ratio = median of per-round "
-          "ours/timm [p25, p75]; rel diff = max |ours - timm| / max |timm| (eval, same weights); "
-          "goal mark 'noise': median above the goal, 25th percentile not")
+    print(f"forward + backward (train mode), {rounds} rounds alternating, medians in ms")
+    if args.blocks:
+        print("ratio = median of per-round ours/timm [p25, p75]; rel diff = max |ours - timm| / max |timm| (eval, same "
+              "weights); goal mark 'noise': median above the goal, 25th percentile not")
     header = (f"{'block':<9} {'shape':>14} {'ours ms':>9} {'timm ms':>9} {'ours/timm':>24} {'goal<=1':>8} "
               f"{'rel diff':>10}")
-    print(header)
-    print("-" * len(header))
+    if args.blocks:
+        print(header)
+        print("-" * len(header))
     for shape in shapes:
         for name in args.blocks:
             print(compare(name, shape, rounds, 0.0 if args.quick else args.min_sample), flush=True)
-    print("aligned options: " + "; ".join(f"{name}: {PAIRS[name].note}" for name in args.blocks))
+    if args.blocks:
+        print("aligned options: " + "; ".join(f"{name}: {PAIRS[name].note}" for name in args.blocks))
+    if not args.new_blocks:
+        return
+    print()
+    print("blocks timm does not have, against our SE at the same shape (init=paper); ratio = median of per-round "
+          "ours/se [p25, p75]")
+    header = f"{'block':<9} {'shape':>14} {'ours ms':>9} {'se ms':>9} {'ours/se':>24} options"
+    print(header)
+    print("-" * len(header))
+    for shape in shapes:
+        for name in args.new_blocks:
+            print(against_se(name, shape, rounds, 0.0 if args.quick else args.min_sample), flush=True)
 
 
 if __name__ == "__main__":

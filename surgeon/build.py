@@ -9,16 +9,17 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from .blocks import BlockInfo, create_block, get_block
+from .blocks import BlockInfo, Misfit, create_block, get_block
 from .errors import BlockError, RewriteError
 from .match import Action
 
-__all__ = ["build_insert", "build_swap", "on_host", "planned_parameters", "seeded"]
+__all__ = ["build_insert", "build_swap", "check_fits", "misfit_of", "on_host", "planned_parameters", "seeded"]
 
 
 @contextmanager
@@ -57,8 +58,64 @@ def _swap_args(info: BlockInfo, action: Action, groups: int | None) -> dict[str,
     return args
 
 
+def misfit_of(action: Action) -> Misfit | None:
+    """Why the block of an insert action (or of one that replaces a module) cannot be built for its site (channels,
+    size) with its options, or ``None`` (also for swaps and for blocks that declare no
+    :attr:`~surgeon.blocks.BlockInfo.fits`)."""
+    info = get_block(action.block)
+    if info.kind != "insert":
+        return None
+    size = tuple(action.site.size_at(action.position))
+    return info.misfit(action.site.channels_at(action.position), size, action.args)
+
+
+def check_fits(actions: list[Action]) -> None:
+    """Check, before the model is touched, that every insert action's block fits its site, and that each replace
+    action puts a swap block on a conv unit or an insert block in place of a module.
+
+    Raises:
+        BlockError: one line naming the first site that does not fit, its channels and size, why, and the option
+            that would fit (``--set factor=16 fits``: one that fits every site the same rule selects, where a site's
+            own proposal does); and how many other sites do not fit.
+    """
+    for action in actions:
+        _check_replace_kind(action)
+    misfits = [(action, misfit) for action in actions if (misfit := misfit_of(action)) is not None]
+    if not misfits:
+        return
+    action, misfit = misfits[0]
+    # propose the option that fits every site of the same block and options, where one site's proposal does
+    peers = [other for other in actions if (other.op, other.block, other.args) == (action.op, action.block,
+                                                                                   action.args)]
+    for candidate in (found.fix for _, found in misfits if found.fix):
+        if all(misfit_of(replace(peer, args={**peer.args, **candidate})) is None for peer in peers):
+            misfit = Misfit(misfit.reason, candidate)
+            break
+    height, width = action.site.size_at(action.position)
+    count = len(misfits) - 1
+    others = f" (and {count} more site{'s' if count > 1 else ''})" if count else ""
+    raise BlockError(f"{action.site.name}: {action.block!r} does not fit {action.site.channels_at(action.position)} "
+                     f"channels at {height}x{width}: {misfit.reason}; {misfit.hint()}{others}")
+
+
+def _check_replace_kind(action: Action) -> None:
+    """A conv unit is replaced by a swap block, a module (a model's own attention module) by an insert block."""
+    if action.op != "replace":
+        return
+    info = get_block(action.block)
+    site = action.site
+    if site.kind == "conv" and info.kind != "swap":
+        raise BlockError(f"{site.name}: {info.name!r} is an insert block and {site.name} a convolution; a conv unit "
+                         "is replaced by a swap block (scconv, sk, ...), an insert block replaces an attention "
+                         "module (select it by class, e.g. SqueezeExcitation)")
+    if site.kind == "module" and info.kind != "insert":
+        raise BlockError(f"{site.name}: {info.name!r} is a swap block (it replaces a conv unit); {site.name} "
+                         f"({site.cls}) is replaced by an insert block (mlca, eca, se, ...)")
+
+
 def build_insert(action: Action, like: nn.Module, key: str) -> nn.Module:
-    """The block an insert action puts at ``key`` (its qualified name), on the host ``like``.
+    """The block an insert action puts at ``key`` (its qualified name), on the host ``like`` (for an action that
+    replaces a module: the block that takes its place, ``like`` the replaced module).
 
     Raises:
         RewriteError: the block is a swap.
@@ -121,7 +178,7 @@ def planned_parameters(action: Action) -> int | None:
     site = action.site
     try:
         with torch.device("meta"):
-            if action.op == "replace":
+            if action.op == "replace" and info.kind == "swap":
                 block = create_block(info, site.in_channels, site.out_channels, site.stride,
                                      **_swap_args(info, action, site.groups))
             else:

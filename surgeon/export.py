@@ -3,26 +3,19 @@
 Every export is checked before it is reported: the written file is loaded back (ONNX in onnxruntime when it is
 installed, TorchScript with ``torch.jit.load``, the program with ``torch.export.load``, the Python package by
 importing it) and run on the example batch, and the largest absolute difference from the eager model is returned.
+An export with a dynamic spatial size is also run at a second size (:func:`other_size`), so a size that was baked
+in is caught when it is written, not when it is deployed.
 
-The Python package holds the generated ``forward`` of each patched class as plain source, one file per class, each
-defining a subclass of the user's original class, plus ``build.py``, which rebuilds the patched model from the base
-architecture and the recipe (attn-surgeon creates the blocks) and then gives each patched module the package's own
-class, so the code in the package is the code that runs, and can be read, edited or vendored. It holds no pickled
-objects and no absolute paths; the weights stay in the checkpoint, passed to ``build_model(weights=...)``.
+The Python package target is written by :mod:`surgeon.python_package`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import importlib
 import io
 import os
-import pprint
 import re
-import shutil
-import sys
-import tempfile
-import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,15 +25,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._version import __version__
 from .arch import is_spec
-from .codegen import is_patched, original_class, patched_source
-from .errors import OutputExistsError, SurgeonError
-from .files import atomic_write, file_mode
+from .blocks import get_block
+from .errors import BlockError, OutputExistsError, SurgeonError
+from .files import atomic_write
+from .python_package import run_package, write_python_package
 from .recipe import recipe_of
 from .tensors import default_input_shape, eval_mode, flatten_outputs, output_deviation, probe_guard, probe_input
 
-__all__ = ["TARGETS", "ExportResult", "default_export_path", "export_model", "require_exporter",
+__all__ = ["TARGETS", "ExportResult", "default_export_path", "export_model", "other_size", "require_exporter",
            "write_python_package"]
 
 TARGETS = ("onnx", "torchscript", "exported-program", "python")
@@ -56,6 +49,7 @@ class ExportResult:
         max_abs_diff: largest absolute output difference on the example batch, or ``None`` if not checked.
         checked_with: what ran the reloaded export (``onnxruntime``, ``torch.jit.load``, ...), or why not.
         files: the files written (several for the Python package).
+        checked_shapes: the input shapes the reloaded export was run at (two with a dynamic spatial size).
     """
 
     target: str
@@ -63,6 +57,7 @@ class ExportResult:
     max_abs_diff: float | None
     checked_with: str
     files: list[Path] = field(default_factory=list)
+    checked_shapes: list[tuple[int, ...]] = field(default_factory=list)
 
 
 def default_export_path(source: str, target: str) -> Path:
@@ -106,17 +101,34 @@ def require_exporter(target: str) -> None:
                            f"(or: pip install {' '.join(missing)})")
 
 
-def _traced_inputs(example: torch.Tensor, dynamic_batch: bool) -> tuple[tuple[torch.Tensor], Any]:
-    """Inputs and dynamic shapes for torch.export; a batch of 1 would be specialised to 1, so trace with 2."""
-    if not dynamic_batch:
-        return (example,), None
-    batch = example if example.shape[0] > 1 else torch.cat([example, example])
-    return (batch,), ({0: torch.export.Dim("batch", min=1)},)
+def other_size(shape: Sequence[int]) -> tuple[int, ...]:
+    """The second shape a dynamic-size export is checked at: H and W changed by different amounts (64x64 → 96x80)."""
+    *lead, height, width = shape
+    return (*lead, height + max(1, height // 2), width + max(1, width // 4))
+
+
+def _traced_inputs(example: torch.Tensor, dynamic_batch: bool,
+                   dynamic_size: bool) -> tuple[tuple[torch.Tensor], Any]:
+    """Inputs and dynamic shapes for torch.export; a batch of 1 would be specialised to 1, so trace with 2.
+
+    H and W are ``Dim.DYNAMIC``: export fails, naming the reason, if the model fixes them, rather than quietly
+    writing a fixed-size file.
+    """
+    dims: dict[int, Any] = {}
+    if dynamic_batch:
+        example = example if example.shape[0] > 1 else torch.cat([example, example])
+        dims[0] = torch.export.Dim("batch", min=1)
+    if dynamic_size:
+        dims[2] = dims[3] = torch.export.Dim.DYNAMIC
+    return (example,), ((dims,) if dims else None)
+
+
+Runner = Callable[[torch.Tensor], Any]
 
 
 def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, force: bool, opset: int | None,
-                 dynamic_batch: bool) -> tuple[Callable[[], Any], str]:
-    inputs, dims = _traced_inputs(example, dynamic_batch)
+                 dynamic_batch: bool, dynamic_size: bool) -> tuple[Runner, str]:
+    inputs, dims = _traced_inputs(example, dynamic_batch, dynamic_size)
     with _quiet():
         program = torch.onnx.export(model, inputs, dynamo=True, input_names=["input"], output_names=["output"],
                                     dynamic_shapes=dims, opset_version=opset)
@@ -125,35 +137,36 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, force: boo
     try:
         import onnxruntime
     except ImportError:
-        return lambda: None, "not checked (onnxruntime is not installed)"
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda: session.run(None, {session.get_inputs()[0].name: example.numpy()}), "onnxruntime"
+        return lambda x: None, "not checked (onnxruntime is not installed)"
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4  # its errors come back as exceptions, reported in one line; don't also print them
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {session.get_inputs()[0].name: x.numpy()}), "onnxruntime"
 
 
-def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path,
-                        force: bool) -> tuple[Callable[[], Any], str]:
+def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path, force: bool) -> tuple[Runner, str]:
     with _quiet():  # the generated forward has no source file for torch.jit.script to read: tracing it is
         traced = torch.jit.trace(model, (example,), check_trace=False)
     with _quiet():
         atomic_write(path, lambda file: torch.jit.save(traced, file), force=force)
         reloaded = torch.jit.load(str(path))
-    return lambda: reloaded(example), "torch.jit.load"
+    return reloaded, "torch.jit.load"
 
 
-def _export_program(model: nn.Module, example: torch.Tensor, path: Path, force: bool,
-                    dynamic_batch: bool) -> tuple[Callable[[], Any], str]:
-    inputs, dims = _traced_inputs(example, dynamic_batch)
+def _export_program(model: nn.Module, example: torch.Tensor, path: Path, force: bool, dynamic_batch: bool,
+                    dynamic_size: bool) -> tuple[Runner, str]:
+    inputs, dims = _traced_inputs(example, dynamic_batch, dynamic_size)
     with _quiet():
         program = torch.export.export(model, inputs, dynamic_shapes=dims)
     atomic_write(path, lambda file: torch.export.save(program, file), force=force)
     with _quiet():
         reloaded = torch.export.load(str(path)).module()
-    return lambda: reloaded(example), "torch.export.load"
+    return reloaded, "torch.export.load"
 
 
 def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
                  input_shape: Sequence[int] | None = None, force: bool = False, opset: int | None = None,
-                 dynamic_batch: bool = True, check: bool = True) -> ExportResult:
+                 dynamic_batch: bool = True, dynamic_size: bool = False, check: bool = True) -> ExportResult:
     """Export ``model`` (in eval mode; its mode is restored) to ``target``, then reload it and compare outputs.
 
     Args:
@@ -164,10 +177,13 @@ def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
         force: overwrite an existing output.
         opset: ONNX opset version (the exporter's default if ``None``).
         dynamic_batch: let ONNX and exported programs take any batch size.
+        dynamic_size: let ONNX and exported programs take any height and width; the check then also runs the
+            export at :func:`other_size`.
         check: reload the export and compare its outputs with the eager model's.
 
     Raises:
-        SurgeonError: an unknown target, an existing output without ``force``, or a model the exporter rejects.
+        SurgeonError: an unknown target, an existing output without ``force``, a model the exporter rejects (with
+            ``dynamic_size``: one that fixes its spatial size), or an export that fails at the second size.
         ModelForwardError: the model raises on the example batch.
     """
     if target not in TARGETS:
@@ -176,14 +192,18 @@ def export_model(model: nn.Module, path: str | os.PathLike[str], target: str, *,
     path = Path(path)
     if path.exists() and not force:
         raise OutputExistsError(f"{path}: exists; pass --force to overwrite it")
+    fixed = _fixed_size_blocks(model) if dynamic_size and target in ("onnx", "exported-program") else []
+    if fixed:
+        raise SurgeonError(f"cannot export with a dynamic size: {fixed[0]}; export at a fixed size (without "
+                           "--dynamic-size), or use a block that `attn-surgeon blocks` lists as dynamic")
     input_shape = tuple(int(v) for v in input_shape) if input_shape is not None else default_input_shape(model)
     with eval_mode(model):
         return _export(model, path, target, probe_input(input_shape), force=force, opset=opset,
-                       dynamic_batch=dynamic_batch, check=check)
+                       dynamic_batch=dynamic_batch, dynamic_size=dynamic_size, check=check)
 
 
 def _export(model: nn.Module, path: Path, target: str, example: torch.Tensor, *, force: bool, opset: int | None,
-            dynamic_batch: bool, check: bool) -> ExportResult:
+            dynamic_batch: bool, dynamic_size: bool, check: bool) -> ExportResult:
     """:func:`export_model` on a model already in eval mode."""
     with probe_guard(model, tuple(example.shape)), torch.no_grad():
         expected = model(example)
@@ -191,208 +211,64 @@ def _export(model: nn.Module, path: Path, target: str, example: torch.Tensor, *,
         files = write_python_package(model, path, force=force)
         if not check or recipe_of(model).base is None:  # without a named base only the user can build it
             return ExportResult(target, path, None, "not checked", files)
-        actual = _run_package(path, model, example)
+        actual = run_package(path, model, example)
         return ExportResult(target, path, _max_diff(expected, actual), "import", files)
     try:
         if target == "onnx":
-            run, checker = _export_onnx(model, example, path, force, opset, dynamic_batch)
+            run, checker = _export_onnx(model, example, path, force, opset, dynamic_batch, dynamic_size)
         elif target == "torchscript":
             run, checker = _export_torchscript(model, example, path, force)
         else:
-            run, checker = _export_program(model, example, path, force, dynamic_batch)
+            run, checker = _export_program(model, example, path, force, dynamic_batch, dynamic_size)
     except SurgeonError:
         raise
     except Exception as exc:  # exporters raise many types; the user needs the reason
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SurgeonError(f"{target} export failed: {reason[:300]}") from exc
+        raise SurgeonError(f"{target} export failed: {_reason(exc)}") from exc
     if not check:
         return ExportResult(target, path, None, "not checked", [path])
     with torch.no_grad():
-        actual = run()
-    return ExportResult(target, path, None if actual is None else _max_diff(expected, actual), checker, [path])
+        actual = run(example)
+    if actual is None:
+        return ExportResult(target, path, None, checker, [path])
+    deviation, shapes = _max_diff(expected, actual), [tuple(example.shape)]
+    if dynamic_size and target != "torchscript":  # a traced TorchScript module makes no promise about other sizes
+        other = probe_input(other_size(example.shape), model, seed=1)
+        deviation = max(deviation, _deviation_at(model, run, other, target))
+        shapes.append(tuple(other.shape))
+    return ExportResult(target, path, deviation, checker, [path], shapes)
 
 
-# ------------------------------------------------------------------------------------------------ python package
-
-
-def _import_target(cls: type) -> tuple[str, str]:
-    module, qualname = cls.__module__, cls.__qualname__
-    if module == "__main__" or "<" in qualname:
-        raise SurgeonError(f"{qualname} is defined in {module!r}, where a package cannot import it from; define it "
-                           "in an importable module to export the patched model as Python")
-    head, _, rest = qualname.partition(".")
-    return f"from {module} import {head}", head + (f".{rest}" if rest else "")
-
-
-def _class_file(cls: type, source: str, class_name: str, paths: list[str]) -> str:
-    importing, reference = _import_target(cls)
-    where = ", ".join(paths[:6]) + (f" and {len(paths) - 6} more" if len(paths) > 6 else "")
-    return (f'"""{cls.__module__}.{cls.__qualname__} with the forward that attn-surgeon generated for it.\n\n'
-            f"Used at: {where}.\n\"\"\"\n\n"
-            f"{source.rstrip()}\n\n\n"
-            f"{importing}  # noqa: E402\n\n"
-            f"_surgeon_base = {reference}  # the original forward, for blocks wrapped around it\n\n\n"
-            f"class {class_name}({reference}):\n"
-            f'    """{cls.__qualname__} running the generated forward above; every attribute and method is the '
-            f'original\'s."""\n\n'
-            f"    forward = forward\n")
-
-
-_BUILD = '''"""Rebuild the patched model: base architecture, then the recipe's blocks, then this package's classes."""
-
-from __future__ import annotations
-
-import importlib
-from collections.abc import Mapping
-
-import torch
-from torch import nn
-
-BASE = {base!r}
-ARCH_ARGS = {arch_args}
-RECIPE = {recipe}
-# qualified module name -> (file in this package, class in it)
-PATCHED = {patched}
-
-
-def _base_model() -> nn.Module:
-    if BASE is None:
-        raise ValueError("the recipe names no base architecture: pass base=<an unpatched model>")
-    from surgeon.arch import build_arch
-
-    return build_arch(BASE, **ARCH_ARGS)
-
-
-def _state_dict(weights: object) -> Mapping[str, torch.Tensor]:
-    if isinstance(weights, Mapping):
-        state = weights
-    elif str(weights).endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(str(weights))
-    else:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "state_dict_ema", "model_ema", "module"):  # training containers
-        if isinstance(state.get(key), Mapping):
-            return state[key]
-    return state
-
-
-def build_model(base: nn.Module | None = None, weights: object = None) -> nn.Module:
-    """The patched model; ``weights``: a state_dict, or the path of the patched checkpoint."""
-    import surgeon
-
-    model = surgeon.replay(base if base is not None else _base_model(), RECIPE)
-    for name, (file, cls) in PATCHED.items():
-        module = model.get_submodule(name)
-        module.__class__ = getattr(importlib.import_module(f".{{file}}", __package__), cls)
-    if weights is not None:
-        state = _state_dict(weights)
-        own = set(model.state_dict())
-        prefix = next((p for p in {{k[: k.index(".") + 1] for k in state if "." in k}}
-                       if {{k[len(p):] for k in state}} == own), "")
-        model.load_state_dict({{k[len(prefix):]: v for k, v in state.items()}}, strict=True)
-    return model
-'''
-
-_README = """# {name}
-
-Generated by attn-surgeon {version} from {base}: the patched modules' `forward` as plain Python, one file per
-patched class, each a subclass of the original class.
-
-```python
-from {name} import build_model
-model = build_model(weights="PATCHED_CHECKPOINT.pt")  # base architecture + recipe + these classes
-```
-
-`build.py` builds the base architecture, inserts the recipe's blocks with attn-surgeon, then gives each patched
-module its class from this package, so editing a `forward` here changes what runs. Nothing here is pickled.
-
-| module | class |
-|---|---|
-{rows}
-"""
-
-
-def write_python_package(model: nn.Module, directory: str | os.PathLike[str], *, force: bool = False) -> list[Path]:
-    """Write ``model``'s patched classes as a Python package in ``directory`` (atomically); return its files.
+def _deviation_at(model: nn.Module, run: Runner, x: torch.Tensor, target: str) -> float:
+    """The reloaded export's largest difference from ``model`` on ``x``, a size it was not traced at.
 
     Raises:
-        SurgeonError: the model has no patched module or no recipe, or a patched class cannot be imported by name.
-        OutputExistsError: ``directory`` exists and ``force`` is false.
+        SurgeonError: the export fails to run at that size (a size baked into its graph).
     """
+    with torch.no_grad():
+        expected = model(x)
+        try:
+            actual = run(x)
+        except Exception as exc:  # the runtime's own error types
+            size = "x".join(map(str, x.shape))
+            raise SurgeonError(f"{target} export with a dynamic size fails at {size}: {_reason(exc)}") from exc
+    return _max_diff(expected, actual)
 
-    directory = Path(directory)
-    if not directory.name.isidentifier():
-        raise SurgeonError(f"{directory}: a package name must be a Python identifier (e.g. resnet50_eca_py)")
+
+def _fixed_size_blocks(model: nn.Module) -> list[str]:
+    """The inserted blocks whose registry entry declares a fixed spatial size for export, with the reason."""
     recipe = recipe_of(model)
-    patched = [(name, module) for name, module in model.named_modules() if is_patched(module)]
-    if recipe is None or not patched:
-        raise SurgeonError("nothing to export as Python: the model has no module patched by attn-surgeon")
-    files: dict[str, str] = {}
-    by_class: dict[tuple[type, str], tuple[str, str]] = {}
-    mapping: dict[str, tuple[str, str]] = {}
-    for name, module in patched:
-        key = (original_class(module), patched_source(module) or "")
-        if key not in by_class:
-            count = sum(1 for cls, _ in by_class if cls.__name__ == key[0].__name__) + 1
-            stem = re.sub(r"(?<!^)(?=[A-Z])", "_", key[0].__name__).lower() + f"_{count}"
-            by_class[key] = (stem, f"Patched{key[0].__name__}{count if count > 1 else ''}")
-        mapping[name] = by_class[key]
-    for (cls, source), (stem, class_name) in by_class.items():
-        files[f"{stem}.py"] = _class_file(cls, source, class_name,
-                                          [n for n, m in mapping.items() if m == (stem, class_name)])
-    files["build.py"] = _BUILD.format(base=recipe.base, arch_args=pprint.pformat(recipe.arch_args),
-                                      recipe=pprint.pformat(recipe.to_dict(), width=110, sort_dicts=False),
-                                      patched=pprint.pformat(mapping, width=110, sort_dicts=False))
-    files["__init__.py"] = (f'"""Patched {recipe.base or "model"} generated by attn-surgeon {__version__}; see '
-                            'README.md."""\n\nfrom .build import build_model\n\n__all__ = ["build_model"]\n')
-    rows = "\n".join(f"| `{name}` | `{stem}.{cls}` |" for name, (stem, cls) in mapping.items())
-    files["README.md"] = _README.format(name=directory.name, version=__version__, base=recipe.base or "a model",
-                                        rows=rows)
-    return _write_directory(directory, files, force)
+    found = []
+    for step in recipe.steps if recipe is not None else ():
+        try:
+            info = get_block(step.block)
+        except BlockError:  # a user block that is not importable here: the exporter will judge it
+            continue
+        if info.export == "fixed_size":
+            found.append(f"block {info.name!r} at {step.site} fixes its input size ({info.export_note})")
+    return found
 
 
-def _write_directory(directory: Path, files: dict[str, str], force: bool) -> list[Path]:
-    """Write into a fresh temporary directory beside ``directory``, then rename it into place."""
-    if directory.exists() and not force:
-        raise OutputExistsError(f"{directory}: exists; pass --force to overwrite it")
-    parent = directory.parent if str(directory.parent) else Path(".")
-    if not parent.is_dir():
-        raise SurgeonError(f"{directory}: directory {parent} does not exist")
-    try:
-        temp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{directory.name}.", suffix=".tmp"))
-    except OSError as exc:
-        raise SurgeonError(f"{directory}: cannot write in {parent} ({exc.strerror})") from None
-    try:
-        for name, text in files.items():
-            (temp / name).write_text(text)
-        temp.chmod(file_mode(directory, directory=True))  # mkdtemp's 0700 would keep the package private
-        if directory.exists():
-            old = parent / f".{directory.name}.{uuid.uuid4().hex}.old"
-            os.replace(directory, old)
-            os.replace(temp, directory)
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-        else:
-            os.replace(temp, directory)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    return [directory / name for name in files]
-
-
-def _run_package(directory: Path, model: nn.Module, example: torch.Tensor) -> Any:
-    """Import the written package under a unique name, rebuild the model with ``model``'s weights, run it."""
-    name = f"_surgeon_export_check_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(name, directory / "__init__.py",
-                                                  submodule_search_locations=[str(directory)])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules[name] = package
-    try:
-        spec.loader.exec_module(package)
-        rebuilt = package.build_model(weights=model.state_dict()).eval()
-        with torch.no_grad():
-            return rebuilt(example)
-    finally:
-        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
-            del sys.modules[key]
+def _reason(exc: Exception) -> str:
+    """The first line of an exception's message (exporters and runtimes write pages), at most 300 characters."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

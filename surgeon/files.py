@@ -76,7 +76,8 @@ def _read_safetensors(path: Path) -> OrderedDict[str, torch.Tensor]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as file:
             metadata = dict(file.metadata() or {})
-            state = OrderedDict((key, file.get_tensor(key)) for key in file.keys())  # noqa: SIM118  (a safe_open handle, not a dict)
+            # a safe_open handle, not a dict: it has keys() but no iteration
+            state = OrderedDict((key, file.get_tensor(key)) for key in file.keys())  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable safetensors file, or truncated ({reason})") from None

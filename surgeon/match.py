@@ -270,7 +270,8 @@ class Rule:
     Attributes:
         selector: which sites.
         block: registry name (or ``package.module:Class``) of the block to insert or swap in.
-        op: ``insert`` (add a block at ``position``) or ``replace`` (swap a conv unit).
+        op: ``insert`` (add a block at ``position``) or ``replace`` (swap a conv unit, or put an insert block in
+            place of a module that keeps its input's shape, such as a model's own SE).
         position: ``residual`` (before the skip addition; default for residual units), ``after`` or ``before``.
         args: block options.
         init: ``identity`` or ``paper``.
@@ -318,7 +319,8 @@ def make_plan(sites: Sequence[Site], rules: Sequence[Rule]) -> Plan:
     """Resolve rules against sites, in rule order, then site execution order.
 
     Two inserts on one site and position stack in rule order. A ``replace`` on a site that an earlier rule already
-    replaced is an error naming both rules; so is ``residual`` on a site that is not a residual unit.
+    replaced is an error naming both rules; so is ``residual`` on a site that is not a residual unit, and a
+    ``replace`` of a residual unit or of a module that changes its input's shape.
 
     Raises:
         NoMatchError: a rule without ``allow_empty`` matched no site.
@@ -349,9 +351,7 @@ def make_plan(sites: Sequence[Site], rules: Sequence[Rule]) -> Plan:
             )
         for site in chosen:
             if rule.op == "replace":
-                if site.kind != "conv":
-                    raise SelectorError(f"rule {rule.name!r}: replace works on conv sites, "
-                                        f"{site.name} is a {site.kind}")
+                _check_replaceable(rule, site)
                 if site.name in replaced:
                     raise SelectorError(f"rule {rule.name!r}: {site.name} is already replaced by rule "
                                         f"{replaced[site.name]!r}")
@@ -361,6 +361,19 @@ def make_plan(sites: Sequence[Site], rules: Sequence[Rule]) -> Plan:
                 actions.append(Action(site, rule.block, "insert", rule.position_for(site), dict(rule.args),
                                       rule.init, rule.name))
     return Plan(actions, empty)
+
+
+def _check_replaceable(rule: Rule, site: Site) -> None:
+    """``replace`` swaps a conv unit, or puts a block in place of a module that keeps its input's shape (a model's
+    own attention module: SE, ECA, CBAM)."""
+    if site.kind == "block":
+        raise SelectorError(f"rule {rule.name!r}: replace works on conv units and attention modules, "
+                            f"{site.name} is a residual unit")
+    if site.kind == "module" and (site.in_channels, site.in_size) != (site.out_channels, site.out_size):
+        raise SelectorError(f"rule {rule.name!r}: {site.name} ({site.cls}) maps {site.in_channels} channels at "
+                            f"{site.in_size[0]}x{site.in_size[1]} to {site.out_channels} at "
+                            f"{site.out_size[0]}x{site.out_size[1]}; a block replaces only a module that keeps its "
+                            "input's shape (an attention module such as SE)")
 
 
 def plan_from_recipe(recipe: Recipe, table: SiteTable) -> Plan:

@@ -47,6 +47,8 @@ class RecipeStep:
         init: ``identity`` or ``paper``.
         module: qualified name the new module got.
         rule: the rule that planned it.
+        removed_keys: original keys the step removed (a swapped conv unit's, a replaced module's); they are not in
+            the patched model's state_dict.
     """
 
     site: str
@@ -59,6 +61,7 @@ class RecipeStep:
     init: str
     module: str
     rule: str = ""
+    removed_keys: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,7 +101,8 @@ class Recipe:
         if not isinstance(data, dict) or data.get("format") != RECIPE_FORMAT or not isinstance(data.get("steps"), list):
             raise CheckpointError("not an attn-surgeon recipe (or one from an incompatible version)")
         try:
-            steps = [RecipeStep(**{**step, "args": dict(step.get("args") or {})}) for step in data["steps"]]
+            steps = [RecipeStep(**{**step, "args": dict(step.get("args") or {}),
+                                   "removed_keys": list(step.get("removed_keys") or [])}) for step in data["steps"]]
             return cls(base=data.get("base"), input_shape=tuple(int(v) for v in data["input_shape"]), steps=steps,
                        arch_args=dict(data.get("arch_args") or {}), versions=dict(data.get("versions") or {}))
         except (TypeError, KeyError, ValueError) as exc:

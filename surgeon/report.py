@@ -149,6 +149,7 @@ def surgery_summary(result: SurgeryResult, source: str, output: str | None = Non
             - len(verification.removed_by_swap),
             "added_keys": len(verification.added_keys),
             "removed_by_swap": len(verification.removed_by_swap),
+            "removed_keys": list(verification.removed_by_swap),
             "max_abs_diff": verification.max_abs_diff,
             "rel_diff": verification.rel_diff,
         },

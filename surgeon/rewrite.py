@@ -7,6 +7,9 @@ iterates their children are skipped, since a new child would change their length
 only along the path to the conv. A site that cannot be traced still takes ``before``/``after`` blocks, applied
 around its original forward.
 
+A block that replaces a module (a model's own attention module, selected by class) takes its place in its parent:
+nothing is traced, the parent calls it by the same name, and the replaced module's keys go.
+
 The inserted block becomes a submodule of the host, named ``{block}_{position}`` (plus ``_{conv path}`` for conv
 sites, and ``_1``, ``_2``... if taken), so its keys sit next to the host's own and no original key moves. Blocks
 are built by :mod:`surgeon.build` from what their registry entries declare; conv units are found, and swapped, by
@@ -19,7 +22,7 @@ import copy
 import operator
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -53,16 +56,17 @@ class Inserted:
         action: the plan's action.
         key: qualified name of the new module (its state_dict keys start with ``key + "."``).
         host: qualified name of the module whose forward now calls it.
-        mode: ``graph`` (rewritten fx graph), ``graph-dual`` (separate train/eval graphs) or ``wrapper``.
+        mode: ``graph`` (rewritten fx graph), ``graph-dual`` (separate train/eval graphs), ``wrapper``, or
+            ``module`` (the block took a replaced module's place in its parent; no graph changed).
         params: parameters the new module holds.
-        removed_keys: original keys that a swap removed (swaps only).
+        removed_keys: original keys that a swap or a replaced module removed (replace actions only).
         inherited: parameters a swap copied from the replaced conv unit.
     """
 
     action: Action
     key: str
     host: str
-    mode: Literal["graph", "graph-dual", "wrapper"]
+    mode: Literal["graph", "graph-dual", "wrapper", "module"]
     params: int
     removed_keys: list[str] = field(default_factory=list)
     inherited: list[str] = field(default_factory=list)
@@ -252,6 +256,27 @@ def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
     setattr(root.get_submodule(parent_path) if parent_path else root, attr, module)
 
 
+_PLAIN_TYPES = (bool, int, float, str, tuple, list, type(None))
+
+
+def _carry_plain_attributes(old: nn.Module, new: nn.Module) -> None:
+    """Give the block that replaces ``old`` the public plain-data attributes of ``old`` that it lacks: a parent that
+    routes by its children's attributes (Ultralytics reads each layer's ``f`` and ``i``) still finds them."""
+    for key, value in vars(old).items():
+        if not key.startswith("_") and key != "training" and isinstance(value, _PLAIN_TYPES) and not hasattr(new, key):
+            setattr(new, key, value)
+
+
+def _check_replaced_untouched(replaced: Iterable[Action], hosts: Sequence[str]) -> None:
+    """A module that a block replaces takes no other action inside it: that block would go with it."""
+    for action in replaced:
+        name = action.site.name
+        inside = [host for host in hosts if host == name or host.startswith(name + ".")]
+        if inside:
+            raise RewriteError(f"{name}: it is replaced by {action.block!r}, and another rule puts a block inside it "
+                               f"({inside[0]}); insert around the new block in a second surgery instead")
+
+
 def rewrite(model: nn.Module, plan: Plan, traces: Mapping[str, TracedModule] | None = None) -> RewriteResult:
     """Apply ``plan`` to ``model`` **in place** and return what was inserted.
 
@@ -283,11 +308,25 @@ def _rewrite(model: nn.Module, plan: Plan, traces: Mapping[str, TracedModule] | 
         (name, frozenset()): TracedModule(traced.module, [copy.deepcopy(graph) for graph in traced.graphs])
         for name, traced in (traces or {}).items() if modules.get(name) is traced.module
     }
+    replaced: dict[int, Action] = {}
     for i, action in enumerate(plan.actions):
+        if action.op == "replace" and action.site.kind == "module":
+            replaced[i] = action
+            continue
         host, relative, traceable = _choose_host(action, modules, attempts, cache)
         (per_host[host].append((i, action, relative)) if traceable else wrapped[host].append((i, action)))
+    _check_replaced_untouched(replaced.values(), [*per_host, *wrapped])
 
     results: dict[int, Inserted] = {}
+    replacements: list[tuple[str, nn.Module]] = []
+    for i, action in replaced.items():
+        name = action.site.name
+        old = modules[name]
+        block = build_insert(action, old, name)
+        _carry_plain_attributes(old, block)
+        replacements.append((name, block))
+        results[i] = Inserted(action, name, name.rpartition(".")[0], "module",
+                              sum(p.numel() for p in block.parameters()), [f"{name}.{key}" for key in old.state_dict()])
     commits: list[tuple[nn.Module, list[tuple[str, nn.Module]], str]] = []
     for host_name in sorted(per_host, key=lambda name: name.count(".") + bool(name), reverse=True):
         host = modules[host_name]
@@ -338,6 +377,8 @@ def _rewrite(model: nn.Module, plan: Plan, traces: Mapping[str, TracedModule] | 
         for path, module in assignments:
             _set_module(host, path, module)
         patch_class(host, source)
+    for name, block in replacements:  # a parent calls its child by name at run time, through a rewritten graph or not
+        _set_module(model, name, block)
     return RewriteResult([results[i] for i in sorted(results)], attempts)
 
 
@@ -350,5 +391,6 @@ def recipe_from_rewrite(result: RewriteResult, base: str | None, input_shape: Se
         steps.append(RecipeStep(site=action.site.name, kind=action.site.kind,
                                 channels=int(action.site.channels_at(action.position)), op=action.op,
                                 position=action.position, block=action.block, args=dict(action.args),
-                                init=action.init, module=item.key, rule=action.rule))
+                                init=action.init, module=item.key, rule=action.rule,
+                                removed_keys=list(item.removed_keys)))
     return Recipe(base, tuple(input_shape), steps, dict(arch_args or {}))

@@ -136,8 +136,6 @@ def _block(reader: NodeReader, node: Node, op: str) -> BlockInfo:
     if op == "insert" and info.kind == "swap":
         reader.fail(node, f"{info.name!r} is a swap block (it replaces a conv unit); use 'replace:' instead of "
                           "'insert:'")
-    if op == "replace" and info.kind != "swap":
-        reader.fail(node, f"{info.name!r} is an insert block; use 'insert:' instead of 'replace:'")
     return info
 
 
@@ -181,9 +179,13 @@ def _rule(reader: NodeReader, node: Node, number: int, default_init: str, taken:
     info = _block(reader, action["block"][1], op)
     args = _args(reader, action["args"][1], info) if "args" in action else {}
     position = reader.choice(action["position"][1], POSITIONS, "position") if "position" in action else None
-    if op == "replace" and selector.kind in ("block", "module"):
+    if op == "replace" and info.kind == "swap" and selector.kind in ("block", "module"):
         reader.fail(fields["match"][1], f"replace swaps conv units, and this rule matches {selector.kind} sites; "
                                         "use kind: conv")
+    if op == "replace" and info.kind == "insert" and selector.kind != "module":
+        reader.fail(action["block"][1], f"{info.name!r} is an insert block; use 'insert:' instead of 'replace:', or "
+                                        "match the attention module it replaces (kind: module, class: "
+                                        "SqueezeExcitation)")
     if position == "residual" and selector.kind in ("conv", "module"):
         reader.fail(action["position"][1], f"position residual needs residual units, and this rule matches "
                                            f"{selector.kind} sites; use after or before")

@@ -37,7 +37,7 @@ class Verification:
         missing_keys: original keys no longer in the state_dict (other than those a swap removed on purpose).
         changed_keys: original keys whose tensor changed value.
         added_keys: keys that are new (the inserted blocks').
-        removed_by_swap: original keys that swaps replaced, as documented.
+        removed_by_swap: original keys that swaps and replaced modules removed, as documented.
         max_abs_diff: largest absolute output difference on the probe batch.
         rel_diff: ``max_abs_diff`` over the largest absolute original output.
         forward_ok: the patched model ran on the probe batch.

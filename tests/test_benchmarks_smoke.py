@@ -82,6 +82,30 @@ def test_blocks_quick_every_pair_equal(run_script) -> None:
             assert rel_diff < 1e-5, f"{name} at {shape}: ours and timm's differ by {rel_diff}"
 
 
+def test_blocks_quick_times_every_new_block_at_two_shapes(run_script) -> None:
+    out = run_script("blocks.py", "--quick", "--blocks")
+    _machine_line_first(out)
+    table = out.split("against our SE at the same shape", 1)[1]
+    for name in ("ema", "scsa", "mlca", "lska", "lsk", "sa", "cpca", "gam", "ela"):
+        for shape in ("2x32x8x8", "2x64x4x4"):
+            match = re.search(rf"^{name}\s+{shape}\s+(\d+\.\d)\s+(\d+\.\d)\s+{RATIO}\s+(.+)$", table,
+                              flags=re.MULTILINE)
+            assert match, f"no row for {name} at {shape} in:\n{table}"
+            options = match.group(6)
+            if (name, shape) == ("sa", "2x32x8x8"):  # SA's 64 groups need 128 channels: the proposed option
+                assert re.fullmatch(r"groups=\d+", options), options
+            if (name, shape) == ("scsa", "2x64x4x4"):  # a 4x4 map under SCSA's 7x7 window: a global pool
+                assert options == "window_size=-1"
+
+
+def test_block_costs_counts_a_block_on_resnet50(run_script) -> None:
+    out = run_script("block_costs.py", "--blocks", "mlca", "sk", "--runs", "0", "--shape", "1x3x64x64")
+    _machine_line_first(out)
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.+)$", out, flags=re.MULTILINE))
+    assert rows["mlca"].startswith("residual | +172 | ")  # 2k per bottleneck, k = 5, 5, 5, 7 by stage: 2 * 86
+    assert rows["sk"].startswith("3x3 unit | +")
+
+
 def test_runtime_overhead_quick(run_script) -> None:
     out = run_script("runtime_overhead.py", "--quick", "--blocks", "cbam", "sk")
     _machine_line_first(out)

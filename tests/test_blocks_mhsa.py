@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from surgeon.blocks import create_block, get_block
-from surgeon.blocks.mhsa import DEFAULT_FEAT_SIZE, BottleneckMHSA, relative_position_table
+from surgeon.blocks.mhsa import DEFAULT_FEAT_SIZE, BottleneckMHSA, relative_position_table, resize_rows
 
 SHAPES = [(1, 1), (7, 5), (16, 16)]
 
@@ -125,6 +125,18 @@ def test_relative_table_resize():
     resized = F.interpolate(table.t()[None], size=11, mode="linear", align_corners=False)[0].t()
     torch.testing.assert_close(relative_position_table(table, 6), relative_position_table(resized, 6))
     torch.testing.assert_close(resized[5], table[3])  # zero offset stays at the centre
+
+
+@pytest.mark.parametrize("length", [1, 3, 7, 13, 27])
+def test_resize_rows_equals_interpolate(length):
+    """The written-out resize (it exports with a symbolic size) gives F.interpolate's numbers, the table itself
+    unresized."""
+    table = torch.randn(length, 8)
+    assert torch.equal(resize_rows(table, length), table)
+    for rows in (1, 3, 5, 11, 27, 39):
+        expected = F.interpolate(table.t()[None], size=rows, mode="linear", align_corners=False)[0].t()
+        # float32 sampling positions near 16 are exact to 2e-6, and the kernel rounds them its own way
+        torch.testing.assert_close(resize_rows(table, rows), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("size", [(3, 4), (5, 2), (1, 1)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import pytest
@@ -14,20 +15,25 @@ from timm.layers.coord_attn import CoordAttn
 
 from surgeon.blocks import create_block, get_block, list_blocks
 from surgeon.blocks.eca import eca_kernel_size
+from surgeon.errors import BlockError
 
 INSERTS = [info.name for info in list_blocks("insert")]
 SWAPS = [info.name for info in list_blocks("swap")]
 
 
-def build(name: str, channels: int, init: str = "paper", stride: int = 1) -> torch.nn.Module:
+def build(name: str, channels: int, init: str = "paper", stride: int = 1,
+          size: tuple[int, int] | None = None) -> torch.nn.Module:
+    """The block with its defaults, or, where they do not fit the site, with the options its misfit proposes."""
     info = get_block(name)
     args = (channels,) if info.kind == "insert" else (channels, channels, stride)
-    return create_block(info, *args, init=init).eval()
+    misfit = info.misfit(channels, size) if info.kind == "insert" else None
+    return create_block(info, *args, init=init, **(misfit.fix if misfit else {})).eval()
 
 
 def test_registry_holds_the_issue_blocks() -> None:
     expected = {"se", "eca", "cbam", "ca", "gc", "nonlocal", "danet_pam", "danet_cam", "ccnet", "bam", "simam",
-                "triplet", "residual_attention", "mhsa", "scconv", "scbottleneck", "sk"}
+                "triplet", "residual_attention", "mhsa", "scconv", "scbottleneck", "sk",
+                "ema", "scsa", "mlca", "sa", "ela", "lska", "lsk", "cpca", "gam"}
     assert expected == set(INSERTS) | set(SWAPS)
     assert {"scconv", "scbottleneck", "sk"} == set(SWAPS)
     assert get_block("coord") is get_block("ca")
@@ -37,16 +43,25 @@ def test_registry_holds_the_issue_blocks() -> None:
 @pytest.mark.parametrize("channels", [1, 7, 64])
 @pytest.mark.parametrize("size", [(1, 1), (5, 3)])
 def test_insert_blocks_keep_shape_and_start_as_identity(name: str, channels: int, size: tuple[int, int]) -> None:
+    info = get_block(name)
+    misfit = info.misfit(channels, size)
+    if misfit is not None and not misfit.fix:  # no option fits: the surgery refuses the site with a one-line reason
+        assert misfit.reason and "\n" not in misfit.reason
+        channel_misfit = info.misfit(channels)
+        if channel_misfit is not None:  # the channels alone do not fit: the block cannot even be built
+            with pytest.raises(BlockError, match=re.escape(channel_misfit.reason)):
+                create_block(name, channels)
+        return
     x = torch.randn(1, channels, *size)
     with torch.no_grad():
-        assert build(name, channels)(x).shape == x.shape
-        assert torch.equal(build(name, channels, init="identity")(x), x)
+        assert build(name, channels, size=size)(x).shape == x.shape
+        assert torch.equal(build(name, channels, init="identity", size=size)(x), x)
 
 
 @pytest.mark.parametrize("name", INSERTS)
 def test_identity_is_not_trivially_identity(name: str) -> None:
     """Moving every parameter away from its initial value makes the block act: the identity test can fail."""
-    block = build(name, 16, init="identity")
+    block = build(name, 16, init="identity", size=(6, 6))
     with torch.no_grad():
         for p in block.parameters():
             p.add_(torch.randn_like(p) * 0.5 + 0.5)
@@ -67,7 +82,7 @@ def test_swap_blocks_keep_channels_and_stride(name: str, stride: int) -> None:
 
 @pytest.mark.parametrize("name", INSERTS + SWAPS)
 def test_fx_trace_equals_eager(name: str) -> None:
-    block = build(name, 32)
+    block = build(name, 32, size=(10, 8))
     traced = torch.fx.symbolic_trace(block)
     x = torch.randn(2, 32, 10, 8)
     with torch.no_grad():
@@ -77,14 +92,14 @@ def test_fx_trace_equals_eager(name: str) -> None:
 @pytest.mark.parametrize("name", INSERTS + SWAPS)
 def test_compiles_without_graph_breaks(name: str) -> None:
     torch._dynamo.reset()
-    explanation = torch._dynamo.explain(build(name, 32))(torch.randn(2, 32, 8, 8))
+    explanation = torch._dynamo.explain(build(name, 32, size=(8, 8)))(torch.randn(2, 32, 8, 8))
     assert explanation.graph_break_count == 0, explanation.break_reasons
 
 
 @pytest.mark.parametrize("name", INSERTS + SWAPS)
 def test_onnx_export_runs_in_onnxruntime(name: str) -> None:
     ort = pytest.importorskip("onnxruntime")
-    block = build(name, 16)
+    block = build(name, 16, size=(8, 8))
     x = torch.randn(1, 16, 8, 8)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -98,7 +113,7 @@ def test_onnx_export_runs_in_onnxruntime(name: str) -> None:
 
 @pytest.mark.parametrize("name", INSERTS + SWAPS)
 def test_bf16_autocast_and_channels_last(name: str) -> None:
-    block = build(name, 32)
+    block = build(name, 32, size=(8, 8))
     x = torch.randn(2, 32, 8, 8)
     with torch.no_grad():
         reference = block(x)

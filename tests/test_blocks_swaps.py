@@ -203,6 +203,16 @@ def test_clipped_pool() -> None:
     torch.testing.assert_close(clipped_avg_pool(small, 4), expected)
 
 
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (3, 9), (4, 4), (5, 7), (7, 2), (9, 13), (16, 16)])
+@pytest.mark.parametrize("r", [2, 4])
+def test_clipped_pool_equals_the_clipped_kernel_bit_for_bit(size: tuple[int, int], r: int) -> None:
+    """The export-friendly form (fixed kernel, cut input, ceil_mode) gives the clipped kernel's very values."""
+    x = torch.randn(2, 3, *size)
+    clipped_kernel = F.avg_pool2d(x, (min(r, size[0]), min(r, size[1])), r)
+    assert torch.equal(clipped_avg_pool(x, r), clipped_kernel)
+    assert torch.equal(clipped_avg_pool(x.to(memory_format=torch.channels_last), r), clipped_kernel)
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_stem_matches_official_scbottleneck(stride: int) -> None:
     c_in, width = 24, 16

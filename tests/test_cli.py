@@ -99,8 +99,8 @@ def test_dry_run_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_unknown_block_lists_valid_ones() -> None:
     result = run("insert", "torchvision:resnet18", "--block", "ecaa")
     assert_user_error(result, "unknown block 'ecaa' (did you mean 'eca'?); valid blocks: bam, ca, cbam, ccnet, "
-                              "danet_cam, danet_pam, eca, gc, mhsa, nonlocal, residual_attention, scbottleneck, "
-                              "scconv, se, simam, sk, triplet")
+                              "cpca, danet_cam, danet_pam, eca, ela, ema, gam, gc, lsk, lska, mhsa, mlca, nonlocal, "
+                              "residual_attention, sa, scbottleneck, scconv, scsa, se, simam, sk, triplet")
 
 
 def test_selector_matching_nothing_names_it_and_suggests_sites(tmp_path: Path) -> None:
@@ -202,8 +202,16 @@ def test_blocks_lists_registry_and_details() -> None:
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["se"]["params_at_256"] == 8464 and rows["eca"]["params_at_256"] == 5
     assert rows["sk"]["kind"] == "swap"
+    lska = rows["lska"]
+    assert (lska["year"], lska["params_formula"], lska["params_at_256"], lska["export"], lska["export_note"]) == (
+        2024, "C² + 17C (k_size 7; C² + (2k0 + 2k1 + 5)C)", 69888, "dynamic", "")
+    assert lska["placement"].startswith("inside VAN's attention unit")
     detail = run("blocks", "coord")
     assert detail.exit_code == 0 and "houqb/CoordAttention" in detail.stdout
+    assert "\nparameters: 3Cm + 3m + 2C, m = max(8, C/32); 6,680 at 256 channels\n" in detail.stdout
+    assert "\nONNX export: dynamic\n" in detail.stdout
+    listing = run("blocks")
+    assert listing.exit_code == 0 and "placement in the paper" in listing.stdout and "ONNX export" in listing.stdout
 
 
 def test_debug_shows_traceback() -> None:

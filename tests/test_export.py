@@ -20,8 +20,9 @@ from surgeon.checkpoint import build_arch
 from surgeon.cli import cli
 from surgeon.cli.export import export
 from surgeon.errors import OutputExistsError, SurgeonError
-from surgeon.export import _run_package as run_package
-from surgeon.export import write_python_package
+from surgeon.export import _deviation_at as deviation_at
+from surgeon.export import other_size, write_python_package
+from surgeon.python_package import run_package
 
 SHAPE = (1, 3, 64, 64)
 # The command on its own, under the same group class as the real CLI (one-line errors, exit 1).
@@ -64,6 +65,32 @@ def test_onnx_runs_in_onnxruntime_with_any_batch(patched, tmp_path: Path) -> Non
     np.testing.assert_allclose(actual, reference(model, x).numpy(), atol=1e-4, rtol=1e-4)
 
 
+def test_onnx_with_dynamic_size_runs_at_any_height_and_width(patched, tmp_path: Path) -> None:
+    import onnxruntime
+
+    path, model = patched
+    out = tmp_path / "r18_cbam_any_size.onnx"
+    result = run("export", str(path), "--to", "onnx", "-o", str(out), "--input-shape", "1,3,64,64", "--dynamic-size")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"Wrote {out} (onnx); max abs difference ")
+    assert result.stdout.rstrip().endswith("from PyTorch (onnxruntime at 1x3x64x64 and 1x3x96x80)")
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 3, 72, 40)  # neither size it was checked at
+    (actual,) = session.run(None, {"input": x.numpy()})
+    np.testing.assert_allclose(actual, reference(model, x).numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_a_size_baked_into_an_export_is_reported_in_one_line() -> None:
+    def baked(x: torch.Tensor) -> None:
+        raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions\nindex: 2 Got: 96")
+
+    with pytest.raises(SurgeonError) as info:
+        deviation_at(torch.nn.Conv2d(3, 3, 1), baked, torch.randn(1, 3, 96, 80), "onnx")
+    assert str(info.value) == ("onnx export with a dynamic size fails at 1x3x96x80: [ONNXRuntimeError] : 2 : "
+                               "INVALID_ARGUMENT : Got invalid dimensions")
+    assert other_size((1, 3, 64, 64)) == (1, 3, 96, 80) and other_size((2, 3, 1, 1)) == (2, 3, 2, 2)
+
+
 def test_onnx_without_its_exporter_says_what_to_install(patched, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # what `import onnxscript` sees where it is not installed
@@ -98,6 +125,18 @@ def test_exported_program_runs(patched, tmp_path: Path) -> None:
     program = torch.export.load(str(out))
     x = torch.randn(SHAPE)
     torch.testing.assert_close(program.module()(x), reference(model, x), atol=1e-5, rtol=1e-5)
+
+
+def test_exported_program_with_dynamic_size_runs_at_another_size(patched, tmp_path: Path) -> None:
+    path, model = patched
+    out = tmp_path / "r18_cbam_any_size.pt2"
+    result = run("export", str(path), "--to", "exported-program", "-o", str(out), "--input-shape", "1,3,64,64",
+                 "--dynamic-size", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["checked_shapes"] == [[1, 3, 64, 64], [1, 3, 96, 80]] and report["max_abs_diff"] < 1e-4
+    x = torch.randn(3, 3, 48, 72)
+    torch.testing.assert_close(torch.export.load(str(out)).module()(x), reference(model, x), atol=1e-4, rtol=1e-4)
 
 
 def test_python_package_imports_in_a_fresh_process_and_reproduces_outputs(patched, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from _util import file_digest
 from click.testing import CliRunner
 
 import surgeon
-from surgeon.blocks import list_blocks
+from surgeon.blocks import get_block, list_blocks
 from surgeon.cli import cli
 from surgeon.errors import ModelLoadError
 from surgeon.rules import MAX_BYTES
@@ -149,8 +149,18 @@ def test_bad_usage_exits_2(args: tuple[str, ...], phrase: str, workdir: Path) ->
 def test_channels_fewer_than_the_reduction_still_patch(block: str, workdir: Path) -> None:
     """Reductions default to 1/16 or 1/8; 2-channel units keep at least one hidden channel, and identity init holds."""
     out = workdir / "narrow.pt"
+    settings: list[str] = []
+    misfit = get_block(block).misfit(2, (16, 16))
+    if misfit is not None:  # a block whose official form needs more channels says so, then takes the option that fits
+        refused = run("insert", f"{FIXTURES}:narrow_cnn", "--block", block, "-o", out, "--input-shape", "1,3,16,16",
+                      "--profile", "off")
+        assert refused.exit_code == 1 and "does not fit 2 channels at 16x16" in refused.stderr, refused.output
+        assert not out.exists()
+        if not misfit.fix:
+            return
+        settings = [arg for key, value in misfit.fix.items() for arg in ("--set", f"{key}={value}")]
     result = run("insert", f"{FIXTURES}:narrow_cnn", "--block", block, "-o", out, "--input-shape", "1,3,16,16",
-                 "--profile", "off")
+                 "--profile", "off", *settings)
     assert result.exit_code == 0, result.output
     assert "Patched 2 sites" in result.stdout and "max abs 0 " in result.stdout
     if block == "se":

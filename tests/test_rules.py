@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import surgeon
-from surgeon.blocks import list_blocks
+from surgeon.blocks import eca_kernel_size, list_blocks
 from surgeon.cli import _Group, cli
 from surgeon.cli.apply import apply as apply_command
 from surgeon.errors import RuleError
@@ -95,7 +95,8 @@ ERRORS = [
      ("rules/x.yaml:4:21: rule '#1': 'sk' is a swap block (it replaces a conv unit); use 'replace:' instead of "
      "'insert:'")),
     (doc("  - match: {kind: conv, kernel: 3}", "    replace: {block: eca}"),
-     "rules/x.yaml:4:22: rule '#1': 'eca' is an insert block; use 'insert:' instead of 'replace:'"),
+     ("rules/x.yaml:4:22: rule '#1': 'eca' is an insert block; use 'insert:' instead of 'replace:', or match the "
+      "attention module it replaces (kind: module, class: SqueezeExcitation)")),
     (doc("  - match: {kind: block}", "    replace: {block: sk}"),
      "rules/x.yaml:3:12: rule '#1': replace swaps conv units, and this rule matches block sites; use kind: conv"),
     (doc("  - match: {kind: conv}", "    replace: {block: sk, position: after}"),
@@ -320,12 +321,14 @@ def test_two_inserts_on_one_site_stack_in_file_order() -> None:
 
 def test_every_preset_opens_with_a_citation_and_loads() -> None:
     assert set(list_presets()) >= {"se_resnet", "eca_resnet", "eca_resnet_k3557", "cbam_resnet", "ca_mobilenetv2",
-                                   "gc_resnet", "nonlocal_resnet50", "sk_resnet", "scnet", "danet_head", "ccnet"}
+                                   "gc_resnet", "nonlocal_resnet50", "sk_resnet", "scnet", "danet_head", "ccnet",
+                                   "sa_resnet", "scsa_resnet", "ema_mobilenetv2", "mlca_mobilenetv3"}
     for name in list_presets():
         text = (PRESET_DIR / f"{name}.yaml").read_text()
         header = text.split("\nversion: 1\n")[0]
         assert header.startswith("# ") and all(line.startswith("#") for line in header.splitlines()), name
-        assert re.search(r"https://(arxiv\.org|mftp\.mmcheng\.net)/", header) and "Placement reproduced:" in header
+        assert re.search(r"https://(arxiv\.org|mftp\.mmcheng\.net|doi\.org)/", header)
+        assert "Placement reproduced:" in header
         assert len(load_rules(name)) >= 1
 
 
@@ -370,6 +373,8 @@ BLOCK_FORMULAS = {  # preset: added parameters from the official formulas, over 
     "gc_resnet": sum(n * _gc_params(c) for c, n in STAGES[1:]),
     "nonlocal_resnet50": 2 * _nonlocal_params(512) + 3 * _nonlocal_params(1024),
     "ccnet": 2 * (2048 * 256 + 256) + (2048 * 2048 + 2048) + 1,
+    "sa_resnet": sum(n * 3 * c // 64 for c, n in STAGES),  # sa_layer: cweight, cbias, sweight, sbias, GN(C/2G)
+    "scsa_resnet": sum(n * 16 * (c // 4) for c, n in STAGES),  # SCSA on the mid width C/4: 16 parameters a channel
 }
 
 PRESET_COUNTS = [  # (preset, parameters of torchvision:resnet50 patched with --init paper, sites)
@@ -383,6 +388,9 @@ PRESET_COUNTS = [  # (preset, parameters of torchvision:resnet50 patched with --
     ("scnet", 25_564_584, [f"layer{s}.{i}.conv1" for s, n in ((1, 3), (2, 4), (3, 6), (4, 3)) for i in range(n)]),
     ("danet_head", 30_802_474, ["layer4.2", "layer4.2"]),
     ("ccnet", 30_802_473, ["layer4.2"]),
+    ("sa_resnet", RESNET50_PARAMS + 708, None),
+    ("scsa_resnet", RESNET50_PARAMS + 60_416,
+     [f"layer{s}.{i}.conv2" for s, n in ((1, 3), (2, 4), (3, 6), (4, 3)) for i in range(n)]),
 ]
 
 
@@ -427,6 +435,35 @@ def test_ca_mobilenetv2_places_ca_after_each_expanded_depthwise_unit() -> None:
     assert after == before + added == 3_950_648 and round(after / 1e6, 2) == 3.95  # the paper: MobileNetV2 + CA 3.95M
     assert isinstance(model.features[2].conv[1], torch.nn.Module)
     assert "features.2.ca_after_conv_1_0.conv1.weight" in model.state_dict()
+
+
+def test_ema_mobilenetv2_places_ema_after_each_expanded_depthwise_unit() -> None:
+    model = torchvision.models.mobilenet_v2().eval()
+    table = find_sites(model, (1, 3, 32, 32))
+    plan = make_plan(table.sites, load_rules("ema_mobilenetv2", init="paper"))
+    assert [a.site.name for a in plan.actions] == [f"features.{i}.conv.1.0" for i in range(2, 18)]
+    before = sum(p.numel() for p in model.parameters())
+    rewrite(model, plan)
+    added = sum(10 * (c // 24) ** 2 + 4 * (c // 24) for c in (a.site.out_channels for a in plan.actions))  # 10c'² + 4c'
+    after = sum(p.numel() for p in model.parameters())
+    assert before == 3_504_872 and after == before + added == 3_584_376
+
+
+def test_mlca_mobilenetv3_replaces_every_se_module() -> None:
+    model = torchvision.models.mobilenet_v3_small().eval()
+    table = find_sites(model, (1, 3, 64, 64))
+    plan = make_plan(table.sites, load_rules("mlca_mobilenetv3"))
+    se = {name: module for name, module in model.named_modules() if type(module).__name__ == "SqueezeExcitation"}
+    assert [a.site.name for a in plan.actions] == list(se) and {a.op for a in plan.actions} == {"replace"}
+    se_params = sum(p.numel() for module in se.values() for p in module.parameters())
+    mlca_params = sum(2 * eca_kernel_size(module.fc1.in_channels) for module in se.values())  # 2k, ECA's k for C
+    before = sum(p.numel() for p in model.parameters())
+    result = rewrite(model, plan)
+    after = sum(p.numel() for p in model.parameters())
+    assert (before, se_params, mlca_params) == (2_542_856, 461_640, 78)
+    assert after == before - se_params + mlca_params == 2_081_294
+    assert sorted(key for item in result.inserted for key in item.removed_keys) == sorted(
+        f"{name}.{key}" for name, module in se.items() for key in module.state_dict())
 
 
 def test_mmcv_after_conv_positions_are_expressible(resnet50) -> None:

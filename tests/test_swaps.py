@@ -61,4 +61,5 @@ def test_insert_block_refused_by_swap() -> None:
     result = CliRunner().invoke(cli, ["swap", "torchvision:resnet18", "--with", "eca"])
     assert result.exit_code == 1
     assert result.stderr.strip() == ("error: 'eca' is an insert block; swap takes a swap block (scconv, sk, ...) — "
-                                     "use `attn-surgeon insert --block eca` to insert it")
+                                     "use `attn-surgeon insert --block eca` to insert it, or `--module CLASS` to put "
+                                     "it in place of a model's attention module")

@@ -5,9 +5,11 @@ Importing this package registers every built-in block; see :func:`list_blocks`.
 
 from ._helpers import IdentityGate, make_divisible, reduced_channels
 from ._registry import (
+    EXPORT_STATUSES,
     INIT_MODES,
     SITE_ARGS,
     BlockInfo,
+    Misfit,
     SwapBlock,
     block_arguments,
     builtin_registration,
@@ -25,13 +27,22 @@ with builtin_registration():  # every block registered by the imports below is o
     from .cbam import CBAM
     from .ccnet import CrissCrossAttention
     from .coord import CoordAttention
+    from .cpca import ChannelPriorConvAttention
     from .danet import ChannelAttention, PositionAttention
     from .eca import EfficientChannelAttention, eca_kernel_size
+    from .ela import EfficientLocalAttention
+    from .ema import EfficientMultiScaleAttention
+    from .gam import GlobalAttentionMechanism
     from .gc import GlobalContext
+    from .lsk import LargeSelectiveKernel
+    from .lska import LargeSeparableKernelAttention, lska_kernels
     from .mhsa import BottleneckMHSA
+    from .mlca import MixedLocalChannelAttention
     from .non_local import NonLocalBlock
     from .residual_attention import ResidualAttention
+    from .sa import ShuffleAttention
     from .scconv import SCBottleneckStem, SCConv
+    from .scsa import SCSA
     from .se import SqueezeExcite
     from .simam import SimAM
     from .sk import SelectiveKernel
@@ -39,23 +50,34 @@ with builtin_registration():  # every block registered by the imports below is o
 
 __all__ = [
     "BAM",
+    "EXPORT_STATUSES",
     "INIT_MODES",
     "SITE_ARGS",
     "BlockInfo",
+    "Misfit",
     "BottleneckMHSA",
     "CBAM",
     "ChannelAttention",
+    "ChannelPriorConvAttention",
     "CoordAttention",
     "CrissCrossAttention",
     "EfficientChannelAttention",
+    "EfficientLocalAttention",
+    "EfficientMultiScaleAttention",
+    "GlobalAttentionMechanism",
     "GlobalContext",
     "IdentityGate",
+    "LargeSelectiveKernel",
+    "LargeSeparableKernelAttention",
+    "MixedLocalChannelAttention",
     "NonLocalBlock",
     "PositionAttention",
     "ResidualAttention",
     "SCBottleneckStem",
     "SCConv",
+    "SCSA",
     "SelectiveKernel",
+    "ShuffleAttention",
     "SimAM",
     "SqueezeExcite",
     "SwapBlock",
@@ -67,6 +89,7 @@ __all__ = [
     "get_block",
     "is_builtin_block",
     "list_blocks",
+    "lska_kernels",
     "make_divisible",
     "reduced_channels",
     "register_block",

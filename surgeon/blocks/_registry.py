@@ -9,7 +9,9 @@ Contract of a registered block:
 What the surgery needs to know about a block is declared once, when it is registered, and read from its
 :class:`BlockInfo` from then on: how many conv units a swap replaces and whether it applies the activation itself
 (its :class:`SwapBlock` class attributes), which facts of the site it takes as options (``site_args``), and whether
-it is one of ours (built in: tested to keep the input's shape and to return a fresh tensor).
+it is one of ours (built in: tested to keep the input's shape and to return a fresh tensor), which sites it can be
+built for (``fits``: a misfit is answered before any model is touched, with the option that would fit), and what a
+reader of ``attn-surgeon blocks`` needs to know (year, parameter formula, where the paper puts it, how it exports).
 
 Blocks that support both initialisation modes take ``init="paper" | "identity"``; ``identity`` makes the block
 compute the identity function when created, so a patched pretrained model keeps its outputs.
@@ -30,9 +32,11 @@ from torch import nn
 from ..errors import BlockError
 
 __all__ = [
+    "EXPORT_STATUSES",
     "INIT_MODES",
     "SITE_ARGS",
     "BlockInfo",
+    "Misfit",
     "SwapBlock",
     "check_init",
     "is_builtin_block",
@@ -49,6 +53,12 @@ INIT_MODES = ("identity", "paper")
 SITE_ARGS = ("feat_size", "groups")
 """Facts of a site a block may take as options: ``feat_size`` (an insert block: the site's spatial size (H, W)) and
 ``groups`` (a swap: the replaced conv's groups). Each is passed unless the user sets the option."""
+ExportStatus = Literal["dynamic", "fixed_size", "untested"]
+EXPORT_STATUSES: tuple[str, ...] = ("dynamic", "fixed_size", "untested")
+"""How a block exports to ONNX (``torch.onnx.export(dynamo=True)``), checked for every built-in block by
+``tests/test_export_blocks.py`` on a patched ResNet-18 run in onnxruntime: ``dynamic`` — any batch and any H, W;
+``fixed_size`` — any batch, but H, W fixed to the size it was exported at (``export_note`` says why); ``untested`` —
+not declared (the default, e.g. for user blocks)."""
 
 
 class SwapBlock(Protocol):
@@ -61,6 +71,27 @@ class SwapBlock(Protocol):
 
     def inherit_conv_weights(self, conv: nn.Conv2d, norm: nn.Module | None) -> list[str]:
         """Copy what fits of a replaced conv (and its norm); return the names of the parameters set."""
+
+
+@dataclass(frozen=True)
+class Misfit:
+    """Why a block cannot be built for a site, and options that would make it fit (empty if none would)."""
+
+    reason: str
+    """What does not fit, naming the numbers, e.g. ``"48 channels are not divisible by factor=32"``."""
+    fix: Mapping[str, Any] = field(default_factory=dict)
+    """Options that fit, e.g. ``{"factor": 16}``."""
+
+    def hint(self) -> str:
+        """``"--set factor=16 fits"``, or ``"no option fits"``."""
+        if not self.fix:
+            return "no option fits"
+        return " ".join(f"--set {key}={value}" for key, value in self.fix.items()) + " fits"
+
+
+FitsCheck = Callable[..., "Misfit | None"]
+"""``fits(channels, feat_size, **options) -> Misfit | None``: ``feat_size`` is the site's (H, W), or ``None`` where it
+is not known; ``options`` are the block's options with every default filled in."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +110,14 @@ class BlockInfo:
         replaces_activation: a swap that applies its own activation.
         builtin: one of attn-surgeon's own blocks: its shape contract is tested, and it always returns a new tensor
             (never its input or a view of it), so the skip addition after it may be done in place.
+        fits: the sites an insert block can be built for (see :data:`FitsCheck` and :meth:`misfit`); ``None``: any.
+        year: the year of the paper.
+        params: the parameter count with ``init="paper"`` and default options, as a formula in C (channels; swaps:
+            C in = C out), e.g. ``"C² + 17C"``; other symbols are defined after it (``"2Ch + h + C, h = C/16"``) and
+            a note goes last in parentheses. ``tests/test_export_blocks.py`` evaluates it against the built block.
+        placement: where the paper puts the block in its network.
+        export: one of :data:`EXPORT_STATUSES`.
+        export_note: why, in one line, when ``export`` is not ``dynamic``.
     """
 
     name: str
@@ -91,6 +130,25 @@ class BlockInfo:
     units: int = 1
     replaces_activation: bool = False
     builtin: bool = False
+    fits: FitsCheck | None = None
+    year: int | None = None
+    params: str = ""
+    placement: str = ""
+    export: ExportStatus = "untested"
+    export_note: str = ""
+
+    def misfit(self, channels: int, feat_size: tuple[int, int] | None = None,
+               args: Mapping[str, Any] | None = None) -> Misfit | None:
+        """Why this block cannot be built for a site of ``channels`` (and spatial size ``feat_size``) with the options
+        ``args``, or ``None`` if it can. Options left out take the registered variant's and the constructor's
+        defaults."""
+        if self.fits is None:
+            return None
+        options = {name: p.default for name, p in block_arguments(self).items() if p.default is not p.empty}
+        options.update(self.defaults)
+        options.update(args or {})
+        options.pop("feat_size", None)
+        return self.fits(channels, None if feat_size is None else tuple(feat_size), **options)
 
     @property
     def summary(self) -> str:
@@ -144,6 +202,12 @@ def register_block(
     aliases: tuple[str, ...] = (),
     paper: str = "",
     site_args: tuple[str, ...] = (),
+    fits: FitsCheck | None = None,
+    year: int | None = None,
+    params: str = "",
+    placement: str = "",
+    export: ExportStatus = "untested",
+    export_note: str = "",
     **defaults: Any,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a block class (or factory) under ``name``; usable as a decorator.
@@ -158,17 +222,30 @@ def register_block(
         aliases: other names.
         paper: short citation.
         site_args: facts of the site the block takes as options (:data:`SITE_ARGS`), e.g. ``("feat_size",)``.
+        fits: ``fits(channels, feat_size, **options) -> Misfit | None`` for an insert block that cannot be built for
+            every site (see :data:`FitsCheck`); the surgery checks every planned site with it before it touches the
+            model.
+        year: year of the paper.
+        params: parameter count at ``init="paper"`` as a formula in C, e.g. ``"C² + 17C"``.
+        placement: where the paper puts the block.
+        export: how it exports to ONNX (:data:`EXPORT_STATUSES`).
+        export_note: one line saying why, when ``export`` is not ``"dynamic"``.
         **defaults: bound options of a variant.
 
     Raises:
-        BlockError: the name or one of the aliases is taken already, an unknown kind or site argument, or a swap
-            block that does not declare its :class:`SwapBlock` contract.
+        BlockError: the name or one of the aliases is taken already, an unknown kind, site argument or export
+            status, a non-dynamic export without its one-line reason, or a swap block that does not declare its
+            :class:`SwapBlock` contract.
     """
     if kind not in ("insert", "swap"):
         raise BlockError(f"block kind must be 'insert' or 'swap', got {kind!r}")
     unknown = [arg for arg in site_args if arg not in SITE_ARGS]
     if unknown:
         raise BlockError(f"unknown site argument {unknown[0]!r}; valid: {', '.join(SITE_ARGS)}")
+    if export not in EXPORT_STATUSES:
+        raise BlockError(f"unknown export status {export!r}; valid: {', '.join(EXPORT_STATUSES)}")
+    if export == "fixed_size" and (not export_note.strip() or "\n" in export_note):
+        raise BlockError(f"block {name!r}: export {export!r} needs export_note, a one-line reason")
 
     def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         for key in (name, *aliases):
@@ -177,7 +254,8 @@ def register_block(
         contract = _swap_contract(name, factory) if kind == "swap" else {}
         info = BlockInfo(name=name, factory=factory, kind=kind, aliases=tuple(aliases), paper=paper,
                          defaults=dict(defaults), site_args=tuple(site_args), builtin=_registering_builtins,
-                         **contract)
+                         fits=fits, year=year, params=params, placement=placement, export=export,
+                         export_note=export_note, **contract)
         _REGISTRY[name] = info
         for alias in aliases:
             _ALIASES[alias] = name

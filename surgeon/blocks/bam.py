@@ -69,7 +69,9 @@ def _spatial_branch(
     return nn.Sequential(*layers)
 
 
-@register_block("bam", paper="BAM: Bottleneck Attention Module, BMVC 2018 (arXiv:1807.06514)")
+@register_block("bam", paper="BAM: Bottleneck Attention Module, BMVC 2018 (arXiv:1807.06514)", year=2018,
+                params="3Ch + 18h² + 13h + C + 1, h = C/16",
+                placement="where the maps are downsampled: the end of ResNet stages 1-3", export="dynamic")
 class BAM(nn.Module):
     """Bottleneck Attention Module: parallel channel and spatial branches, ``x * (1 + sigmoid(c * s))``.
 

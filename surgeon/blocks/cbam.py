@@ -64,7 +64,8 @@ class SpatialGate(nn.Module):
         return torch.sigmoid(self.bn(self.conv(pooled)))
 
 
-@register_block("cbam", paper="CBAM, ECCV 2018 (arXiv:1807.06521)")
+@register_block("cbam", paper="CBAM, ECCV 2018 (arXiv:1807.06521)", year=2018, params="2Ch + h + C + 100, h = C/16",
+                placement="residual branch after bn3, before the addition", export="dynamic")
 class CBAM(nn.Module):
     """Channel gate followed by spatial gate.
 

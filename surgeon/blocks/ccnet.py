@@ -40,7 +40,8 @@ from ._registry import register_block
 __all__ = ["CrissCrossAttention"]
 
 
-@register_block("ccnet", aliases=("criss_cross", "rcca"), paper="CCNet, ICCV 2019 (arXiv:1811.11721)")
+@register_block("ccnet", aliases=("criss_cross", "rcca"), paper="CCNet, ICCV 2019 (arXiv:1811.11721)", year=2019,
+                params="1.25C² + 1.25C + 1", placement="the segmentation head on the last stage", export="dynamic")
 class CrissCrossAttention(nn.Module):
     """Criss-cross attention over each position's row and column, applied ``recurrence`` times with shared weights.
 

@@ -23,7 +23,10 @@ from ._registry import register_block
 __all__ = ["CoordAttention"]
 
 
-@register_block("ca", aliases=("coord", "coordatt"), paper="Coordinate Attention, CVPR 2021 (arXiv:2103.02907)")
+@register_block("ca", aliases=("coord", "coordatt"), paper="Coordinate Attention, CVPR 2021 (arXiv:2103.02907)",
+                year=2021, params="3Cm + 3m + 2C, m = max(8, C/32)",
+                placement="MobileNetV2: after the depthwise 3x3 + BN + ReLU6, before the projection (t ≠ 1)",
+                export="dynamic")
 class CoordAttention(nn.Module):
     """Coordinate Attention: direction-aware channel attention from pooling along each spatial axis.
 

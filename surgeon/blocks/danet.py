@@ -36,7 +36,8 @@ __all__ = ["PositionAttention", "ChannelAttention"]
 
 
 @register_block("danet_pam", aliases=("position_attention",),
-                paper="DANet, CVPR 2019 (arXiv:1809.02983)")
+                paper="DANet, CVPR 2019 (arXiv:1809.02983)", year=2019, params="1.25C² + 1.25C + 1",
+                placement="the segmentation head on the last stage, behind a 3x3 conv + BN + ReLU", export="dynamic")
 class PositionAttention(nn.Module):
     """DANet position attention module: every position attends to every other position.
 
@@ -78,7 +79,8 @@ class PositionAttention(nn.Module):
 
 
 @register_block("danet_cam", aliases=("channel_self_attention",),
-                paper="DANet, CVPR 2019 (arXiv:1809.02983)")
+                paper="DANet, CVPR 2019 (arXiv:1809.02983)", year=2019, params="1",
+                placement="the segmentation head on the last stage, behind a 3x3 conv + BN + ReLU", export="dynamic")
 class ChannelAttention(nn.Module):
     """DANet channel attention module: every channel attends to every other channel; one parameter (``gamma``).
 

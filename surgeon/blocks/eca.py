@@ -32,7 +32,9 @@ def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
     return t if t % 2 else t + 1
 
 
-@register_block("eca", paper="ECA-Net, CVPR 2020 (arXiv:1910.03151)")
+@register_block("eca", paper="ECA-Net, CVPR 2020 (arXiv:1910.03151)", year=2020,
+                params="k (the adaptive kernel size: 3 at C = 64, 5 at C = 256)",
+                placement="residual branch after bn3, before the addition", export="dynamic")
 class EfficientChannelAttention(nn.Module):
     """Efficient Channel Attention: a 1-D convolution across pooled channels instead of SE's MLP.
 

@@ -53,7 +53,8 @@ def _transform(channels: int, hidden: int, act_layer: LayerType) -> nn.Sequentia
 
 @register_block("gc", aliases=("global_context",),
                 paper="GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond, ICCVW 2019 "
-                      "(arXiv:1904.11492)")
+                      "(arXiv:1904.11492)", year=2019, params="2Ch + 3h + 2C + 1, h = C/16",
+                placement="residual branch after conv3/norm3, before the addition, in stages c3-c5", export="dynamic")
 class GlobalContext(nn.Module):
     """Global Context block: one query-independent attention map pools a global context added to every position.
 

@@ -21,7 +21,9 @@ keeps its function and learns to use the attention.
 Deviations:
     * Any input size works. The tables are built for ``feat_size`` (14 when not given) and, when the input's H or W
       differs, linearly resized (``align_corners=False``, which keeps the zero offset at the centre) to 2H - 1 /
-      2W - 1 rows: the offsets are stretched, not extended. The gist and timm require H, W == feat_size.
+      2W - 1 rows: the offsets are stretched, not extended. The gist and timm require H, W == feat_size. The resize
+      is written out (:func:`resize_rows`) rather than a call of ``F.interpolate``, whose output size an ONNX export
+      would fix: it equals ``F.interpolate`` within float32 rounding, and leaves a table of the right length as is.
     * ``num_heads`` must divide C: it is lowered to the largest divisor of C that is <= ``num_heads``.
     * Tables start at std dim_head ** -0.5; the gist passes that value as the mean by mistake (its comment says so).
     * timm's ``BottleneckAttn`` scales only ``q·k`` by default; it equals this block with ``scale_pos_embed=True``.
@@ -38,9 +40,26 @@ from torch import nn
 from ._helpers import check_init
 from ._registry import register_block
 
-__all__ = ["BottleneckMHSA", "DEFAULT_FEAT_SIZE", "relative_position_table"]
+__all__ = ["BottleneckMHSA", "DEFAULT_FEAT_SIZE", "relative_position_table", "resize_rows"]
 
 DEFAULT_FEAT_SIZE = 14  # BoTNet-50's c5 attention runs on 14x14 maps at 224x224 input
+
+
+def resize_rows(table: torch.Tensor, rows: int) -> torch.Tensor:
+    """The table linearly resized to ``rows`` rows: ``F.interpolate(mode="linear", align_corners=False)`` written out.
+
+    Written with index arithmetic and gathers so that ``rows`` may stay symbolic when exported (``F.interpolate``'s
+    output size is fixed in an ONNX graph); the same formula as PyTorch's kernel, and the table itself, exactly, when
+    ``rows`` is its own length (every weight of the next row is then 0). Otherwise within the float32 rounding of
+    the sampling positions, which ``F.interpolate``'s kernel computes in another order (1e-5 relative at most).
+    """
+    length = table.shape[0]
+    positions = torch.arange(rows, device=table.device, dtype=torch.float32)
+    source = ((positions + 0.5) * (length / rows) - 0.5).clamp(min=0)
+    low = source.long()  # floor: source >= 0
+    high = (low + 1).clamp(max=length - 1)
+    weight = (source - low).unsqueeze(1).to(table.dtype)
+    return table[low] * (1 - weight) + table[high] * weight
 
 
 @torch.fx.wrap
@@ -48,12 +67,11 @@ def relative_position_table(table: torch.Tensor, size: int) -> torch.Tensor:
     """Expand a (2L - 1, dim) table of offset embeddings into the (size, size, dim) embeddings of every pair.
 
     Entry ``[i, j]`` holds the embedding of the offset ``j - i`` (key minus query), stored at row ``j - i + L - 1``.
-    A table built for another length is linearly resized to ``2 * size - 1`` rows first. Wrapped for torch.fx
-    (a leaf call), so the size test stays plain Python under symbolic tracing; dynamo and ONNX trace through it.
+    A table built for another length is linearly resized to ``2 * size - 1`` rows first (:func:`resize_rows`, which
+    leaves a table of the right length as it is, without a branch on the size that an export would freeze). Wrapped
+    for torch.fx (a leaf call); dynamo and ONNX trace through it.
     """
-    rows = 2 * size - 1
-    if table.shape[0] != rows:
-        table = F.interpolate(table.t().unsqueeze(0), size=rows, mode="linear", align_corners=False)[0].t()
+    table = resize_rows(table, 2 * size - 1)
     pos = torch.arange(size, device=table.device)
     return table[pos.unsqueeze(0) - pos.unsqueeze(1) + (size - 1)]
 
@@ -63,7 +81,9 @@ def _largest_divisor_at_most(channels: int, limit: int) -> int:
 
 
 @register_block("mhsa", aliases=("botnet",), site_args=("feat_size",),
-                paper="Bottleneck Transformers for Visual Recognition, CVPR 2021 (arXiv:2101.11605)")
+                paper="Bottleneck Transformers for Visual Recognition, CVPR 2021 (arXiv:2101.11605)", year=2021,
+                params="3C² + 13.5C (4 heads, 14x14 tables; 3C² + (H + W - 1)C/2 for H x W)",
+                placement="replaces the 3x3 conv in the last stage's bottlenecks", export="dynamic")
 class BottleneckMHSA(nn.Module):
     """BoTNet multi-head self-attention over all H·W positions with 2-D relative position logits.
 

@@ -44,7 +44,8 @@ __all__ = ["NonLocalBlock"]
 
 
 @register_block("nonlocal", aliases=("non_local", "nl"),
-                paper="Non-local Neural Networks, CVPR 2018 (arXiv:1711.07971)")
+                paper="Non-local Neural Networks, CVPR 2018 (arXiv:1711.07971)", year=2018, params="2C² + 4.5C",
+                placement="after a residual block: every other block of res3 (2) and res4 (3)", export="dynamic")
 class NonLocalBlock(nn.Module):
     """Embedded-Gaussian non-local block: every position attends to all (pooled) positions; residual, zero-init BN.
 

@@ -98,7 +98,9 @@ class MaskLevel(nn.Module):
 
 
 @register_block("residual_attention", aliases=("resatt",),
-                paper="Residual Attention Network, CVPR 2017 (arXiv:1704.06904)")
+                paper="Residual Attention Network, CVPR 2017 (arXiv:1704.06904)", year=2017,
+                params="4.125C² + 10C (depth 1, one unit per level)",
+                placement="between stages: attention modules in stages 1-3 of Attention-56/92", export="dynamic")
 class ResidualAttention(nn.Module):
     """Residual Attention soft mask branch: ``(1 + M(x)) * x`` with a bottom-up/top-down mask ``M``.
 

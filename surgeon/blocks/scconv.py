@@ -16,9 +16,10 @@ average pool with the stride after the ReLUs instead of strided convs. SCNet-50 
 
 Deviations:
 
-* Average pooling clips its window to the input (kernel ``min(r, H)`` x ``min(r, W)``, stride r), so maps smaller
-  than r don't crash; for H, W >= r it is exactly the official ``AvgPool2d(r, r)``. The pooling function is an
-  fx leaf (``torch.fx.wrap``) because the clip reads the input's shape.
+* Average pooling clips its window to the input (as a kernel ``min(r, H)`` x ``min(r, W)``, stride r), so maps
+  smaller than r don't crash; for H, W >= r it is exactly the official ``AvgPool2d(r, r)``. It is computed with a
+  fixed kernel on the input cut to whole windows, so ONNX export keeps H, W dynamic. The pooling function is an
+  fx leaf (``torch.fx.wrap``) because the cut reads the input's shape.
 * ``upsample="nearest"`` (official code, default) or ``"bilinear"`` (the paper; ``align_corners=False``).
 * SCConv accepts in != out channels: k2 and k3 keep the input width (the identity term ``x + up(...)`` needs
   it) and k4 maps in → out, as it carries the stride; with in == out this is the official layout.
@@ -31,6 +32,8 @@ Deviations:
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,8 +49,22 @@ _PAPER = "Self-Calibrated Convolutions (SCNet), CVPR 2020 (no arXiv; mmcheng.net
 
 
 def clipped_avg_pool(x: torch.Tensor, r: int) -> torch.Tensor:
-    """``AvgPool2d(r, r)`` with the window clipped to the input, so inputs smaller than ``r`` pool to 1x1."""
-    return F.avg_pool2d(x, (min(r, x.shape[2]), min(r, x.shape[3])), r)
+    """``AvgPool2d(r, r)`` with the window clipped to the input, so inputs smaller than ``r`` pool to 1x1.
+
+    Written with a kernel that does not depend on the input's size, so that ONNX export keeps H and W dynamic (an
+    AveragePool's kernel is fixed when exported; ``min(r, H)`` would bake in the example's size). The input is cut to
+    whole windows (to H // r · r rows, or to its H < r rows), then pooled with ``ceil_mode``, which clips a window
+    that runs past the input and divides by what it covers: bit for bit the clipped kernel's values.
+    """
+    return F.avg_pool2d(x[:, :, :_whole_windows(x.shape[2], r), :_whole_windows(x.shape[3], r)], r, r, ceil_mode=True)
+
+
+def _whole_windows(size: Any, r: int) -> Any:
+    """``size // r · r``, or ``size`` itself when it is below ``r``."""
+    if torch.jit.is_tracing():  # the TorchScript exporter: sizes are traced tensors, and its graph has fixed sizes
+        size = int(size)
+        return max(size // r * r, min(size, r - 1))
+    return torch.sym_max(size // r * r, torch.sym_min(size, r - 1))  # symbolic under torch.export: H, W stay free
 
 
 torch.fx.wrap("clipped_avg_pool")
@@ -90,7 +107,8 @@ class SelfCalibration(nn.Module):
         return self.k3(x) * torch.sigmoid(x + context)
 
 
-@register_block("scconv", kind="swap", site_args=("groups",), paper=_PAPER)
+@register_block("scconv", kind="swap", site_args=("groups",), paper=_PAPER, year=2020, params="27C² + 6C",
+                placement="replaces the 3x3 conv of each bottleneck (SCNet-50)", export="dynamic")
 class SCConv(SelfCalibration):
     """Self-calibrated convolution; ends with BN, so the replaced unit's activation still follows.
 
@@ -127,7 +145,8 @@ class SCConv(SelfCalibration):
         return ["k4.0.weight"] + [f"k4.1.{name}" for name in copy_norm(self.k4[1], norm)]
 
 
-@register_block("scbottleneck", kind="swap", site_args=("groups",), paper=_PAPER)
+@register_block("scbottleneck", kind="swap", site_args=("groups",), paper=_PAPER, year=2020, params="10C² + 6C",
+                placement="replaces each bottleneck's conv1 and conv2 units (SCNet-50)", export="dynamic")
 class SCBottleneckStem(nn.Module):
     """SCBottleneck's two branches (1x1 → plain 3x3 | 1x1 → SCConv), concatenated and activated.
 

@@ -21,7 +21,9 @@ from ._registry import register_block
 __all__ = ["SqueezeExcite"]
 
 
-@register_block("se", paper="Squeeze-and-Excitation Networks, CVPR 2018 (arXiv:1709.01507)")
+@register_block("se", paper="Squeeze-and-Excitation Networks, CVPR 2018 (arXiv:1709.01507)", year=2018,
+                params="2Ch + h + C, h = C/16",
+                placement="residual branch after the last BN, before the identity addition", export="dynamic")
 class SqueezeExcite(nn.Module):
     """Squeeze-and-Excitation channel attention.
 

@@ -45,7 +45,8 @@ def simam_denominator_count(height: int, width: int) -> int | torch.Tensor:
     return torch.sym_max(n, 1)
 
 
-@register_block("simam", paper="SimAM, ICML 2021 (PMLR v139 yang21o)")
+@register_block("simam", paper="SimAM, ICML 2021 (PMLR v139 yang21o)", year=2021, params="0",
+                placement="right after the 3x3 conv of each ResNet block, before its BN", export="dynamic")
 class SimAM(nn.Module):
     """SimAM: parameter-free 3-D attention from an energy function of each activation.
 

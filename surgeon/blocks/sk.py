@@ -58,7 +58,9 @@ def _in_place(act: Callable[..., nn.Module]) -> nn.Module:
 
 
 @register_block("sk", aliases=("selective_kernel",), kind="swap", site_args=("groups",),
-                paper="Selective Kernel Networks, CVPR 2019 (arXiv:1903.06586)")
+                paper="Selective Kernel Networks, CVPR 2019 (arXiv:1903.06586)", year=2019,
+                params="9C²/16 + 4C + 3Ca + 2a, a = max(C/16, 32) (32 groups)",
+                placement="replaces the 3x3 conv of each bottleneck (ResNeXt-50 base)", export="dynamic")
 class SelectiveKernel(nn.Module):
     """Selective Kernel convolution: M dilated 3x3 paths mixed by a per-channel softmax attention.
 

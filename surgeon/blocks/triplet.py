@@ -44,7 +44,8 @@ __all__ = ["TripletAttention"]
 
 
 @register_block("triplet", aliases=("triplet_attention",), paper="Rotate to Attend (Triplet Attention), WACV 2021 "
-                "(arXiv:2010.03045)")
+                "(arXiv:2010.03045)", year=2021, params="300",
+                placement="residual branch after the last BN, before the identity addition", export="dynamic")
 class TripletAttention(nn.Module):
     """Triplet Attention: cross-dimension gates over the (C, W), (H, C) and (H, W) planes, averaged.
 

@@ -115,6 +115,10 @@ def run_rules_command(source: str, rules: Sequence[Rule] | Recipe | str, *, load
                   f"tensors, {check['added_keys']:,} new")
     out.print(f"Output deviation on a probe batch of {shown}: max abs {check['max_abs_diff']:.3g} "
               f"(relative {check['rel_diff']:.3g}); original keys preserved: {check['keys_preserved']}")
+    if check["removed_keys"]:
+        removed = check["removed_keys"]
+        out.print(f"Removed {len(removed)} original keys with the replaced units and modules (e.g. {removed[0]}); "
+                  "the recipe lists them under each step's removed_keys", highlight=False)
     written = f" and {result.html}" if result.html else ""
     out.print(f"Wrote {result.output}, {result.report}{written}", highlight=False)
     return result

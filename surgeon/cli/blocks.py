@@ -35,11 +35,17 @@ def _defaults(info: BlockInfo) -> dict[str, object]:
             for name, p in block_arguments(info).items()}
 
 
+def _export_status(info: BlockInfo) -> str:
+    """``dynamic``, ``untested``, or ``fixed_size: <why>``."""
+    return f"{info.export}: {info.export_note}" if info.export_note else info.export
+
+
 def _describe(info: BlockInfo) -> dict[str, object]:
     return {"name": info.name, "aliases": list(info.aliases), "kind": info.kind, "paper": info.paper,
-            "summary": info.summary, "options": {k: repr(v) for k, v in _defaults(info).items()},
-            f"params_at_{_CHANNELS}": _params_at(info, "paper"),
-            f"params_at_{_CHANNELS}_identity": _params_at(info, "identity") if info.supports_init else None}
+            "year": info.year, "summary": info.summary, "options": {k: repr(v) for k, v in _defaults(info).items()},
+            "params_formula": info.params, f"params_at_{_CHANNELS}": _params_at(info, "paper"),
+            f"params_at_{_CHANNELS}_identity": _params_at(info, "identity") if info.supports_init else None,
+            "placement": info.placement, "export": info.export, "export_note": info.export_note}
 
 
 @click.command("blocks", epilog=EXAMPLES)
@@ -48,7 +54,9 @@ def _describe(info: BlockInfo) -> dict[str, object]:
 def blocks(name: str | None, as_json: bool) -> None:
     """List the blocks, or show one block's options in detail.
 
-    Parameter counts are for 256 channels (swaps: 256 → 256, stride 1) with init=paper.
+    Per block: its paper and year, its parameters at init=paper as a formula in C (the channels) and counted at 256
+    channels (swaps: 256 → 256, stride 1), where the paper puts it, and how it exports to ONNX (dynamic: any batch,
+    height and width; fixed_size: any batch, the height and width it was exported at, and why).
     """
     if name:
         info = get_block(name)
@@ -56,9 +64,14 @@ def blocks(name: str | None, as_json: bool) -> None:
         if as_json:
             print_json(data)
             return
-        out.print(f"[bold]{info.name}[/bold] ({info.kind}) — {info.paper}")
+        out.print(f"[bold]{info.name}[/bold] ({info.kind}) — {info.paper}", highlight=False)
         if info.aliases:
             out.print(f"aliases: {', '.join(info.aliases)}")
+        params = data[f"params_at_{_CHANNELS}"]
+        counted = "" if params is None else f"; {params:,} at {_CHANNELS} channels"
+        for label, value in (("parameters", f"{info.params or '-'}{counted}"), ("placement", info.placement or "-"),
+                             ("ONNX export", _export_status(info))):
+            out.print(f"{label}: {value}", highlight=False)
         out.print(inspect.getdoc(info.factory) or "")
         module_doc = inspect.getdoc(inspect.getmodule(info.factory))
         if module_doc:
@@ -68,11 +81,13 @@ def blocks(name: str | None, as_json: bool) -> None:
     if as_json:
         print_json([_describe(info) for info in infos])
         return
-    view = table(f"{len(infos)} blocks (parameters at {_CHANNELS} channels, init=paper)",
-                 ("name", "kind", "paper", "params", "options"), right=("params",))
+    view = table(f"{len(infos)} blocks (parameters at init=paper: C = channels, counted at {_CHANNELS}; "
+                 "`attn-surgeon blocks NAME` for options)",
+                 ("name", "kind", "paper", "year", "parameters", f"at {_CHANNELS}", "placement in the paper",
+                  "ONNX export"), right=("year", f"at {_CHANNELS}"))
     for info in infos:
         params = _params_at(info, "paper")
-        options = ", ".join(f"{k}={v!r}" for k, v in _defaults(info).items() if k != "init")
         view.add_row(info.name + (f" ({', '.join(info.aliases)})" if info.aliases else ""), info.kind, info.paper,
-                     "-" if params is None else f"{params:,}", options)
+                     str(info.year or "-"), info.params or "-", "-" if params is None else f"{params:,}",
+                     info.placement or "-", _export_status(info))
     out.print(view)

@@ -19,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from ..blocks import check_init, get_block
+from ..build import check_fits
 from ..checkpoint import read_recipe
 from ..errors import (
     BlockError,
@@ -40,8 +41,8 @@ from ..sites import SiteTable, find_sites
 from ..tensors import probe_input
 from ..verify import capture_reference, verify
 
-__all__ = ["MODEL_HOOKS", "ModelHook", "SurgeryResult", "apply", "insert", "insert_rule", "recipe_source", "replay", "replay_surgery", "resolve",
-           "run_surgery", "sites", "surgery", "swap", "swap_rule"]
+__all__ = ["MODEL_HOOKS", "ModelHook", "SurgeryResult", "apply", "insert", "insert_rule", "recipe_source", "replay",
+           "replay_surgery", "resolve", "run_surgery", "sites", "surgery", "swap", "swap_rule"]
 
 
 @dataclass(frozen=True)
@@ -100,25 +101,40 @@ def insert_rule(block: str, after: str | Selector = "bottleneck", position: str 
                 name=name or f"--block {block}")
 
 
-def swap_rule(block: str, conv: str | Selector = "conv3x3", *, args: Mapping[str, Any] | None = None,
-              stage: str | int | None = None, stride: int | None = None, name: str | None = None) -> Rule:
-    """The rule that replaces every conv unit ``conv`` selects by ``block`` (see :func:`swap`).
+def swap_rule(block: str, conv: str | Selector = "conv3x3", *, module: str | Selector | None = None,
+              args: Mapping[str, Any] | None = None, stage: str | int | None = None, stride: int | None = None,
+              name: str | None = None) -> Rule:
+    """The rule that replaces every conv unit ``conv`` selects by the swap ``block``, or, with ``module``, every
+    module it selects (a model's own attention module, by class) by the insert ``block`` (see :func:`swap`).
 
     Args:
-        block: a swap block's registry name.
+        block: a swap block's registry name; with ``module``, an insert block's.
         conv: a kernel (``3x3``), a conv site description (``conv3x3``, a name glob) or a selector.
+        module: the modules to replace: a class name (``SqueezeExcitation``, ``SEModule``, ``CBAM``), a name glob,
+            ``re:REGEX`` or a selector; ``conv`` is then ignored.
         args: block options.
         stage, stride: extra filters of a site description (a selector carries its own).
         name: the rule's name in messages.
 
     Raises:
-        BlockError: an unknown block, or an insert block.
+        BlockError: an unknown block, an insert block without ``module``, or a swap block with it.
         SurgeonError: ``conv`` selects sites other than convolutions.
     """
     info = get_block(block)
+    if module is not None:
+        if info.kind != "insert":
+            raise BlockError(f"{block!r} is a swap block (it replaces a conv unit); a module is replaced by an insert "
+                             "block (mlca, eca, se, ...)")
+        selector = module if isinstance(module, Selector) else parse_site_spec(module, stage=stage, stride=stride)
+        if selector.kind not in (None, "module"):
+            raise SurgeonError(f"a block replaces modules; {module!r} selects {selector.kind} sites")
+        selector = Selector(**{**selector.__dict__, "kind": "module"})
+        return Rule(selector, block, "replace", None, dict(args or {}), "paper",
+                    name=name or f"--with {block} --module {module}")
     if info.kind != "swap":
         raise BlockError(f"{block!r} is an insert block; swap takes a swap block (scconv, sk, ...) — "
-                         f"use `attn-surgeon insert --block {block}` to insert it")
+                         f"use `attn-surgeon insert --block {block}` to insert it, or `--module CLASS` to put it in "
+                         "place of a model's attention module")
     if isinstance(conv, str) and conv[:1].isdigit():  # a kernel, as the command line writes it: 3x3
         conv = f"conv{conv}"
     selector = conv if isinstance(conv, Selector) else parse_site_spec(conv, stage=stage, stride=stride)
@@ -147,13 +163,14 @@ def run_surgery(model: nn.Module, rules: Sequence[Rule], *, input_shape: Sequenc
         dry_run: plan only; the model is not changed.
 
     Raises:
-        SurgeonError: a user error (no match, bad block options, untraceable site, a model that refuses the probe
-            batch, ...); the model is unchanged.
+        SurgeonError: a user error (no match, bad block options, a block that does not fit a site, untraceable site,
+            a model that refuses the probe batch, ...); the model is unchanged.
         VerificationError: the patched model lost an original tensor or cannot run (a bug, reported as such).
     """
     check_model(model)
     table = find_sites(model, input_shape)
     plan = make_plan(table.sites, rules)
+    check_fits(plan.actions)
     if dry_run:
         return SurgeryResult(model, table, plan)
     return _execute(model, table, plan, lambda result: recipe_from_rewrite(result, base, table.input_shape,
@@ -180,6 +197,7 @@ def replay_surgery(model: nn.Module, recipe: Recipe | dict[str, Any], *, input_s
     recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)
     table = find_sites(model, tuple(int(v) for v in input_shape or recipe.input_shape))
     plan = plan_from_recipe(recipe, table)
+    check_fits(plan.actions)
     if dry_run:
         return SurgeryResult(model, table, plan)
     if base is None:
@@ -254,14 +272,20 @@ def insert(model: nn.Module, block: str, after: str | Selector = "bottleneck", p
     return run_surgery(model, [rule], input_shape=input_shape).model
 
 
-def swap(model: nn.Module, block: str, conv: str | Selector = "conv3x3", *, input_shape: Sequence[int] | None = None,
-         stride: int | None = None, **block_args: Any) -> nn.Module:
-    """Replace every selected conv unit (conv → norm → activation) by a swap block; in place.
+def swap(model: nn.Module, block: str, conv: str | Selector = "conv3x3", *, module: str | Selector | None = None,
+         input_shape: Sequence[int] | None = None, stride: int | None = None, **block_args: Any) -> nn.Module:
+    """Replace every selected conv unit (conv → norm → activation) by a swap block, or with ``module``, every
+    selected module (a model's own attention module: ``"SqueezeExcitation"``, ``"SEModule"``, ``"CBAM"``) by an
+    insert block built for its channels; in place.
 
     The swapped convolutions' keys are replaced by the new operator's (their weights are inherited where
-    shapes allow); every other key is preserved.
+    shapes allow), a replaced module's keys by the block's; every other key is preserved. The recipe lists the
+    removed keys of each step.
+
+    Example:
+        >>> model = surgeon.swap(torchvision.models.mobilenet_v3_small(), "mlca", module="SqueezeExcitation")
     """
-    rule = swap_rule(block, conv, args=block_args, stride=stride)
+    rule = swap_rule(block, conv, module=module, args=block_args, stride=stride)
     return run_surgery(model, [rule], input_shape=input_shape).model
 
 
