@@ -322,7 +322,8 @@ def test_two_inserts_on_one_site_stack_in_file_order() -> None:
 def test_every_preset_opens_with_a_citation_and_loads() -> None:
     assert set(list_presets()) >= {"se_resnet", "eca_resnet", "eca_resnet_k3557", "cbam_resnet", "ca_mobilenetv2",
                                    "gc_resnet", "nonlocal_resnet50", "sk_resnet", "scnet", "danet_head", "ccnet",
-                                   "sa_resnet", "scsa_resnet", "ema_mobilenetv2", "mlca_mobilenetv3"}
+                                   "sa_resnet", "scsa_resnet", "ema_mobilenetv2", "mlca_mobilenetv3",
+                                   "yolo_c2f_ema", "yolo_sppf_lska", "yolo_neck_scsa"}
     for name in list_presets():
         text = (PRESET_DIR / f"{name}.yaml").read_text()
         header = text.split("\nversion: 1\n")[0]

@@ -533,6 +533,50 @@ def test_presets_put_blocks_where_named(spec: str) -> None:
             assert {step.site for step in mine} <= set(integration.places(model)), preset
 
 
+# The newer blocks at the places of the CBAM presets: (preset, block, CBAM preset whose places it takes)
+NEWER = (("yolo_c2f_ema", "ema", "yolo_c2f_cbam"), ("yolo_sppf_lska", "lska", "yolo_sppf_cbam"),
+         ("yolo_neck_scsa", "scsa", "yolo_neck_cbam"))
+
+
+@pytest.mark.parametrize("spec", ["yolov8n.yaml", "yolo11n.yaml", "yolov8s-seg.yaml"])
+def test_newer_block_presets_take_the_cbam_presets_places(spec: str) -> None:
+    from surgeon.rules import load_rules
+
+    base = build_arch(f"ultralytics:{spec}").eval()
+    x = torch.rand(1, 3, 256, 256)  # SCSA's 7x7 windows need P5 >= 7x7
+    with torch.no_grad():
+        expected = base(x)
+    for preset, block, places_of in NEWER:
+        model = build_arch(f"ultralytics:{spec}")
+        model.load_state_dict(base.state_dict())
+        surgeon.apply(model, preset, input_shape=(1, 3, 256, 256), init="identity")
+        steps = surgeon.recipe_of(model).steps
+        assert len(steps) == _expected(places_of, model) > 0, preset
+        assert {step.block for step in steps} == {block}, preset
+        assert [step.rule for step in steps] == [load_rules(preset)[0].name] * len(steps)
+        with torch.no_grad():  # identity init: the same detections as the plain model
+            torch.testing.assert_close(model.eval()(x)[0], expected[0])
+
+
+# rules/README.md's table: (blocks, parameters added) per preset on YOLOv8n and YOLO11n, identity init
+ADDED = {"yolov8n.yaml": {"yolo_backbone_cbam": (4, 11_794), "yolo_c2f_cbam": (6, 4_323), "yolo_sppf_cbam": (1, 8_565),
+                          "yolo_neck_cbam": (3, 11_531), "yolo_c2f_ema": (6, 4_374), "yolo_sppf_lska": (1, 69_888),
+                          "yolo_neck_scsa": (3, 7_171)},
+         "yolo11n.yaml": {"yolo_backbone_cbam": (4, 13_816), "yolo_c2f_cbam": (11, 5_288), "yolo_sppf_cbam": (1, 8_565),
+                          "yolo_neck_cbam": (3, 11_531), "yolo_c2f_ema": (11, 4_795), "yolo_sppf_lska": (1, 69_888),
+                          "yolo_neck_scsa": (3, 7_171)}}
+
+
+@pytest.mark.parametrize("spec", list(ADDED))
+def test_preset_parameter_counts_as_documented(spec: str) -> None:
+    for preset, (blocks, added) in ADDED[spec].items():
+        model = build_arch(f"ultralytics:{spec}")
+        before = sum(p.numel() for p in model.parameters())
+        surgeon.apply(model, preset, input_shape=(1, 3, 256, 256))
+        assert len(surgeon.recipe_of(model).steps) == blocks, preset
+        assert sum(p.numel() for p in model.parameters()) - before == added, preset
+
+
 @pytest.mark.parametrize("preset", ["yolo_backbone_cbam", "yolo_c2f_cbam"])
 def test_classification_presets(preset: str) -> None:
     model = build_arch("ultralytics:yolo11n-cls.yaml")
