@@ -70,8 +70,18 @@ def _assert_runs_like_pytorch(session, model: torch.nn.Module, shapes: list[tupl
                                    msg=lambda m, shape=shape: f"at {shape}: {m}")
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=() if name in REPRESENTATIVE else pytest.mark.slow)
-                                  for name in BUILTINS])
+# torch 2.9's torch.export guards the batch of a patched model with an SCBottleneck to != 1, so its export with a
+# dynamic batch fails there (README, known limits); torch 2.14 exports it. strict: it fails here if that changes.
+OLD_TORCH_BATCH_GUARD = pytest.mark.xfail(torch.__version__ < "2.14", reason="torch.export on torch < 2.14 guards "
+                                          "scbottleneck's batch", strict=True)
+
+
+def _marks(name: str) -> tuple:
+    return ((() if name in REPRESENTATIVE else (pytest.mark.slow,))
+            + ((OLD_TORCH_BATCH_GUARD,) if name == "scbottleneck" else ()))
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=_marks(name)) for name in BUILTINS])
 def test_block_exports_to_onnx_as_declared(name: str, tmp_path: Path) -> None:
     info = get_block(name)
     assert info.export in ("dynamic", "fixed_size"), f"{name}: declare its export status in register_block"

@@ -129,7 +129,9 @@ def plain(workdir: Path) -> Path:
     from ultralytics import YOLO
 
     path = workdir / "yolov8n.pt"
-    YOLO("yolov8n.yaml").save(path)
+    yolo = YOLO("yolov8n.yaml")
+    yolo.ckpt = yolo.ckpt or {}  # Ultralytics 8.3.0 leaves it None for a model built from a yaml, and save() fails
+    yolo.save(path)
     return path
 
 

@@ -52,7 +52,9 @@ def main() -> None:
     if args.weights is None:  # stands in for the released yolov8n.pt: same file layout, random weights
         from ultralytics import YOLO
 
-        YOLO("yolov8n.yaml").save(weights)
+        yolo = YOLO("yolov8n.yaml")
+        yolo.ckpt = yolo.ckpt or {}  # Ultralytics 8.3.0 leaves it None for a model built from a yaml
+        yolo.save(weights)
 
     _run(_tool("attn-surgeon"), "apply", str(weights), "yolo_c2f_cbam", "--trust-pickle", "--profile", "off",
          "--force", "-o", "yolov8n_cbam.pt", cwd=work)

@@ -56,13 +56,18 @@ def clipped_avg_pool(x: torch.Tensor, r: int) -> torch.Tensor:
     whole windows (to H // r · r rows, or to its H < r rows), then pooled with ``ceil_mode``, which clips a window
     that runs past the input and divides by what it covers: bit for bit the clipped kernel's values.
     """
-    return F.avg_pool2d(x[:, :, :_whole_windows(x.shape[2], r), :_whole_windows(x.shape[3], r)], r, r, ceil_mode=True)
+    cut = x[:, :, :_whole_windows(x.shape[2], r), :_whole_windows(x.shape[3], r)]
+    # torch 2.9's ONNX export divides a clipped window by its full r x r area; ones pooled the same way carry the same
+    # divisor, which cancels (in PyTorch they pool to exactly 1, so the values stay bit for bit)
+    ones = cut.new_ones(1, 1, cut.shape[2], cut.shape[3])
+    return F.avg_pool2d(cut, r, r, ceil_mode=True) / F.avg_pool2d(ones, r, r, ceil_mode=True)
 
 
 def _whole_windows(size: Any, r: int) -> Any:
     """``size // r · r``, or ``size`` itself when it is below ``r``."""
     if torch.jit.is_tracing():  # the TorchScript exporter: sizes are traced tensors, and its graph has fixed sizes
         size = int(size)
+    if isinstance(size, int):  # eager, or static sizes under torch.compile (torch 2.9 breaks its graph on sym_max)
         return max(size // r * r, min(size, r - 1))
     return torch.sym_max(size // r * r, torch.sym_min(size, r - 1))  # symbolic under torch.export: H, W stay free
 
