@@ -59,7 +59,7 @@ def _blocks(ctx: click.Context, param: click.Parameter, value: str | None) -> li
               help="A reference model measured the same way (repeatable), e.g. --baseline torchvision:resnet101.")
 @input_shape_option
 @model_options
-@timing_options(runs=7, warmup=1, runs_help="Timed rounds per batch size, for the eval forward and for a training "
+@timing_options(runs=5, warmup=1, runs_help="Timed rounds per batch size, for the eval forward and for a training "
                                            "step; a round is one pass of MODEL and one of the candidate. 0 skips "
                                            "latency and memory.")
 @click.option("--exports", type=click.Choice(EXPORT_SCOPES), default="blocks", show_default=True,

@@ -95,7 +95,7 @@ def _one_line(exc: BaseException) -> str:
 def compare(model: nn.Module, blocks: Sequence[str] | None = None, *, after: str = "bottleneck",
             position: str | None = None, stage: str | int | None = None, stride: int | None = None,
             init: str = "identity", rules: Sequence[Any] = (), baselines: Sequence[str | nn.Module] = (),
-            input_shape: Sequence[int] | None = None, batch_sizes: Sequence[int] | None = None, runs: int = 7,
+            input_shape: Sequence[int] | None = None, batch_sizes: Sequence[int] | None = None, runs: int = 5,
             warmup: int = 1, threads: int | None = None, exports: Literal["blocks", "model", "off"] = "blocks",
             sort: str = "latency", name: str | None = None, trust_code: bool = False,
             progress: Progress | None = None, observe: Observer | None = None) -> Comparison:
