@@ -36,7 +36,7 @@ from ..profile.comparison import (
 )
 from ..profile.counting import CONVENTIONS
 from ..profile.latency import machine_name, quiet_profiler_logs
-from ..profile.report import model_facts
+from ..profile.report import ModelFacts, model_facts
 from ..recipe import versions
 from ..rewrite import Inserted
 from ..sites import find_sites
@@ -203,9 +203,8 @@ class _Context:
         self.model, self.name, self.shape, self.sizes = model, name, shape, sizes
         self.runs, self.warmup, self.threads, self.exports = runs, warmup, threads, exports
         self.observe = observe or (lambda module: None)
-        self.facts = None
+        self.facts: ModelFacts | None = None  # set by count_reference, before anything else
         self.memory: dict[tuple[int, str], int | None] = {}
-        self.train_error: dict[int, str] = {}
 
     def count_reference(self) -> None:
         """Sizes and counts of the reference; raises :class:`ModelForwardError` if it refuses the probe."""

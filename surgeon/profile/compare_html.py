@@ -12,7 +12,7 @@ from __future__ import annotations
 from html import escape
 
 from .compare_render import compare_table, export_footnotes, setting_line
-from .comparison import SORT_KEYS, Comparison, CompareRow
+from .comparison import COMPARE_SCHEMA_VERSION, SORT_KEYS, Comparison, CompareRow
 from .html import CSP, CSS
 from .svg import FONT
 
@@ -140,4 +140,4 @@ def render_compare_html(comparison: Comparison) -> str:
             f"<title>{escape(title)}</title><style>{CSS}{_EXTRA_CSS}</style></head>\n<body><main>\n"
             + "\n".join(section for section in sections if section)
             + f"\n<footer>attn-surgeon {escape(comparison.environment['attn_surgeon'])} · compare schema "
-              f"{escape(str(comparison.to_dict()['schema_version']))}</footer>\n</main></body></html>\n")
+              f"{COMPARE_SCHEMA_VERSION}</footer>\n</main></body></html>\n")

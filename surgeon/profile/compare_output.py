@@ -20,8 +20,9 @@ COMPARE_FORMATS = ("table", "json", "md", "html")
 
 
 def render_compare_text(comparison: Comparison, fmt: str, width: int = 1000) -> str:
-    """The comparison in ``fmt`` (one of :data:`COMPARE_FORMATS`); ``table`` is the terminal rendering as plain
-    text at its natural width (up to ``width``: nothing is folded), ``json`` the document of :meth:`Comparison.to_dict`."""
+    """The comparison in ``fmt`` (one of :data:`COMPARE_FORMATS`): ``table`` is the terminal rendering as plain
+    text at its natural width (up to ``width``: nothing is folded), ``json`` the document of
+    :meth:`Comparison.to_dict`."""
     if fmt == "json":
         return json.dumps(comparison.to_dict(), indent=2, allow_nan=False) + "\n"
     if fmt == "md":

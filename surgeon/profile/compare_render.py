@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .comparison import SORT_KEYS, Comparison, CompareRow
-from .format import TableData, count, nbytes, percent, shape, signed_count, signed_si, threads
+from .format import TableData, count, nbytes, percent, shape, si, signed_si, threads
 
 __all__ = ["EXPORT_LABELS", "compare_table", "export_footnotes", "render_compare", "render_compare_markdown",
            "setting_line"]
@@ -90,8 +90,7 @@ def compare_table(comparison: Comparison) -> TableData:
         cells += [_memory(row, "eval", first), _memory(row, "train", first)] if first is not None else []
         cells += [_deviation(row), _exports(row, notes), _note(row)]
         rows.append(cells)
-    total = [f"{comparison.model} (reference)", "", "", count(reference.parameters), signed_si(reference.flops)[:]]
-    total[-1] = total[-1].lstrip("+")
+    total = [f"{comparison.model} (reference)", "", "", count(reference.parameters), si(reference.flops)]
     total += [""] * (len(header) - len(total))
     if first is not None:
         peaks = {m.mode: m.bytes for m in reference.peak_memory if m.batch_size == first}
