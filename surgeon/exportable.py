@@ -10,6 +10,7 @@ dynamo's caches are reset by ``explain`` itself before and after, as it always d
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import tempfile
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from .export import export_model
-from .tensors import eval_mode, probe_input
+from .tensors import device_of, eval_mode, probe_input
 
 __all__ = ["CHECKS", "OK", "check_exports", "graph_breaks"]
 
@@ -92,7 +93,10 @@ def _export_check(module: nn.Module, example_shape: Sequence[int], check: str, d
 def check_exports(module: nn.Module, example_shape: Sequence[int],
                   checks: Sequence[str] = CHECKS) -> dict[str, str]:
     """Each of ``checks`` (:data:`CHECKS`) on ``module`` with an example batch of ``example_shape``: ``"ok"`` or
-    why not. The module is not changed (its train/eval flags are restored)."""
+    why not. The module is not changed (its train/eval flags are restored); a module on another device than the CPU
+    is checked as a CPU copy, since the exports are loaded back and run on the CPU (onnxruntime's CPU provider)."""
+    if device_of(module).type != "cpu":
+        module = copy.deepcopy(module).cpu()
     unknown = [check for check in checks if check not in CHECKS]
     if unknown:
         raise ValueError(f"unknown export check {unknown[0]!r}; valid: {', '.join(CHECKS)}")
