@@ -81,8 +81,8 @@ def compare(model: str, blocks: list[str] | None, site: str, position: str | Non
     size up) to the same table, to answer "is a block better than a bigger model?".
 
     Each candidate is patched from one copy of MODEL in memory and freed before the next. The default settings
-    are sized for 8 blocks on ResNet-50 at batch 1 in under 3 minutes on 2 idle CPU cores
-    (benchmarks/compare_time.py measures it); raise --runs for tighter ratios.
+    compare 8 blocks on ResNet-50 at batch 1 in under 3 minutes on 2 CPU cores (117 s here; see
+    benchmarks/compare_time.py); raise --runs for tighter ratios.
     """
     fmt = report_format(fmt, as_json, output, force, format_for_path)
     loaded = load_source(model, load)

@@ -111,7 +111,8 @@ def compare(model: nn.Module, blocks: Sequence[str] | None = None, *, after: str
             given]; one that cannot go at these sites (a swap block, options it refuses, a failed rewrite) becomes
             a row with the reason.
         after, position, stage, stride: the placement of ``blocks``, as :func:`surgeon.insert` takes it.
-        init: ``identity`` (the deviation measures that the blocks start as the identity) or ``paper``.
+        init: ``identity`` (the deviation measures that the blocks start as the identity) or ``paper``, for
+            ``blocks``; a rules file keeps the init it states (``identity`` when it states none).
         rules: rules files or preset names (anything :func:`surgeon.apply` takes as rules), one candidate each.
         baselines: reference models to measure beside the candidates: specs or paths (loaded one at a time) or
             modules.
@@ -143,7 +144,7 @@ def compare(model: nn.Module, blocks: Sequence[str] | None = None, *, after: str
     sizes = tuple(dict.fromkeys(int(b) for b in batch_sizes)) if batch_sizes else (shape[0],)
     if blocks is None:
         blocks = [] if rules else [info.name for info in list_blocks("insert")]
-    rule_sets = [(_rules_name(source), resolve(source, init=init, trust_code=trust_code)) for source in rules]
+    rule_sets = [(_rules_name(source), resolve(source, trust_code=trust_code)) for source in rules]  # own init
     placement = _placement(after, position, stage, stride)
     quiet_profiler_logs()
     device = device_of(model)
