@@ -9,7 +9,7 @@ from . import errors, integrations
 from ._version import __version__
 from .blocks import get_block, list_blocks, register_block
 from .match import Rule, Selector
-from .pipeline import apply, insert, load, patch, recipe_of, replay, run_surgery, save, sites, swap
+from .pipeline import apply, compare, insert, load, patch, recipe_of, replay, run_surgery, save, sites, swap
 from .profile import profile_models
 from .recipe import Recipe
 
@@ -19,6 +19,7 @@ __all__ = [
     "Selector",
     "__version__",
     "apply",
+    "compare",
     "errors",
     "get_block",
     "insert",

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import torch
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars", "--force-device-scale-factor=1"]
 
 
 def file_digest(path: Path) -> str:
@@ -29,3 +36,23 @@ def randomize_norm_stats(model: torch.nn.Module) -> None:
                 module.bias.normal_(0, 0.1, generator=generator)
                 module.running_mean.normal_(0, 0.1, generator=generator)
                 module.running_var.uniform_(0.5, 1.5, generator=generator)
+
+
+def render_in_chromium(page: Path, work: Path, height: int = 3600) -> dict:
+    """The DOM headless Chromium builds from ``page``, its log, and a screenshot (``work``: a scratch directory).
+
+    Skips the calling test when Chromium is not installed.
+    """
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium; .ci/run installs it)")
+
+    def call(*args: str) -> subprocess.CompletedProcess:
+        flags = [*CHROMIUM_FLAGS, f"--user-data-dir={work / 'profile'}", "--enable-logging=stderr", "--v=0"]
+        return subprocess.run([binary, *flags, *args, page.as_uri()], capture_output=True, text=True, timeout=120,
+                              check=True)
+
+    dom = call("--dump-dom")
+    shot = work / "page.png"
+    log = call(f"--window-size=1280,{height}", f"--screenshot={shot}")
+    return {"dom": dom.stdout, "log": dom.stderr + log.stderr, "screenshot": shot}

@@ -190,3 +190,11 @@ def test_steady_malloc_re_runs_the_script_once_with_the_tunables(monkeypatch: py
     monkeypatch.setenv("GLIBC_TUNABLES", env["GLIBC_TUNABLES"])
     _timing.use_steady_malloc(True)  # already under the tunables: runs on
     assert len(calls) == 1 and "freed memory kept" in _timing.allocator_line()
+
+
+def test_compare_time_quick(run_script) -> None:
+    out = run_script("compare_time.py", "--quick")
+    assert re.match(r".+, \d+ cores, torch \S+, load average", out.splitlines()[0])
+    assert "compare torchvision:resnet18 --blocks se,eca --input-shape 1,3,64,64" in out
+    assert "2 of 2 candidates measured" in out
+    assert re.search(r"^  wall time \d+\.\d s \(goal < 180 s\): (ok|MISSED)$", out, flags=re.MULTILINE), out

@@ -120,6 +120,7 @@ COMMANDS = {
     "apply": ("apply", "--init", "paper", "se_resnet"),
     "sites": ("sites",),
     "profile": ("profile", "--runs", "0"),
+    "compare": ("compare", "--blocks", "se", "--runs", "0"),
     "export": ("export", "--to", "torchscript"),
 }
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from _util import render_in_chromium
 
 import surgeon
 from surgeon.profile import profile_models
@@ -20,9 +19,6 @@ from surgeon.profile.html import render_html
 from surgeon.profile.svg import COLORS, MIN_BAR
 
 BATCH_SIZES = (1, 2, 4)
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--force-device-scale-factor=1"]
 
 
 @pytest.fixture(scope="module")
@@ -112,20 +108,7 @@ def test_charts_have_one_bar_per_figure(report: dict, page: Path) -> None:
 @pytest.fixture(scope="module")
 def chromium(page: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The DOM Chromium built from the page, its log, and a screenshot of it."""
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium; .ci/run installs it)")
-    work = tmp_path_factory.mktemp("chromium")
-
-    def call(*args: str) -> subprocess.CompletedProcess:
-        flags = [*CHROMIUM_FLAGS, f"--user-data-dir={work / 'profile'}", "--enable-logging=stderr", "--v=0"]
-        return subprocess.run([binary, *flags, *args, page.as_uri()], capture_output=True, text=True, timeout=120,
-                              check=True)
-
-    dom = call("--dump-dom")
-    shot = work / "page.png"
-    log = call("--window-size=1280,3600", f"--screenshot={shot}")
-    return {"dom": dom.stdout, "log": dom.stderr + log.stderr, "screenshot": shot}
+    return render_in_chromium(page, tmp_path_factory.mktemp("chromium"))
 
 
 @pytest.mark.browser

@@ -44,6 +44,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
       attn-surgeon sites torchvision:resnet50
       attn-surgeon insert torchvision:resnet50 --block eca --after bottleneck -o resnet50_eca.pt
       attn-surgeon profile torchvision:resnet50 --compare resnet50_eca.pt
+      attn-surgeon compare torchvision:resnet50 --blocks se,eca,cbam --baseline torchvision:resnet101
     """
     ctx.meta["surgeon.debug"] = debug
 
@@ -51,13 +52,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def _register() -> None:
     from .apply import apply
     from .blocks import blocks
+    from .compare import compare
     from .export import export
     from .insert import insert
     from .profile import profile
     from .sites import sites
     from .swap import swap
 
-    for command in (insert, swap, apply, sites, profile, blocks, export):
+    for command in (insert, swap, apply, sites, profile, compare, blocks, export):
         cli.add_command(command)
 
 

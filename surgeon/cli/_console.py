@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,7 +19,7 @@ from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.table import Table
 
-__all__ = ["out", "err", "print_json", "progress", "warn", "table"]
+__all__ = ["out", "err", "print_json", "progress", "progress_bar", "warn", "table"]
 
 UNBOUNDED = 100_000
 """The width of a console that writes to a pipe or a file: wider than any table it prints."""
@@ -75,3 +75,30 @@ def progress(message: str) -> Iterator[None]:
         return
     with err.status(message):
         yield
+
+
+@contextmanager
+def progress_bar(title: str) -> Iterator[Callable[[int, int, str], None]]:
+    """A progress bar on stderr for work in counted steps; yields ``advance(done, total, message)``.
+
+    On a terminal it is a rich bar with the step running now; elsewhere (a log, CI, a test) each step is one plain
+    line on stderr (``[3/8] cbam: ...``), since work that takes minutes should show it is alive. stdout is never
+    touched, so ``--json`` output stays clean.
+    """
+    if not err.is_terminal:
+        def advance(done: int, total: int, message: str) -> None:
+            if done < total:
+                err.print(f"[{done}/{total} done] {message}", highlight=False, markup=False, soft_wrap=True)
+
+        yield advance
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(title, total=None)
+
+        def advance(done: int, total: int, message: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"{title}: {escape(message)}")
+
+        yield advance

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
+import torch
 import yaml
 
+from ..blocks import INIT_MODES
 from ..checkpoint import LoadedModel
-from ..errors import ModelForwardError
+from ..errors import ModelForwardError, OutputExistsError
 from ..pipeline import load_model
 from ..tensors import DEFAULT_INPUT_SHAPE
 from ._console import err, progress
 
 __all__ = ["LoadOptions", "model_options", "note", "input_shape_option", "parse_shape", "parse_assignments",
-           "load_source", "model_errors", "note_detection"]
+           "load_source", "model_errors", "note_detection", "placement_options", "timing_options", "report_options",
+           "report_format"]
 
 _SHAPE_EXAMPLE = ",".join(map(str, DEFAULT_INPUT_SHAPE))
 
@@ -125,3 +129,102 @@ def note_detection(source: str, loaded: LoadedModel) -> None:
     """Say which architecture was detected for MODEL, if it was."""
     if loaded.detection is not None:
         note(f"{source}: {loaded.detection.describe()}")
+
+
+# --- options of the commands that measure (profile, compare) and of those that place blocks (insert, compare) ----
+
+
+def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        sizes = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated batch sizes like 1,8,32, got {value!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter(f"batch sizes must be positive integers, got {value!r}")
+    return tuple(dict.fromkeys(sizes))
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str) -> torch.device:
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise click.BadParameter(f"expected cpu, cuda or cuda:N, got {value!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available on this machine (torch.cuda.is_available() is False)")
+    if device.type not in ("cpu", "cuda"):
+        raise click.BadParameter(f"expected cpu, cuda or cuda:N, got {value!r}")
+    return device
+
+
+def timing_options(*, runs: int, warmup: int, runs_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--batch-sizes``, ``--device``, ``--threads``, ``--runs`` and ``--warmup``, as ``profile`` and ``compare``
+    share them (same names and meaning; each command chooses its defaults)."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed((
+            click.option("--batch-sizes", callback=_batch_sizes, metavar="B1,B2,...",
+                         help="Batch sizes to time and measure memory at, e.g. 1,8,32 [default: N of --input-shape]."),
+            click.option("--device", default="cpu", show_default=True, callback=_device, help="cpu, cuda or cuda:N."),
+            click.option("--threads", type=click.IntRange(1),
+                         help="Intra-op CPU threads while timing [default: torch's current]."),
+            click.option("--runs", default=runs, show_default=True, type=click.IntRange(0), help=runs_help),
+            click.option("--warmup", default=warmup, show_default=True, type=click.IntRange(0),
+                         help="Untimed passes first."),
+        )):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def report_options(formats: Sequence[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--format``, ``--json``, ``-o``/``--output`` and ``--force`` of a command that writes a report; the command
+    receives ``fmt``, ``as_json``, ``output`` and ``force`` (see :func:`report_format`)."""
+    suffixes = ", ".join(f".{fmt}" for fmt in formats if fmt != "table")
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed((
+            click.option("--format", "fmt", type=click.Choice(formats),
+                         help=f"{', '.join(formats)} [default: from -o's extension, else table]."),
+            click.option("--json", "as_json", is_flag=True, help="Same as --format json."),
+            click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+                         help=f"Write the report to this file instead of stdout ({suffixes} or .txt)."),
+            click.option("--force", is_flag=True, help="Overwrite an existing report file."),
+        )):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def report_format(fmt: str | None, as_json: bool, output: Path | None, force: bool,
+                  for_path: Callable[[Path], str | None]) -> str:
+    """The format asked for (``--json``, ``--format``, else ``-o``'s extension, else ``table``); refuses an existing
+    ``-o`` without ``--force`` now, before minutes of measuring, not after."""
+    if as_json and fmt not in (None, "json"):
+        raise click.UsageError(f"--json contradicts --format {fmt}")
+    if output is not None and output.exists() and not force:
+        raise OutputExistsError(f"{output}: exists; pass --force to overwrite it")
+    return "json" if as_json else fmt or (for_path(output) if output else None) or "table"
+
+
+def placement_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--after``, ``--position``, ``--init``, ``--stage`` and ``--stride``: where a block goes, as ``insert`` and
+    ``compare`` share them; the command receives ``site``, ``position``, ``init``, ``stage`` and ``stride``."""
+    for option in reversed((
+        click.option("--after", "site", default="bottleneck", show_default=True,
+                     help="Sites: bottleneck (residual units), conv, conv3x3, a class name (C2f), a name glob "
+                          "('layer3.*'; * stays within one dotted segment) or re:REGEX."),
+        click.option("--position", type=click.Choice(["residual", "after", "before"]),
+                     help="Where at each site: before the skip addition (residual; default for residual units), on "
+                          "its output (after; default otherwise) or on its input (before)."),
+        click.option("--init", type=click.Choice(INIT_MODES), default="identity", show_default=True,
+                     help="identity: the patched model computes exactly what the original did until fine-tuned; "
+                          "paper: the block exactly as published."),
+        click.option("--stage", help="Only these stages (from 1), e.g. 3, 2,3 or 2-4."),
+        click.option("--stride", type=int, help="Only sites with this stride."),
+    )):
+        func = option(func)
+    return func

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..blocks import INIT_MODES
 from ..pipeline import insert_rule
-from ._options import LoadOptions, input_shape_option, model_options, parse_assignments
+from ._options import LoadOptions, input_shape_option, model_options, parse_assignments, placement_options
 from ._surgery import output_options, run_rules_command
 
 EXAMPLES = """\b
@@ -26,19 +25,9 @@ Examples:
 @click.argument("model")
 @click.option("-b", "--block", required=True,
               help="Block to insert (see `attn-surgeon blocks`), or package.module:Class.")
-@click.option("--after", "site", default="bottleneck", show_default=True,
-              help="Sites: bottleneck (residual units), conv, conv3x3, a class name (C2f), a name glob "
-                   "('layer3.*'; * stays within one dotted segment) or re:REGEX.")
-@click.option("--position", type=click.Choice(["residual", "after", "before"]),
-              help="Where at each site: before the skip addition (residual; default for residual units), on its "
-                   "output (after; default otherwise) or on its input (before).")
+@placement_options
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Block option (repeatable), e.g. --set k_size=3 --set rd_ratio=0.25.")
-@click.option("--init", type=click.Choice(INIT_MODES), default="identity", show_default=True,
-              help="identity: the patched model computes exactly what the original did until fine-tuned; "
-                   "paper: the block exactly as published.")
-@click.option("--stage", help="Only these stages (from 1), e.g. 3, 2,3 or 2-4.")
-@click.option("--stride", type=int, help="Only sites with this stride.")
 @input_shape_option
 @model_options
 @output_options

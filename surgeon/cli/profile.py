@@ -8,13 +8,21 @@ import click
 import torch
 
 from ..arch import is_spec
-from ..errors import OutputExistsError
 from ..profile import profile_models
 from ..profile.latency import quiet_profiler_logs
 from ..profile.output import FORMATS, format_for_path, render_text, write_report
 from ..profile.render import render_profile
 from ._console import out, progress
-from ._options import LoadOptions, input_shape_option, load_source, model_errors, model_options
+from ._options import (
+    LoadOptions,
+    input_shape_option,
+    load_source,
+    model_errors,
+    model_options,
+    report_format,
+    report_options,
+    timing_options,
+)
 
 EXAMPLES = """\b
 Examples:
@@ -26,48 +34,14 @@ Examples:
 """
 
 
-def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        sizes = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated batch sizes like 1,8,32, got {value!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise click.BadParameter(f"batch sizes must be positive integers, got {value!r}")
-    return tuple(dict.fromkeys(sizes))
-
-
-def _device(ctx: click.Context, param: click.Parameter, value: str) -> torch.device:
-    try:
-        device = torch.device(value)
-    except RuntimeError:
-        raise click.BadParameter(f"expected cpu, cuda or cuda:N, got {value!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available on this machine (torch.cuda.is_available() is False)")
-    if device.type not in ("cpu", "cuda"):
-        raise click.BadParameter(f"expected cpu, cuda or cuda:N, got {value!r}")
-    return device
-
-
 @click.command("profile", epilog=EXAMPLES)
 @click.argument("model")
 @click.option("--compare", metavar="MODEL2", help="A second model (e.g. the patched checkpoint) to profile beside it.")
 @input_shape_option
-@click.option("--batch-sizes", callback=_batch_sizes, metavar="B1,B2,...",
-              help="Batch sizes to time and measure memory at, e.g. 1,8,32 [default: N of --input-shape].")
 @model_options
-@click.option("--device", default="cpu", show_default=True, callback=_device, help="cpu, cuda or cuda:N.")
-@click.option("--threads", type=click.IntRange(1), help="Intra-op CPU threads while timing [default: torch's current].")
-@click.option("--runs", default=20, show_default=True, type=click.IntRange(0),
-              help="Timed passes per batch size and model; 0 skips latency, memory and block timing.")
-@click.option("--warmup", default=5, show_default=True, type=click.IntRange(0), help="Untimed passes first.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS),
-              help="table (terminal), json, md or html [default: from -o's extension, else table].")
-@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the report to this file instead of stdout (.json, .md, .html or .txt).")
-@click.option("--force", is_flag=True, help="Overwrite an existing report file.")
+@timing_options(runs=20, warmup=5, runs_help="Timed passes per batch size and model; 0 skips latency, memory and "
+                                            "block timing.")
+@report_options(FORMATS)
 def profile(model: str, compare: str | None, input_shape: tuple[int, ...] | None, batch_sizes: tuple[int, ...] | None,
             load: LoadOptions, device: torch.device, threads: int | None, runs: int,
             warmup: int, fmt: str | None, as_json: bool, output: Path | None, force: bool) -> None:
@@ -78,11 +52,7 @@ def profile(model: str, compare: str | None, input_shape: tuple[int, ...] | None
     random weights; when MODEL2 was patched from it, MODEL takes MODEL2's original weights first, so that the
     output deviation measures the surgery.
     """
-    if as_json and fmt not in (None, "json"):
-        raise click.UsageError(f"--json contradicts --format {fmt}")
-    fmt = "json" if as_json else fmt or (format_for_path(output) if output else None) or "table"
-    if output is not None and output.exists() and not force:  # before minutes of timing, not after
-        raise OutputExistsError(f"{output}: exists; pass --force to overwrite it")
+    fmt = report_format(fmt, as_json, output, force, format_for_path)
     quiet_profiler_logs()
     base = load_source(model, load)
     other = load_source(compare, load) if compare else None

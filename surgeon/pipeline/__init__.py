@@ -3,7 +3,8 @@
 It runs them in order — load (:mod:`surgeon.checkpoint`) → sites → match → rewrite → verify → save and report — and
 holds every public entry point built on them. :mod:`.surgery` works on a model in memory (:func:`insert`,
 :func:`swap`, :func:`apply`, :func:`replay`, the rule constructors, the one replay path); :mod:`.checkpoints` on
-files (:func:`load`, :func:`save`, and :func:`patch`, which the CLI's ``insert``, ``swap`` and ``apply`` run).
+files (:func:`load`, :func:`save`, and :func:`patch`, which the CLI's ``insert``, ``swap`` and ``apply`` run);
+:mod:`.compare` patches copies of one model with each candidate and measures them side by side (:func:`compare`).
 Nothing below this package imports it.
 """
 
@@ -13,6 +14,7 @@ from ..report import PatchResult
 from ..rewrite import recipe_from_rewrite
 from ..tensors import DEFAULT_INPUT_SHAPE
 from .checkpoints import load, load_model, patch, save, save_model
+from .compare import EXPORT_SCOPES, compare
 from .surgery import (
     MODEL_HOOKS,
     ModelHook,
@@ -28,6 +30,6 @@ from .surgery import (
     swap_rule,
 )
 
-__all__ = ["DEFAULT_INPUT_SHAPE", "MODEL_HOOKS", "ModelHook", "PatchResult", "SurgeryResult", "apply", "insert",
-           "insert_rule", "load", "load_model", "patch", "plan_from_recipe", "recipe_from_rewrite", "recipe_of",
-           "replay", "replay_surgery", "run_surgery", "save", "save_model", "sites", "swap", "swap_rule"]
+__all__ = ["DEFAULT_INPUT_SHAPE", "EXPORT_SCOPES", "MODEL_HOOKS", "ModelHook", "PatchResult", "SurgeryResult", "apply",
+           "compare", "insert", "insert_rule", "load", "load_model", "patch", "plan_from_recipe", "recipe_from_rewrite",
+           "recipe_of", "replay", "replay_surgery", "run_surgery", "save", "save_model", "sites", "swap", "swap_rule"]

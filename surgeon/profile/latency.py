@@ -4,8 +4,10 @@ Latency: ``warmup`` untimed forward passes, then ``runs`` timed ones, reported a
 runs in eval mode under ``torch.inference_mode`` with the intra-op thread count fixed (``torch.set_num_threads``);
 the train/eval flag of every submodule and the thread count are restored afterwards. CPU passes are timed with
 ``time.perf_counter``; CUDA passes with CUDA events, synchronising after each pass so that a timing never includes
-queued work of another. :func:`compare_latency` interleaves the two models' passes (A, B, A, B, ...) so that slow
-phases of a shared or throttling machine hit both alike; compare the medians.
+queued work of another. With ``training=True`` a pass is one training step instead: forward in train mode, the sum
+of the outputs as the loss, backward (no optimizer step); every buffer (BatchNorm statistics) and every gradient is
+restored afterwards, so measuring never changes the model. :func:`compare_latency` interleaves the two models'
+passes (A, B, A, B, ...) so that slow phases of a shared or throttling machine hit both alike; compare the medians.
 
 Peak memory (:func:`peak_memory`) is the most memory that one forward pass holds at once *beyond what was
 allocated before it*: weights, buffers and inputs are not included, activations, workspaces and the output are.
@@ -33,7 +35,7 @@ from itertools import chain
 import torch
 from torch import Tensor, nn
 
-from ..tensors import eval_mode
+from ..tensors import eval_mode, flatten_outputs
 
 __all__ = ["LatencyResult", "compare_latency", "machine_name", "measure_latency", "peak_memory",
            "quiet_profiler_logs"]
@@ -84,8 +86,9 @@ def measure_latency(
     warmup: int = 5,
     threads: int | None = None,
     device: str | torch.device | None = None,
+    training: bool = False,
 ) -> LatencyResult:
-    """Time the forward pass of ``model`` on ``inputs``.
+    """Time the forward pass (or, with ``training``, one training step) of ``model`` on ``inputs``.
 
     Args:
         model: the module to time; it is not moved (pass it on ``device`` already).
@@ -94,11 +97,12 @@ def measure_latency(
         warmup: untimed passes first.
         threads: intra-op CPU threads for the measurement; ``None`` keeps the current number.
         device: where to run; ``None`` takes the model's device.
+        training: time forward + backward in train mode (see the module docstring) instead of an eval forward.
 
     Returns:
         Median, spread and the conditions of the measurement.
     """
-    (result,) = _measure([model], inputs, runs=runs, warmup=warmup, threads=threads, device=device)
+    (result,) = _measure([model], inputs, runs=runs, warmup=warmup, threads=threads, device=device, training=training)
     return result
 
 
@@ -111,30 +115,36 @@ def compare_latency(
     warmup: int = 5,
     threads: int | None = None,
     device: str | torch.device | None = None,
+    training: bool = False,
 ) -> tuple[LatencyResult, LatencyResult]:
     """Time two models on the same inputs with their passes interleaved (A, B, A, B, ...).
 
     Arguments as :func:`measure_latency`; both models must be on the same device.
     """
-    result_a, result_b = _measure([model_a, model_b], inputs, runs=runs, warmup=warmup, threads=threads, device=device)
+    result_a, result_b = _measure([model_a, model_b], inputs, runs=runs, warmup=warmup, threads=threads, device=device,
+                                  training=training)
     return result_a, result_b
 
 
-def peak_memory(model: nn.Module, inputs: tuple[Tensor, ...] | Tensor, device: str | torch.device | None = None) -> int:
+def peak_memory(model: nn.Module, inputs: tuple[Tensor, ...] | Tensor, device: str | torch.device | None = None,
+                training: bool = False) -> int:
     """Peak bytes that one forward pass allocates beyond what was allocated before it (see the module docstring).
 
     Args:
         model: the module to measure; it is not moved.
         inputs: positional inputs of the forward (a single tensor is accepted too); copied to ``device``.
         device: where to run; ``None`` takes the model's device.
+        training: measure one training step (forward in train mode and backward: the activations kept for the
+            backward pass, and the gradients) instead of an eval forward; buffers and gradients are restored.
     """
     device = _resolve_device([model], device)
     inputs = tuple(tensor.to(device) for tensor in _as_tuple(inputs))
-    with torch.inference_mode(), eval_mode(model):
-        model(*inputs)  # one-off allocations (lazy caches, first-call workspaces) stay out of the figure
+    run = _train_step if training else _forward
+    with _pass_scope([model], training):
+        run(model, inputs)  # one-off allocations (lazy caches, first-call workspaces) stay out of the figure
         if device.type == "cuda":
-            return _cuda_peak(model, inputs, device)
-        return _profiled_peak(model, inputs)
+            return _cuda_peak(model, inputs, device, run)
+        return _profiled_peak(model, inputs, run)
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------
@@ -148,6 +158,7 @@ def _measure(
     warmup: int,
     threads: int | None,
     device: str | torch.device | None,
+    training: bool = False,
 ) -> list[LatencyResult]:
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
@@ -157,13 +168,12 @@ def _measure(
         raise ValueError(f"threads must be >= 1, got {threads}")
     device = _resolve_device(models, device)
     inputs = tuple(tensor.to(device) for tensor in _as_tuple(inputs))
-    time_pass = _cuda_timer(device) if device.type == "cuda" else _wall_timer(device)
+    run = _train_step if training else _forward
+    time_pass = _cuda_timer(device, run) if device.type == "cuda" else _wall_timer(device, run)
     samples: list[list[float]] = [[] for _ in models]
     with ExitStack() as stack:
         used_threads = stack.enter_context(_fixed_threads(threads))
-        stack.enter_context(torch.inference_mode())
-        for model in models:
-            stack.enter_context(eval_mode(model))
+        stack.enter_context(_pass_scope(models, training))
         for _ in range(warmup):
             for model in models:
                 time_pass(model, inputs)
@@ -207,15 +217,66 @@ def _percentile(ordered: list[float], fraction: float) -> float:
 
 
 Timer = Callable[[nn.Module, tuple[Tensor, ...]], float]
+Pass = Callable[[nn.Module, tuple[Tensor, ...]], object]
 
 
-def _wall_timer(device: torch.device) -> Timer:
+def _forward(model: nn.Module, inputs: tuple[Tensor, ...]) -> object:
+    return model(*inputs)
+
+
+def _train_step(model: nn.Module, inputs: tuple[Tensor, ...]) -> object:
+    """Forward, the outputs' sum as the loss, backward; the gradients are dropped (``set_to_none``, as optimizers
+    zero them) so that no step accumulates into the last one's."""
+    output = model(*inputs)
+    loss = sum(tensor.float().sum() for tensor in flatten_outputs(output) if tensor.requires_grad)
+    if isinstance(loss, Tensor):
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return output
+
+
+@contextmanager
+def _pass_scope(models: list[nn.Module], training: bool) -> Iterator[None]:
+    """Eval mode under ``torch.inference_mode``; or train mode with autograd, every buffer and gradient restored."""
+    with ExitStack() as stack:
+        if not training:
+            stack.enter_context(torch.inference_mode())
+            for model in models:
+                stack.enter_context(eval_mode(model))
+            yield
+            return
+        for model in models:
+            stack.enter_context(_train_mode(model))
+        with torch.enable_grad():
+            yield
+
+
+@contextmanager
+def _train_mode(model: nn.Module) -> Iterator[None]:
+    modes = [(module, module.training) for module in model.modules()]
+    buffers = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
+    grads = [(param, param.grad) for param in model.parameters()]
+    model.train()
+    try:
+        yield
+    finally:
+        for module, flag in modes:
+            module.training = flag
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                if name in buffers:
+                    buffer.copy_(buffers[name])
+        for param, grad in grads:
+            param.grad = grad
+
+
+def _wall_timer(device: torch.device, run: Pass) -> Timer:
     backend = getattr(torch, device.type, None)
     synchronize = getattr(backend, "synchronize", None) if device.type != "cpu" else None
 
     def time_pass(model: nn.Module, inputs: tuple[Tensor, ...]) -> float:
         start = time.perf_counter()
-        model(*inputs)
+        run(model, inputs)
         if synchronize is not None:
             synchronize()
         return (time.perf_counter() - start) * 1000.0
@@ -223,13 +284,13 @@ def _wall_timer(device: torch.device) -> Timer:
     return time_pass
 
 
-def _cuda_timer(device: torch.device) -> Timer:
+def _cuda_timer(device: torch.device, run: Pass) -> Timer:
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
     def time_pass(model: nn.Module, inputs: tuple[Tensor, ...]) -> float:
         with torch.cuda.device(device):
             start.record()
-            model(*inputs)
+            run(model, inputs)
             end.record()
         torch.cuda.synchronize(device)
         return start.elapsed_time(end)
@@ -301,22 +362,22 @@ def machine_name(device: torch.device) -> str:
     return cpu if device.type == "cpu" else f"{device.type} ({cpu})"
 
 
-def _cuda_peak(model: nn.Module, inputs: tuple[Tensor, ...], device: torch.device) -> int:
+def _cuda_peak(model: nn.Module, inputs: tuple[Tensor, ...], device: torch.device, run: Pass) -> int:
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
-    output = model(*inputs)  # held until the peak is read: the output is part of the pass's memory
+    output = run(model, inputs)  # held until the peak is read: the output is part of the pass's memory
     torch.cuda.synchronize(device)
     peak = torch.cuda.max_memory_allocated(device) - before
     del output
     return peak
 
 
-def _profiled_peak(model: nn.Module, inputs: tuple[Tensor, ...]) -> int:
+def _profiled_peak(model: nn.Module, inputs: tuple[Tensor, ...], run: Pass) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        output = model(*inputs)  # alive until profiling stops, so its allocation is never matched by a free
+        output = run(model, inputs)  # alive until profiling stops, so its allocation is never matched by a free
     del output
     allocations = sorted(
         ((event.start_ns(), event.nbytes())

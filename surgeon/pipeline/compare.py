@@ -1,0 +1,333 @@
+"""``surgeon.compare``: every candidate block (or rules file) on one model, and reference models beside them.
+
+Each candidate is patched from a deep copy of the one model passed in (nothing is reloaded), measured against that
+model in the same process on the same input, and freed before the next, so at most two models are alive at once:
+the reference and one candidate (or one baseline). A candidate that cannot go at the chosen sites becomes a row
+with the reason; only an error of the reference itself (a model that refuses the probe, a placement that selects
+no site at all) stops the comparison.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import os
+import platform
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ..blocks import check_init, list_blocks
+from ..errors import ModelForwardError, SurgeonError
+from ..exportable import CHECKS, OK, check_exports
+from ..match import Rule, make_plan, parse_site_spec
+from ..profile import compare_latency, peak_memory
+from ..profile.comparison import (
+    SORT_KEYS,
+    Comparison,
+    CompareRow,
+    ExportSummary,
+    MemoryPeak,
+    RatioTiming,
+    Reference,
+    ratio_timing,
+)
+from ..profile.counting import CONVENTIONS
+from ..profile.latency import machine_name, quiet_profiler_logs
+from ..profile.report import ModelFacts, model_facts
+from ..recipe import versions
+from ..rewrite import Inserted
+from ..sites import find_sites
+from ..tensors import default_input_shape, device_of, probe_input
+from .checkpoints import load_model
+from .surgery import insert_rule, resolve, run_surgery
+
+__all__ = ["EXPORT_SCOPES", "Progress", "compare"]
+
+EXPORT_SCOPES = ("blocks", "model", "off")
+Progress = Callable[[int, int, str], None]
+"""Told ``(candidates done, candidates in all, what runs now)`` as the comparison goes (the CLI draws a bar)."""
+Observer = Callable[[nn.Module], None]
+
+CONVENTIONS_TEXT = {
+    "counts": "per image: one forward pass at batch size 1 in eval mode, counted at dispatch level, exactly as "
+              "`attn-surgeon profile` counts (element-wise, pooling and normalisation work included).",
+    "latency": "per batch size, {warmup} untimed then {runs} timed rounds; a round is one pass of the reference "
+               "model and one of the candidate, back to back (reference, candidate, reference, candidate, ...), so "
+               "machine noise hits both alike. Ratio: median over rounds of candidate ÷ reference in the same round; "
+               "spread: 10th-90th percentile of those ratios. eval: a forward in eval mode under "
+               "torch.inference_mode; train: one training step (train-mode forward, the outputs' sum as loss, "
+               "backward, no optimizer step; BatchNorm statistics and gradients restored afterwards). {threads}; "
+               "CPU timed with time.perf_counter, CUDA with CUDA events.",
+    "memory": "the most bytes one pass (eval forward, or training step) allocates beyond what was allocated before "
+              "it: activations, workspaces, outputs (and gradients for a training step); not weights or inputs. CPU: "
+              "the torch profiler's record of PyTorch's allocator; CUDA: torch.cuda.max_memory_allocated.",
+    "deviation": "largest absolute difference of the patched model's outputs from the reference's on the probe "
+                 "batch, right after insertion (init {init}: 0 means the blocks start as the identity); relative: "
+                 "divided by the reference output's largest magnitude.",
+    "exports": {"blocks": "each distinct inserted block (same block, options and input shape) is checked alone, on "
+                          "a batch of its site's input shape, not the whole patched model: onnx (exported with "
+                          "torch.onnx's dynamo exporter and run in onnxruntime), torchscript (torch.jit.trace, "
+                          "saved and reloaded), torch.export (exported, saved and reloaded), torch.compile "
+                          "(graph breaks found by torch._dynamo.explain). A block that fails names where it sat.",
+                "model": "the whole patched model is checked: onnx (exported with torch.onnx's dynamo exporter and "
+                         "run in onnxruntime), torchscript (torch.jit.trace, saved and reloaded), torch.export "
+                         "(exported, saved and reloaded), torch.compile (graph breaks by torch._dynamo.explain).",
+                "off": "not checked (--exports off)."},
+}
+
+
+def _placement(after: str, position: str | None, stage: str | int | None, stride: int | None) -> str:
+    parts = [f"--after {after}"]
+    parts += [f"--position {position}"] if position else []
+    parts += [f"--stage {stage}"] if stage is not None else []
+    parts += [f"--stride {stride}"] if stride is not None else []
+    return " ".join(parts)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+def compare(model: nn.Module, blocks: Sequence[str] | None = None, *, after: str = "bottleneck",
+            position: str | None = None, stage: str | int | None = None, stride: int | None = None,
+            init: str = "identity", rules: Sequence[Any] = (), baselines: Sequence[str | nn.Module] = (),
+            input_shape: Sequence[int] | None = None, batch_sizes: Sequence[int] | None = None, runs: int = 5,
+            warmup: int = 1, threads: int | None = None, exports: Literal["blocks", "model", "off"] = "blocks",
+            sort: str = "latency", name: str | None = None, trust_code: bool = False,
+            progress: Progress | None = None, observe: Observer | None = None) -> Comparison:
+    """Measure each candidate against ``model``: sizes, counts, latency ratios, memory, deviation, exportability.
+
+    ``model`` is not changed (each candidate patches a deep copy; train/eval flags, BatchNorm statistics and the
+    thread count are restored). Candidates are ``blocks`` at one placement, then each of ``rules``; then each of
+    ``baselines`` is measured the same way, as a whole model.
+
+    Args:
+        model: the reference model, on the device to measure on.
+        blocks: insert blocks by registry name [default: every registered insert block, unless ``rules`` are
+            given]; one that cannot go at these sites (a swap block, options it refuses, a failed rewrite) becomes
+            a row with the reason.
+        after, position, stage, stride: the placement of ``blocks``, as :func:`surgeon.insert` takes it.
+        init: ``identity`` (the deviation measures that the blocks start as the identity) or ``paper``, for
+            ``blocks``; a rules file keeps the init it states (``identity`` when it states none).
+        rules: rules files or preset names (anything :func:`surgeon.apply` takes as rules), one candidate each.
+        baselines: reference models to measure beside the candidates: specs or paths (loaded one at a time) or
+            modules.
+        input_shape: probe batch N, C, H, W [default: the size ``model`` declares, else 1, 3, 224, 224].
+        batch_sizes: batch sizes to time and measure memory at [default: N].
+        runs: timed rounds per batch size, mode and candidate; 0 skips latency and memory.
+        warmup: untimed rounds first.
+        threads: intra-op CPU threads while timing [default: torch's current number].
+        exports: ``blocks`` (each distinct inserted block alone), ``model`` (the whole patched model) or ``off``.
+        sort: the default order of :meth:`Comparison.sorted_rows` (see :data:`~surgeon.profile.comparison.SORT_KEYS`).
+        name: how the reference is named [default: its class name].
+        trust_code: allow rules that import blocks as ``package.module:Class``.
+        progress: told ``(done, total, message)`` as candidates are measured.
+        observe: called with every model the comparison creates (each candidate copy, each loaded baseline), as
+            soon as it exists: a hook to count or inspect them.
+
+    Raises:
+        ModelForwardError: ``model`` refuses the probe batch.
+        NoMatchError: the placement selects no site of ``model``.
+        SurgeonError: a bad option (unknown sort key, export scope, init mode; a rules file that cannot be read).
+    """
+    if exports not in EXPORT_SCOPES:
+        raise SurgeonError(f"unknown export scope {exports!r}; valid: {', '.join(EXPORT_SCOPES)}")
+    if sort not in SORT_KEYS:
+        raise SurgeonError(f"unknown sort key {sort!r}; valid: {', '.join(SORT_KEYS)}")
+    check_init(init)
+    name = name or type(model).__name__
+    shape = tuple(int(v) for v in (input_shape or default_input_shape(model)))
+    sizes = tuple(dict.fromkeys(int(b) for b in batch_sizes)) if batch_sizes else (shape[0],)
+    if blocks is None:
+        blocks = [] if rules else [info.name for info in list_blocks("insert")]
+    rule_sets = [(_rules_name(source), resolve(source, trust_code=trust_code)) for source in rules]  # own init
+    placement = _placement(after, position, stage, stride)
+    quiet_profiler_logs()
+    device = device_of(model)
+    context = _Context(model, name, shape, sizes if runs > 0 else (), runs, warmup, threads, exports, observe)
+    if blocks:  # a placement that selects nothing is the caller's error, not every block's misfit
+        selector = parse_site_spec(after, stage=stage, stride=stride)
+        make_plan(find_sites(model, shape).sites, [Rule(selector, "placement", position=position, name=placement)])
+    context.count_reference()  # a model that refuses the probe fails here, before anything is shown
+    total = len(blocks) + len(rule_sets) + len(baselines)
+    tell = progress or (lambda done, total, message: None)
+    tell(0, total, f"Measuring {name}")
+    reference = context.reference()
+    rows: list[CompareRow] = []
+    for index, block in enumerate(blocks):
+        tell(index, total, f"{block}: patching and measuring")
+        rows.append(context.candidate(block, "block", lambda b=block: [insert_rule(
+            b, after, position, init=init, stage=stage, stride=stride, name=f"--blocks {b}")]))
+    for index, (label, rule_set) in enumerate(rule_sets, start=len(blocks)):
+        tell(index, total, f"{label}: patching and measuring")
+        rows.append(context.candidate(label, "rules", lambda r=rule_set: r))
+    for index, baseline in enumerate(baselines, start=len(blocks) + len(rule_sets)):
+        label = baseline if isinstance(baseline, str) else type(baseline).__name__
+        tell(index, total, f"{label}: loading and measuring")
+        rows.append(context.baseline(label, baseline, device, trust_code))
+    tell(total, total, "done")
+    first = reference.peak_memory[0] if reference.peak_memory else None
+    environment = {**versions(), "python": platform.python_version(), "platform": platform.platform(),
+                   "machine": machine_name(device), "device": str(device),
+                   "threads": threads or torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    conventions = {key: value for key, value in CONVENTIONS_TEXT.items() if key != "exports"}
+    conventions["latency"] = conventions["latency"].format(
+        warmup=warmup, runs=runs, threads=f"{environment['threads']} intra-op CPU threads")
+    conventions["deviation"] = conventions["deviation"].format(init=init)
+    conventions["exports"] = CONVENTIONS_TEXT["exports"][exports]
+    conventions["flops"] = CONVENTIONS
+    notes = [] if first is not None or runs == 0 else ["Peak memory was not measured."]
+    if runs == 0:
+        notes.append("Latency and peak memory were not measured (runs=0).")
+    return Comparison(model=name, placement=placement if blocks else "", input_shape=list(shape),
+                      batch_sizes=list(sizes) if runs > 0 else [],
+                      settings={"runs": runs, "warmup": warmup, "threads": environment["threads"],
+                                "device": str(device), "exports": exports, "init": init, "sort": sort},
+                      environment=environment, conventions=conventions, reference=reference, rows=rows, notes=notes)
+
+
+def _rules_name(source: Any) -> str:
+    if isinstance(source, (str, os.PathLike)) and "\n" not in os.fspath(source):
+        return os.path.basename(os.fspath(source))
+    return "rules"
+
+
+class _Context:
+    """What every candidate is measured against, and how."""
+
+    def __init__(self, model: nn.Module, name: str, shape: tuple[int, ...], sizes: tuple[int, ...], runs: int,
+                 warmup: int, threads: int | None, exports: str, observe: Observer | None) -> None:
+        self.model, self.name, self.shape, self.sizes = model, name, shape, sizes
+        self.runs, self.warmup, self.threads, self.exports = runs, warmup, threads, exports
+        self.observe = observe or (lambda module: None)
+        self.facts: ModelFacts | None = None  # set by count_reference, before anything else
+        self.memory: dict[tuple[int, str], int | None] = {}
+
+    def count_reference(self) -> None:
+        """Sizes and counts of the reference; raises :class:`ModelForwardError` if it refuses the probe."""
+        self.facts = model_facts(self.model, self.name, self.shape[1:])
+
+    def reference(self) -> Reference:
+        """The reference's figures, with its peak memory per batch size and mode (what candidates are held to)."""
+        peaks = []
+        for batch_size in self.sizes:
+            probe = probe_input((batch_size, *self.shape[1:]), self.model)
+            for mode in ("eval", "train"):
+                value = self._peak(self.model, probe, mode)
+                self.memory[(batch_size, mode)] = value
+                if value is not None:
+                    peaks.append(MemoryPeak(batch_size, mode, value))
+        return Reference(self.name, self.facts.parameters, self.facts.counts.macs, self.facts.counts.flops, peaks)
+
+    def candidate(self, label: str, kind: str, make_rules: Callable[[], Sequence[Rule]]) -> CompareRow:
+        """A copy of the reference patched by ``make_rules()`` and measured; a misfit row if it cannot be built."""
+        try:
+            row = self._patched_row(label, kind, make_rules)
+        except SurgeonError as exc:
+            row = CompareRow(label, kind, status="misfit", reason=_one_line(exc))
+        gc.collect()  # the copy is unreachable now; fx graphs and patched classes hold cycles: free it before the next
+        return row
+
+    def baseline(self, label: str, source: str | nn.Module, device: torch.device, trust_code: bool) -> CompareRow:
+        """A reference model of another architecture, loaded now and measured like a candidate."""
+        try:
+            row = self._baseline_row(label, source, device, trust_code)
+        except SurgeonError as exc:
+            row = CompareRow(label, "baseline", status="misfit", reason=_one_line(exc))
+        gc.collect()
+        return row
+
+    def _patched_row(self, label: str, kind: str, make_rules: Callable[[], Sequence[Rule]]) -> CompareRow:
+        rules = make_rules()
+        patched = copy.deepcopy(self.model)
+        self.observe(patched)
+        try:
+            result = run_surgery(patched, rules, input_shape=self.shape)
+        except ModelForwardError as exc:  # the reference ran on this probe, so the blocks broke it
+            raise SurgeonError(f"the patched model fails on the probe: {exc.reason}") from None
+        row = self._measure(label, kind, patched)
+        row.sites = len(result.rewrite.inserted)
+        verification = result.verification
+        row.deviation = {"max_abs": verification.max_abs_diff, "relative": verification.rel_diff}
+        if self.exports == "blocks":
+            row.exports = _block_exports(patched, result.rewrite.inserted)
+        elif self.exports == "model":
+            row.exports = ExportSummary("model", 1, check_exports(patched, (1, *self.shape[1:])))
+        return row
+
+    def _baseline_row(self, label: str, source: str | nn.Module, device: torch.device,
+                      trust_code: bool) -> CompareRow:
+        other = source if isinstance(source, nn.Module) else load_model(source, trust_code=trust_code).module
+        other.to(device)
+        self.observe(other)
+        row = self._measure(label, "baseline", other)
+        if self.exports == "model":
+            row.exports = ExportSummary("model", 1, check_exports(other, (1, *self.shape[1:])))
+        return row
+
+    def _measure(self, label: str, kind: str, other: nn.Module) -> CompareRow:
+        facts = model_facts(other, label, self.shape[1:])
+        base = self.facts
+        row = CompareRow(label, kind, parameters=facts.parameters,
+                         parameters_delta=facts.parameters - base.parameters, macs=facts.counts.macs,
+                         macs_delta=facts.counts.macs - base.counts.macs, flops=facts.counts.flops,
+                         flops_delta=facts.counts.flops - base.counts.flops, uncounted_ops=dict(facts.counts.uncounted))
+        for batch_size in self.sizes:
+            probe = probe_input((batch_size, *self.shape[1:]), self.model)
+            for mode in ("eval", "train"):
+                timing = self._timing(other, probe, mode, row)
+                if timing is not None:
+                    row.latency.append(timing)
+                    value = self._peak(other, probe, mode)
+                    reference = self.memory.get((batch_size, mode))
+                    if value is not None:
+                        row.peak_memory.append(MemoryPeak(batch_size, mode, value,
+                                                          None if reference is None else value - reference))
+        return row
+
+    def _timing(self, other: nn.Module, probe: torch.Tensor, mode: str, row: CompareRow) -> RatioTiming | None:
+        training = mode == "train"
+        try:
+            reference, candidate = compare_latency(self.model, other, (probe,), runs=self.runs, warmup=self.warmup,
+                                                   threads=self.threads, training=training)
+        except Exception as exc:  # noqa: BLE001  a model may refuse a training step (BatchNorm on 1 value, ...)
+            if not training:
+                raise
+            row.notes.append(f"training step at batch size {probe.shape[0]} failed: {_one_line(exc)}")
+            return None
+        return ratio_timing(reference, candidate, mode)
+
+    def _peak(self, module: nn.Module, probe: torch.Tensor, mode: str) -> int | None:
+        try:
+            return peak_memory(module, (probe,), training=mode == "train")
+        except Exception:  # noqa: BLE001  the training step's failure is reported with its timing
+            if mode == "train":
+                return None
+            raise
+
+
+def _block_exports(model: nn.Module, inserted: Sequence[Inserted]) -> ExportSummary:
+    """Each distinct inserted block (block, options, init, input shape) checked alone; the first failure per check,
+    with where it sat."""
+    results: dict[str, str] = {check: OK for check in CHECKS}
+    seen: set[tuple] = set()
+    for item in inserted:
+        action, site = item.action, item.action.site
+        if action.op == "replace":
+            channels, size = site.in_channels, site.in_size
+        else:
+            channels, size = site.channels_at(action.position), site.size_at(action.position)
+        key = (action.block, repr(sorted(action.args.items())), action.init, action.op, channels, tuple(size))
+        if key in seen:
+            continue
+        seen.add(key)
+        checked = check_exports(model.get_submodule(item.key), (1, channels, *size),
+                                [check for check in CHECKS if results[check] == OK])
+        for check, outcome in checked.items():
+            if outcome != OK:
+                results[check] = f"{item.key} ({channels}x{size[0]}x{size[1]}): {outcome}"
+    return ExportSummary("blocks", len(seen), results)

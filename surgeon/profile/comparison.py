@@ -1,0 +1,204 @@
+"""The result of ``attn-surgeon compare``: typed rows, their sort keys, and the versioned JSON they become.
+
+:func:`surgeon.compare` fills a :class:`Comparison`; the terminal, Markdown and HTML renderings and ``--format json``
+(:meth:`Comparison.to_dict`, schema in ``docs/compare.md``) all read it. These are plain data: nothing here runs a
+model, so every layer that renders may import it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from .latency import LatencyResult, _percentile
+
+__all__ = ["COMPARE_SCHEMA", "COMPARE_SCHEMA_VERSION", "SORT_KEYS", "Comparison", "CompareRow", "ExportSummary",
+           "MemoryPeak", "RatioTiming", "Reference", "ratio_timing"]
+
+COMPARE_SCHEMA = "attn-surgeon/compare"
+COMPARE_SCHEMA_VERSION = 1
+
+Mode = Literal["eval", "train"]
+RowKind = Literal["block", "rules", "baseline"]
+
+SORT_KEYS: dict[str, str] = {
+    "latency": "eval latency ratio at the first batch size",
+    "train": "training-step latency ratio at the first batch size",
+    "params": "parameters added",
+    "flops": "FLOPs added",
+    "macs": "MACs added",
+    "memory": "peak eval memory added at the first batch size",
+    "deviation": "output deviation at insertion (relative)",
+    "name": "candidate name",
+}
+"""``--sort`` keys and what each sorts by (ascending: cheapest first; rows that could not be measured go last)."""
+
+
+@dataclass
+class RatioTiming:
+    """One batch size and mode, timed in alternating rounds (reference, candidate, reference, candidate, ...).
+
+    Attributes:
+        ratio: median over rounds of candidate time ÷ reference time in the same round.
+        ratio_p10, ratio_p90: the spread of those per-round ratios (linear interpolation).
+        reference_ms, median_ms: median pass of the reference and of the candidate, in milliseconds.
+    """
+
+    batch_size: int
+    mode: Mode
+    reference_ms: float
+    median_ms: float
+    ratio: float
+    ratio_p10: float
+    ratio_p90: float
+    rounds: int
+
+
+@dataclass
+class MemoryPeak:
+    """Peak bytes one pass allocates (see :func:`surgeon.profile.peak_memory`); ``delta`` against the reference."""
+
+    batch_size: int
+    mode: Mode
+    bytes: int
+    delta: int | None = None
+
+
+@dataclass
+class ExportSummary:
+    """Exportability of a candidate.
+
+    Attributes:
+        scope: ``blocks`` (each distinct inserted block alone, at its site's input shape), ``model`` (the whole
+            patched model) or ``off``.
+        checked: how many modules were checked (distinct blocks, or 1 for the model).
+        results: per check of :data:`surgeon.exportable.CHECKS`: ``"ok"`` or a one-line reason (for ``blocks``,
+            prefixed with the first block that failed).
+    """
+
+    scope: str
+    checked: int
+    results: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Reference:
+    """The unpatched model everything is measured against."""
+
+    name: str
+    parameters: int
+    macs: int
+    flops: int
+    peak_memory: list[MemoryPeak] = field(default_factory=list)
+
+
+@dataclass
+class CompareRow:
+    """One candidate (a block at the chosen sites, a rules file) or a baseline model, against the reference.
+
+    ``status`` is ``ok``, or ``misfit`` when the candidate could not be built at these sites (``reason`` says why,
+    in one line, and the figures are ``None``). ``notes`` holds what failed in an otherwise measured row (a training
+    step the model refuses at this batch size, say).
+    """
+
+    name: str
+    kind: RowKind
+    status: Literal["ok", "misfit"] = "ok"
+    reason: str | None = None
+    sites: int = 0
+    parameters: int | None = None
+    parameters_delta: int | None = None
+    macs: int | None = None
+    macs_delta: int | None = None
+    flops: int | None = None
+    flops_delta: int | None = None
+    uncounted_ops: dict[str, int] = field(default_factory=dict)
+    latency: list[RatioTiming] = field(default_factory=list)
+    peak_memory: list[MemoryPeak] = field(default_factory=list)
+    deviation: dict[str, float] | None = None
+    exports: ExportSummary | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def timing(self, mode: Mode, batch_size: int | None = None) -> RatioTiming | None:
+        """The timing of ``mode`` at ``batch_size`` (the first batch size timed when ``None``)."""
+        return next((t for t in self.latency if t.mode == mode and batch_size in (None, t.batch_size)), None)
+
+    def sort_value(self, key: str) -> tuple[int, Any]:
+        """What ``--sort key`` orders by; a row without that figure sorts after every row with it."""
+        if key not in SORT_KEYS:
+            raise ValueError(f"unknown sort key {key!r}; valid: {', '.join(SORT_KEYS)}")
+        if key == "name":
+            return (0, self.name)
+        value: float | None
+        if key in ("latency", "train"):
+            timing = self.timing("eval" if key == "latency" else "train")
+            value = timing.ratio if timing else None
+        elif key == "memory":
+            value = next((m.delta for m in self.peak_memory if m.mode == "eval"), None)
+        elif key == "deviation":
+            value = self.deviation["relative"] if self.deviation else None
+        else:
+            value = getattr(self, f"{'parameters' if key == 'params' else key}_delta")
+        missing = value is None or (isinstance(value, float) and not math.isfinite(value))
+        return (1, 0.0) if missing else (0, value)
+
+
+@dataclass
+class Comparison:
+    """Every candidate measured against one model, in one process, on the same input.
+
+    Attributes:
+        model: the reference model's name (its spec or path).
+        placement: the sites the blocks went to, as the command line would say it.
+        input_shape: the probe batch (N, C, H, W): sites, counts (per image) and the deviation use it.
+        batch_sizes: the batch sizes timed (empty when ``runs`` is 0).
+        settings: runs, warm-up, threads, device, export scope, init mode and sort key.
+        rows: candidates then baselines, in the order measured (see :meth:`sorted_rows`).
+    """
+
+    model: str
+    placement: str
+    input_shape: list[int]
+    batch_sizes: list[int]
+    settings: dict[str, Any]
+    environment: dict[str, Any]
+    conventions: dict[str, str]
+    reference: Reference
+    rows: list[CompareRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def sorted_rows(self, key: str | None = None) -> list[CompareRow]:
+        """The rows by ``key`` (:data:`SORT_KEYS`; default the comparison's own ``settings["sort"]``); misfit rows
+        last, by name."""
+        key = key or self.settings.get("sort", "latency")
+        measured = sorted((r for r in self.rows if r.status == "ok"), key=lambda r: (r.sort_value(key), r.name))
+        return measured + sorted((r for r in self.rows if r.status != "ok"), key=lambda r: r.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document (``schema``, ``schema_version``; layout in ``docs/compare.md``), rows in sort order."""
+        data = asdict(self)
+        data["rows"] = [asdict(row) for row in self.sorted_rows()]
+        return {"schema": COMPARE_SCHEMA, "schema_version": COMPARE_SCHEMA_VERSION, **_json_safe(data)}
+
+
+def ratio_timing(reference: LatencyResult, candidate: LatencyResult, mode: Mode) -> RatioTiming:
+    """Per-round ratios of two interleaved measurements (:func:`~surgeon.profile.compare_latency`), summarised."""
+    ratios = sorted(c / r for r, c in zip(reference.samples_ms, candidate.samples_ms, strict=True) if r > 0)
+    if not ratios:
+        ratios = [math.inf]
+    return RatioTiming(batch_size=candidate.batch_size, mode=mode, reference_ms=reference.median_ms,
+                       median_ms=candidate.median_ms, ratio=statistics.median(ratios),
+                       ratio_p10=_percentile(ratios, 0.10), ratio_p90=_percentile(ratios, 0.90), rounds=len(ratios))
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats become ``None`` (strict JSON has neither NaN nor infinity); tuples become lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
