@@ -226,11 +226,16 @@ def test_checkpoint_is_named_and_needs_trust_pickle(plain: Path) -> None:
 
 
 def test_trusted_checkpoint_is_read_by_a_restricted_loader(plain: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With --trust-pickle, a plain Ultralytics checkpoint is still never fully unpickled: Ultralytics' restricted
-    loader reads it (or torch's weights-only one, once that loader has allowed Ultralytics' classes)."""
+    """With --trust-pickle, a plain Ultralytics checkpoint is read by Ultralytics' restricted loader first. From
+    8.4.67 on (torch's weights-only unpickler with Ultralytics' classes allowed) that reads it whole, so nothing is
+    fully unpickled; before, its allow-list unpickler stands placeholders in for the model's classes, and the file
+    trusted with --trust-pickle is then unpickled in full."""
+    import pickle
+
+    import ultralytics
     import ultralytics.nn.tasks as tasks
 
-    safe_only, weights_only = [], []
+    safe_only, loads = [], []
     original_safe_load, original_load = tasks.torch_safe_load, torch.load
 
     def spy_safe_load(weight: Any, safe_only_flag: Any = None, **kwargs: Any) -> Any:
@@ -238,13 +243,16 @@ def test_trusted_checkpoint_is_read_by_a_restricted_loader(plain: Path, monkeypa
         return original_safe_load(weight, safe_only=kwargs.get("safe_only", safe_only_flag))
 
     def spy_load(*args: Any, **kwargs: Any) -> Any:
-        weights_only.append(kwargs.get("weights_only"))
+        loads.append((kwargs.get("weights_only"), kwargs.get("pickle_module", pickle)))
         return original_load(*args, **kwargs)
 
     monkeypatch.setattr(tasks, "torch_safe_load", spy_safe_load)
     monkeypatch.setattr(torch, "load", spy_load)
     loaded = load_model(plain, trust_pickle=True)
-    assert False not in weights_only and all(safe_only)
+    restricted = [weights_only is not False or module is not pickle for weights_only, module in loads]
+    assert loads and safe_only and all(safe_only) and restricted[0], loads
+    if tuple(int(part) for part in ultralytics.__version__.split(".")[:3]) >= (8, 4, 67):
+        assert all(restricted), loads
     assert type(loaded.module).__name__ == "DetectionModel" and loaded.layout.framework == "ultralytics"
     assert next(loaded.module.parameters()).dtype == torch.float32
 
