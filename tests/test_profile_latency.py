@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -105,3 +107,16 @@ def test_cuda_latency_and_memory() -> None:
     result = measure_latency(model, image, runs=5, warmup=2)
     assert result.device.startswith("cuda") and 0 < result.p10_ms <= result.median_ms <= result.p90_ms
     assert peak_memory(model, image) >= 2 * 4 * 32 * 32 * 4
+
+
+def test_profiler_logs_are_quieted_unless_the_user_chose_a_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    from surgeon.profile import latency
+
+    monkeypatch.setattr(latency, "_USER_KINETO_LOG_LEVEL", None)
+    monkeypatch.setenv("KINETO_LOG_LEVEL", "5")  # what `import ultralytics` sets, which still logs every profile
+    latency.quiet_profiler_logs()
+    assert os.environ["KINETO_LOG_LEVEL"] == "6"
+    monkeypatch.setattr(latency, "_USER_KINETO_LOG_LEVEL", "3")  # set before attn-surgeon was imported: the user's
+    monkeypatch.setenv("KINETO_LOG_LEVEL", "3")
+    latency.quiet_profiler_logs()
+    assert os.environ["KINETO_LOG_LEVEL"] == "3"

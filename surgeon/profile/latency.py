@@ -339,14 +339,19 @@ def _normalise(device: torch.device) -> torch.device:
     return device
 
 
+_USER_KINETO_LOG_LEVEL = os.environ.get("KINETO_LOG_LEVEL")
+
+
 def quiet_profiler_logs() -> None:
     """Silence the log lines kineto (the torch profiler's backend) prints on stderr at every profile.
 
     Peak memory on CPU runs the profiler, and kineto logs ``profiler_start``/``profiler_stop`` and a failed GPU
     query each time, which would garble a command's output. Takes effect only before the profiler first starts in
-    this process, and never overrides a ``KINETO_LOG_LEVEL`` the user set.
+    this process, and never overrides a ``KINETO_LOG_LEVEL`` the user set (Ultralytics sets 5 when imported, which
+    still logs: only a level set before attn-surgeon was imported counts as the user's).
     """
-    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+    if _USER_KINETO_LOG_LEVEL is None:
+        os.environ["KINETO_LOG_LEVEL"] = "6"
 
 
 def machine_name(device: torch.device) -> str:
