@@ -12,6 +12,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from .format import json_safe
 from .latency import LatencyResult, _percentile
 
 __all__ = ["COMPARE_SCHEMA", "COMPARE_SCHEMA_VERSION", "SORT_KEYS", "Comparison", "CompareRow", "ExportSummary",
@@ -180,7 +181,7 @@ class Comparison:
         """The JSON document (``schema``, ``schema_version``; layout in ``docs/compare.md``), rows in sort order."""
         data = asdict(self)
         data["rows"] = [asdict(row) for row in self.sorted_rows()]
-        return {"schema": COMPARE_SCHEMA, "schema_version": COMPARE_SCHEMA_VERSION, **_json_safe(data)}
+        return {"schema": COMPARE_SCHEMA, "schema_version": COMPARE_SCHEMA_VERSION, **json_safe(data)}
 
 
 def ratio_timing(reference: LatencyResult, candidate: LatencyResult, mode: Mode) -> RatioTiming:
@@ -192,13 +193,3 @@ def ratio_timing(reference: LatencyResult, candidate: LatencyResult, mode: Mode)
                        median_ms=candidate.median_ms, ratio=statistics.median(ratios),
                        ratio_p10=_percentile(ratios, 0.10), ratio_p90=_percentile(ratios, 0.90), rounds=len(ratios))
 
-
-def _json_safe(value: Any) -> Any:
-    """Non-finite floats become ``None`` (strict JSON has neither NaN nor infinity); tuples become lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value

@@ -30,6 +30,7 @@ from ..tensors import (
 )
 from .attribution import SITE_TIMING_METHOD, time_blocks
 from .counting import CONVENTIONS, CountResult, count_ops
+from .format import json_safe
 from .format import threads as threads_label
 from .latency import LatencyResult, compare_latency, machine_name, measure_latency, peak_memory
 from .reference import add_framework_flops
@@ -107,7 +108,7 @@ def count_report(before: ModelFacts, after: ModelFacts | None, *, input_shape: S
             report["deviation"] = _deviation_entry(input_shape, deviation,
                                                    {"common": None, "differ": 0, "replaced": replaced})
     report["sites"] = _site_rows(facts, None, None)
-    return _json_safe(report)
+    return json_safe(report)
 
 
 def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_shape: Sequence[int] | None = None,
@@ -175,7 +176,7 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_sh
     report["sites"] = _site_rows(facts, block_times, model_ms)
     if block_times is not None:
         report["site_timing"] = _site_timing_summary(latencies, batch_sizes[0], block_times, patched_index)
-    return _json_safe(report)
+    return json_safe(report)
 
 
 def _time_models(models: list[nn.Module], names: tuple[str | None, str | None], report: dict[str, Any],
@@ -377,13 +378,3 @@ def _site_timing_summary(latencies: list[list[LatencyResult]], batch_size: int,
         summary["measured_delta_ms"] = model_ms - latencies[0][0].median_ms
     return summary
 
-
-def _json_safe(value: Any) -> Any:
-    """Non-finite floats become ``None``: strict JSON has no NaN or infinity."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
