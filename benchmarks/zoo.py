@@ -10,12 +10,8 @@ state_dict loading back with only the new keys missing; surgery time; or the err
 are randomized first: a fresh norm layer is nearly the identity, and an identity check should not pass by luck.
 Each model runs in a forked worker with a time limit, so a crash or a hang costs one record, not the run.
 
-Sources: ``torchvision`` (every classification model), ``detection`` (torchvision detection and segmentation
-models, ``weights=None, weights_backbone=None``), ``timm`` (one model per family, the smallest by parameter count;
-a family is the defining module plus the name's leading word, e.g. ``resnet/seresnext``; ``test_*`` models left
-out), ``yolo`` (Ultralytics, built from ``yolov8n.yaml``, no weights) and ``transformers`` (every image
-classification class that ships in Hugging Face transformers, as its ``AutoModelForImageClassification`` mapping
-lists them, built from its default config; the family is the ``model_type``).
+Sources: ``torchvision``, ``detection``, ``timm``, ``yolo`` and ``transformers``; which models each runs is in
+``benchmarks/_zoo_catalogue.py``.
 
     python benchmarks/zoo.py --source torchvision --limit 10
     python benchmarks/zoo.py --source timm --family 'resnet/*' --family 'efficientnet/*'
