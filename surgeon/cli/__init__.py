@@ -36,8 +36,9 @@ class _Group(click.Group):
 def cli(ctx: click.Context, debug: bool) -> None:
     """Insert attention blocks into existing PyTorch models, keeping every original weight.
 
-    MODEL is a spec such as torchvision:resnet50 or timm:resnet50d (random weights, nothing downloaded), or a
-    checkpoint file (with --arch SPEC when it holds only weights).
+    MODEL is a spec such as torchvision:resnet50, timm:resnet50d, ultralytics:yolov8n.yaml or
+    transformers:ResNetForImageClassification (random weights, nothing downloaded), a checkpoint file (with --arch
+    SPEC when it holds only weights; an Ultralytics .pt with --trust-pickle), or a save_pretrained directory.
 
     \b
     Examples:
