@@ -26,6 +26,10 @@ def build(spec: str) -> torch.nn.Module:
     return build_arch(spec).eval()
 
 
+def num_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 def randomize_norm_stats(model: torch.nn.Module) -> None:
     """Give BatchNorm layers non-trivial statistics and affine weights so identity checks cannot pass by accident."""
     generator = torch.Generator().manual_seed(1)

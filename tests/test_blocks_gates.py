@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from _util import num_params
 
 from surgeon.blocks._registry import create_block, get_block
 from surgeon.blocks.bam import BAM
@@ -30,10 +31,6 @@ BLOCK_CASES = [
     pytest.param(ResidualAttention, {"depth": 2, "num_units": 2}, id="resatt-d2r2"),
 ]
 SIZES = [(1, 1), (7, 5), (16, 16)]
-
-
-def _num_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def _randomize(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -69,7 +66,7 @@ def test_identity_init_is_exact(cls, kwargs, size, train):
     block = cls(8, init="identity", **kwargs).train(train)
     x = torch.randn(2, 8, *size) * 3
     assert torch.equal(block(x), x)
-    assert _num_params(block) == _num_params(cls(8, **kwargs)) + 1
+    assert num_params(block) == num_params(cls(8, **kwargs)) + 1
     # Opening the gate changes the output: the identity comes from gamma, not from a dead block.
     with torch.no_grad():
         block.identity_gate.gamma.fill_(1.0)
@@ -165,9 +162,9 @@ def _bam_params(c: int, r: int = 16) -> int:
 
 def test_bam_parameter_count():
     assert _bam_params(256) == 17361
-    assert _num_params(BAM(256)) == 17361
-    assert _num_params(BAM(1024)) == _bam_params(1024)
-    assert _num_params(BAM(8)) > 0  # 8 // 16 == 0 in the official code; clamped to a width of 1 here
+    assert num_params(BAM(256)) == 17361
+    assert num_params(BAM(1024)) == _bam_params(1024)
+    assert num_params(BAM(8)) > 0  # 8 // 16 == 0 in the official code; clamped to a width of 1 here
 
 
 def test_bam_defaults_match_official():
@@ -240,7 +237,7 @@ def test_simam_lambda_matters_and_defaults():
     assert _defaults(SimAM)["e_lambda"] == 1e-4
     x = torch.randn(1, 4, 5, 5) * 0.01  # small variance: lambda is not negligible
     assert not torch.allclose(SimAM(4)(x), SimAM(4, e_lambda=0.1)(x))
-    assert _num_params(SimAM(256)) == 0
+    assert num_params(SimAM(256)) == 0
 
 
 def test_simam_one_by_one_is_finite_where_official_is_nan():
@@ -254,9 +251,9 @@ def test_simam_one_by_one_is_finite_where_official_is_nan():
 
 def test_triplet_parameter_count():
     per_branch = 2 * 7 * 7 + 2  # conv 2->1 without bias, BatchNorm2d(1)
-    assert _num_params(TripletAttention(256)) == 3 * per_branch == 300
-    assert _num_params(TripletAttention(3)) == 300
-    assert _num_params(TripletAttention(256, no_spatial=True)) == 2 * per_branch
+    assert num_params(TripletAttention(256)) == 3 * per_branch == 300
+    assert num_params(TripletAttention(3)) == 300
+    assert num_params(TripletAttention(256, no_spatial=True)) == 2 * per_branch
 
 
 def test_triplet_defaults_match_official():
@@ -334,9 +331,9 @@ def _resatt_params(c: int, depth: int = 1, r: int = 1) -> int:
 
 def test_resatt_parameter_count():
     assert _resatt_params(256) == 272896
-    assert _num_params(ResidualAttention(256)) == 272896
-    assert _num_params(ResidualAttention(256, depth=3)) == _resatt_params(256, depth=3) == 695296
-    assert _num_params(ResidualAttention(64, depth=2, num_units=2)) == _resatt_params(64, depth=2, r=2)
+    assert num_params(ResidualAttention(256)) == 272896
+    assert num_params(ResidualAttention(256, depth=3)) == _resatt_params(256, depth=3) == 695296
+    assert num_params(ResidualAttention(64, depth=2, num_units=2)) == _resatt_params(64, depth=2, r=2)
 
 
 def test_resatt_defaults_and_unit_layout():

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import torchvision
 from click.testing import CliRunner
 from torch import nn
+from _util import num_params
 
 from surgeon.blocks import create_block, get_block
 from surgeon.blocks.ela import EfficientLocalAttention
@@ -32,10 +33,6 @@ from surgeon.errors import BlockError
 from surgeon.pipeline.surgery import insert_rule, run_surgery
 
 NEW_BLOCKS = ["ema", "scsa", "mlca", "sa", "ela"]
-
-
-def _num_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def _randomize(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -68,15 +65,15 @@ def _eca_k(channels: int) -> int:
     ("ela", 256, 7 * 256 + 2 * 256, 2304),
 ])
 def test_parameter_counts_equal_the_official_code(name: str, channels: int, formula: int, expected: int) -> None:
-    assert _num_params(create_block(name, channels, init="paper")) == formula == expected
-    assert _num_params(create_block(name, channels, init="identity")) == expected + 1
+    assert num_params(create_block(name, channels, init="paper")) == formula == expected
+    assert num_params(create_block(name, channels, init="identity")) == expected + 1
 
 
 def test_paper_placements_add_the_papers_parameters() -> None:
     """SA after bn3 of every ResNet-50 Bottleneck: +708; SCSA after conv2/BN/ReLU (the mid width): +60,416."""
     resnet50 = [(64, 256, 3), (128, 512, 4), (256, 1024, 6), (512, 2048, 3)]
-    assert sum(n * _num_params(create_block("sa", out, init="paper")) for _, out, n in resnet50) == 708
-    assert sum(n * _num_params(create_block("scsa", mid, init="paper")) for mid, _, n in resnet50) == 60416
+    assert sum(n * num_params(create_block("sa", out, init="paper")) for _, out, n in resnet50) == 708
+    assert sum(n * num_params(create_block("scsa", mid, init="paper")) for mid, _, n in resnet50) == 60416
 
 
 # ------------------------------------------------------------------- the official forward passes, re-computed

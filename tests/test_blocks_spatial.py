@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from _util import num_params
 
 from surgeon.blocks import create_block, get_block
 from surgeon.blocks.cpca import ChannelPriorConvAttention
@@ -21,10 +22,6 @@ from surgeon.errors import BlockError
 
 CLASSES = {"lska": LargeSeparableKernelAttention, "lsk": LargeSelectiveKernel, "cpca": ChannelPriorConvAttention,
            "gam": GlobalAttentionMechanism}
-
-
-def _num_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def _randomize(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -57,14 +54,14 @@ def _lska_params(c: int, k_size: int = 7) -> int:
 def test_parameter_counts_equal_the_official_code(name, formula, counts):
     for channels, expected in counts.items():
         assert formula(channels) == expected
-        assert _num_params(create_block(name, channels, init="paper")) == expected
+        assert num_params(create_block(name, channels, init="paper")) == expected
 
 
 @pytest.mark.parametrize("k_size", sorted(LSKA_KERNELS))
 def test_lska_kernel_table(k_size):
     k0, k1, d = LSKA_KERNELS[k_size]
     block = LargeSeparableKernelAttention(16, k_size=k_size)
-    assert _num_params(block) == _lska_params(16, k_size)
+    assert num_params(block) == _lska_params(16, k_size)
     layout = [(m.kernel_size, m.dilation, m.padding, m.groups) for m in
               (block.conv0h, block.conv0v, block.conv_spatial_h, block.conv_spatial_v)]
     assert layout == [((1, k0), (1, 1), (0, k0 // 2), 16), ((k0, 1), (1, 1), (k0 // 2, 0), 16),
@@ -190,7 +187,7 @@ def test_narrow_widths_are_clamped_not_zero(channels):
 @pytest.mark.parametrize("train", [False, True])
 def test_identity_is_exact_and_learns(name, extra, train):
     block = create_block(name, 16, init="identity").train(train)
-    assert _num_params(block) == _num_params(create_block(name, 16, init="paper")) + extra
+    assert num_params(block) == num_params(create_block(name, 16, init="paper")) + extra
     x = torch.randn(2, 16, 7, 5, requires_grad=True) * 3
     out = block(x)
     assert torch.equal(out, x)
