@@ -37,6 +37,7 @@ from _timing import (
     configure_threads,
     goal_mark,
     machine_line,
+    Ratio,
     paired_ratio,
     seconds,
     set_clock,
@@ -88,15 +89,21 @@ def compare(name: str, shape: tuple[int, int, int, int], rounds: int, min_second
     ours.train(), theirs.train()
     x.requires_grad_(True)
     grad = torch.randn(shape, generator=generator)
-    repeat = steps_per_sample(theirs, x, grad, min_seconds)
-    samples = alternate({"ours": partial(train_step, ours, x, grad, repeat),
-                         "timm": partial(train_step, theirs, x, grad, repeat)}, rounds)
-    samples = {key: [t / repeat for t in values] for key, values in samples.items()}
-    ratio = paired_ratio(samples["ours"], samples["timm"])
+    ours_ms, timm_ms, ratio = time_pair(ours, theirs, x, grad, rounds, steps_per_sample(theirs, x, grad, min_seconds))
     label = "x".join(str(v) for v in shape)
-    return (f"{name:<9} {label:>14} {statistics.median(samples['ours']) * 1e3:>9.1f} "
-            f"{statistics.median(samples['timm']) * 1e3:>9.1f} {ratio!s:>24} {goal_mark(ratio, GOAL):>8} "
+    return (f"{name:<9} {label:>14} {ours_ms:>9.1f} {timm_ms:>9.1f} {ratio!s:>24} {goal_mark(ratio, GOAL):>8} "
             f"{deviation:>10.1e}")
+
+
+def time_pair(ours: nn.Module, other: nn.Module, x: torch.Tensor, grad: torch.Tensor, rounds: int,
+              repeat: int) -> tuple[float, float, Ratio]:
+    """Training steps of ``ours`` and ``other`` in alternating rounds: both medians in ms per step, and the paired
+    ratio ours ÷ other."""
+    samples = alternate({"ours": partial(train_step, ours, x, grad, repeat),
+                         "other": partial(train_step, other, x, grad, repeat)}, rounds)
+    samples = {key: [t / repeat for t in values] for key, values in samples.items()}
+    return (statistics.median(samples["ours"]) * 1e3, statistics.median(samples["other"]) * 1e3,
+            paired_ratio(samples["ours"], samples["other"]))
 
 
 def build_fitting(name: str, shape: tuple[int, int, int, int]) -> tuple[nn.Module, dict[str, object]]:
@@ -116,15 +123,10 @@ def against_se(name: str, shape: tuple[int, int, int, int], rounds: int, min_sec
     x = torch.randn(shape, generator=generator, requires_grad=True)
     grad = torch.randn(shape, generator=generator)
     ours.train(), se.train()
-    repeat = steps_per_sample(ours, x, grad, min_seconds)
-    samples = alternate({"ours": partial(train_step, ours, x, grad, repeat),
-                         "se": partial(train_step, se, x, grad, repeat)}, rounds)
-    samples = {key: [t / repeat for t in values] for key, values in samples.items()}
-    ratio = paired_ratio(samples["ours"], samples["se"])
+    ours_ms, se_ms, ratio = time_pair(ours, se, x, grad, rounds, steps_per_sample(ours, x, grad, min_seconds))
     label = "x".join(str(v) for v in shape)
     shown = ", ".join(f"{key}={value}" for key, value in options.items()) or "defaults"
-    return (f"{name:<9} {label:>14} {statistics.median(samples['ours']) * 1e3:>9.1f} "
-            f"{statistics.median(samples['se']) * 1e3:>9.1f} {ratio!s:>24} {shown}")
+    return f"{name:<9} {label:>14} {ours_ms:>9.1f} {se_ms:>9.1f} {ratio!s:>24} {shown}"
 
 
 def main() -> None:
