@@ -8,16 +8,19 @@
 from . import errors, integrations
 from ._version import __version__
 from .blocks import get_block, list_blocks, register_block
+from .experiments import AblateOptions, ablate
 from .match import Rule, Selector
 from .pipeline import apply, compare, insert, load, patch, recipe_of, replay, run_surgery, save, sites, swap
 from .profile import profile_models
 from .recipe import Recipe
 
 __all__ = [
+    "AblateOptions",
     "Recipe",
     "Rule",
     "Selector",
     "__version__",
+    "ablate",
     "apply",
     "compare",
     "errors",
