@@ -25,6 +25,8 @@ ORCHESTRATOR = {"surgeon", "surgeon.pipeline", "surgeon.pipeline.surgery", "surg
                 "surgeon.pipeline.compare"}
 # Adapters to other frameworks (integrations/): above the pipeline, which they use; only the package imports them.
 INTEGRATIONS = "surgeon.integrations"
+# Ablations (experiments/): above the pipeline and the profiler, which they use; below the CLI.
+EXPERIMENTS = "surgeon.experiments"
 MAX_LINES = 400
 
 
@@ -121,7 +123,14 @@ def test_lower_layers_import_no_stage(layer: str) -> None:
 def test_only_the_pipeline_and_the_cli_import_the_pipeline() -> None:
     graph = import_graph()
     importers = {module for module, targets in graph.items() if targets & ORCHESTRATOR}
-    assert importers <= ORCHESTRATOR | {module for module in graph if module.startswith(("surgeon.cli", INTEGRATIONS))}
+    assert importers <= ORCHESTRATOR | {module for module in graph
+                                        if module.startswith(("surgeon.cli", INTEGRATIONS, EXPERIMENTS))}
+
+
+def test_only_the_cli_and_the_package_import_the_experiments() -> None:
+    graph = import_graph()
+    importers = {module for module, targets in graph.items() if any(t.startswith(EXPERIMENTS) for t in targets)}
+    assert importers <= {"surgeon"} | {module for module in graph if module.startswith(("surgeon.cli", EXPERIMENTS))}
 
 
 def test_only_the_package_imports_the_integrations() -> None:
@@ -151,7 +160,7 @@ def test_every_module_is_placed_in_a_layer() -> None:
     placed = LEAVES | STAGES | ORCHESTRATOR
     unplaced = {module for module in graph
                 if module not in placed
-                and not module.startswith(("surgeon.cli", "surgeon.profile", "surgeon.blocks", INTEGRATIONS))}
+                and not module.startswith(("surgeon.cli", "surgeon.profile", "surgeon.blocks", INTEGRATIONS, EXPERIMENTS))}
     assert not unplaced
 
 

@@ -31,13 +31,15 @@ from ..profile.format import si
 from ._console import err, out, table
 from ._options import LoadOptions, input_shape_option, model_errors, model_options, placement_options
 
-EXAMPLES = """\b
-Examples:
-  attn-surgeon ablate examples.digits.model:build --blocks se,eca --seeds 5 --trainer examples.digits.train:train -o out/digits-ablate
-  attn-surgeon ablate examples.digits.model:build --blocks se,eca --seeds 3 --trainer examples.digits.train:train --dry-run
-  attn-surgeon ablate --report out/digits-ablate --format md
-  attn-surgeon ablate ultralytics:yolov8n.yaml --blocks cbam,eca --after C2f --control ultralytics:yolov8s.yaml --seeds 3 --train-args "data=coco8.yaml epochs=100 imgsz=640 batch=16" --executor ray --gpus-per-trial 1 -o runs/ablate-yolov8n
-"""
+EXAMPLES = (  # one command per line, as the help shows and a test runs them
+    "\b\nExamples:\n"
+    "  attn-surgeon ablate examples.digits.model:build --input-shape 1,1,16,16 --blocks se,eca --seeds 5 "
+    "--trainer examples.digits.train:train -o out/digits-ablate\n"
+    "  attn-surgeon ablate examples.digits.model:build --input-shape 1,1,16,16 --blocks se,eca,cbam --dry-run\n"
+    "  attn-surgeon ablate --report out/digits-ablate --format md\n"
+    "  attn-surgeon ablate ultralytics:yolov8n.yaml --blocks cbam,eca --after C2f --control ultralytics:yolov8s.yaml "
+    "--train-args \"data=coco8.yaml epochs=100 imgsz=640 batch=16\" --executor ray --gpus-per-trial 1 -o runs/ablate\n"
+)
 
 
 def _blocks(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
@@ -143,7 +145,7 @@ def _print_plan(result: AblateResult) -> None:
     for arm in plan.arms:
         cost = result.costs[arm.name]
         view.add_row(escape(arm.name), arm.kind, f"{cost.params:,}", f"{cost.params - base.params:+,}",
-                     si(cost.flops), si(cost.flops - base.flops),
+                     si(cost.flops), _signed(cost.flops - base.flops),
                      "-" if cost.gflops_framework is None else f"{cost.gflops_framework:.1f}")
     out.print(view)
     total = len(plan.arms) * len(plan.seeds)
@@ -152,6 +154,10 @@ def _print_plan(result: AblateResult) -> None:
     if result.resumed:
         line += f"; {result.resumed} already finished in {result.output}, {total - result.resumed} to run"
     out.print(line + ". Nothing was run (--dry-run).", highlight=False)
+
+
+def _signed(value: int) -> str:
+    return ("-" if value < 0 else "+") + si(abs(value))
 
 
 def _number(value: float | None, digits: int = 4) -> str:

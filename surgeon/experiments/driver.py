@@ -21,7 +21,7 @@ from ..errors import SurgeonError
 from ..frameworks import framework_of_module
 from ..pipeline import load_model
 from .arms import ArmCost, arm_cost, build_arm_model
-from .executors import make_executor
+from .executors import Executor, make_executor
 from .options import ULTRALYTICS_TRAINER, AblateOptions
 from .plan import ExperimentPlan, build_plan
 from .results import build_results
@@ -155,50 +155,61 @@ def ablate(model: str, options: AblateOptions, *, progress: Progress | None = No
         raise SurgeonError("an ablation needs an experiment directory (-o EXPDIR, AblateOptions.output)")
     planned = plan_ablation(model, options)
     plan, store = planned.plan, Store(options.output)
-    store.open(plan)
-    costs = {name: cost.to_dict() for name, cost in planned.costs.items()}
-    store.write_costs(costs)
-    stored = _stored_trials(store, plan)
-    specs = []
-    for name, seed in planned.pending:
-        arm = plan.arm(name)
-        workdir = store.prepare_trial(arm, seed)
-        stored[(name, seed)] = None
-        specs.append(TrialSpec(plan.to_dict(), name, seed, str(workdir.resolve()),
-                               options.execution.cpus_per_trial))
-    store.write_results(build_results(plan, stored, costs))
-    tell = progress or (lambda state: None)
-    state = {"done": 0, "running": 0, "seconds": 0.0}
-    started_at = time.perf_counter()
-
-    def report(message: str, parallel: int, status: str | None = None) -> None:
-        done, running = state["done"], state["running"]
-        left = len(specs) - done - running
-        eta = None
-        if done:
-            per_trial = (time.perf_counter() - started_at) / done * min(parallel, max(1, len(specs)))
-            eta = per_trial * (left + running) / max(1, min(parallel, left + running))
-        tell(TrialProgress(done, running, left, len(specs), eta, message, status))
-
-    if specs:
-        with make_executor(options.execution, store.scratch) as executor:
-            def started(trial: TrialSpec) -> None:
-                state["running"] += 1
-                report(f"{trial.arm} seed {trial.seed}: running", executor.parallel)
-
-            report(f"{len(specs)} trials to run", executor.parallel)
-            for trial, record in executor.run(specs, started):
-                arm = plan.arm(trial.arm)
-                store.write_trial(arm, trial.seed, record)
-                stored[trial.key] = store.read_trial(arm, trial.seed)
-                state["done"] += 1
-                state["running"] -= 1
-                store.write_results(build_results(plan, stored, costs))
-                report(f"{trial.arm} seed {trial.seed}: {_outcome(record)}", executor.parallel, record.status)
-        shutil.rmtree(store.scratch, ignore_errors=True)
+    # the executor first: a missing Ray or an unreachable cluster fails before anything is written
+    executor = make_executor(options.execution, store.scratch) if planned.pending else None
+    try:
+        store.open(plan)
+        costs = {name: cost.to_dict() for name, cost in planned.costs.items()}
+        store.write_costs(costs)
+        stored = _stored_trials(store, plan)
+        if executor is not None:
+            _run_trials(executor, store, plan, planned.pending, stored, costs, options, progress)
+    finally:
+        if executor is not None:
+            executor.close()
     results = build_results(plan, stored, costs)
     store.write_results(results)
-    return AblateResult(plan, planned.costs, results, planned.resumed, len(specs), store.root)
+    return AblateResult(plan, planned.costs, results, planned.resumed, len(planned.pending), store.root,
+                        list(planned.pending))
+
+
+def _run_trials(executor: Executor, store: Store, plan: ExperimentPlan, pending: list[tuple[str, int]],
+                stored: dict[tuple[str, int], StoredTrial | None], costs: dict[str, dict[str, Any]],
+                options: AblateOptions, progress: Progress | None) -> None:
+    """Run the ``pending`` trials on ``executor``, recording each (and the results so far) as it finishes."""
+    specs = []
+    for name, seed in pending:
+        workdir = store.prepare_trial(plan.arm(name), seed)
+        stored[(name, seed)] = None
+        specs.append(TrialSpec(plan.to_dict(), name, seed, str(workdir.resolve()), options.execution.cpus_per_trial))
+    store.write_results(build_results(plan, stored, costs))
+    tell = progress or (lambda state: None)
+    counts = {"done": 0, "running": 0}
+    started_at = time.perf_counter()
+    parallel = executor.parallel
+
+    def report(message: str, status: str | None = None) -> None:
+        done, running = counts["done"], counts["running"]
+        left = len(specs) - done - running
+        eta = None
+        if done:  # trials finished per second so far, at the parallelism the executor has
+            eta = (time.perf_counter() - started_at) / done * (left + running)
+        tell(TrialProgress(done, running, left, len(specs), eta, message, status))
+
+    def started(trial: TrialSpec) -> None:
+        counts["running"] += 1
+        report(f"{trial.arm} seed {trial.seed}: running")
+
+    report(f"{len(specs)} trials to run, {min(parallel, len(specs))} at a time")
+    for trial, record in executor.run(specs, started):
+        arm = plan.arm(trial.arm)
+        store.write_trial(arm, trial.seed, record)
+        stored[trial.key] = store.read_trial(arm, trial.seed)
+        counts["done"] += 1
+        counts["running"] -= 1
+        store.write_results(build_results(plan, stored, costs))
+        report(f"{trial.arm} seed {trial.seed}: {_outcome(record)}", record.status)
+    shutil.rmtree(store.scratch, ignore_errors=True)
 
 
 def _outcome(record: TrialRecord) -> str:

@@ -20,8 +20,7 @@ from typing import Any
 
 from ..errors import SurgeonError
 from .options import Execution
-from .trial import MODEL_FILE, TrialRecord, TrialSpec, run_trial
-from .worker import RECORD_FILE
+from .trial import MODEL_FILE, RECORD_FILE, TrialRecord, TrialSpec, run_trial
 
 __all__ = ["Executor", "LocalExecutor", "RayExecutor", "make_executor"]
 
@@ -143,9 +142,9 @@ class RayExecutor(Executor):
                 record = ray.get(ready)
             except Exception as exc:  # noqa: BLE001  the worker died max_retries + 1 times: the trial failed
                 record = TrialRecord("failed", error=f"the Ray task failed: {exc}")
-            if queue:
-                started(queue.pop(0))
             yield trial, record
+            if queue:  # after the driver counted the finished one
+                started(queue.pop(0))
 
     def close(self) -> None:
         if self.started_here:

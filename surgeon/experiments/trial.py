@@ -39,6 +39,8 @@ __all__ = ["STATUSES", "TrialRecord", "TrialSpec", "load_trainer", "read_curves"
 STATUSES = ("done", "failed", "diverged")
 ULTRALYTICS_FUNCTION = "surgeon.integrations.ultralytics.trainer:train"
 MODEL_FILE = "model.pt"
+RECORD_FILE = "record.json"
+"""The files a local worker process hands its record over in (in a scratch directory of the driver)."""
 
 
 @dataclass(frozen=True)

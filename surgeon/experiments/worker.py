@@ -11,9 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .trial import MODEL_FILE, TrialSpec, run_trial
-
-RECORD_FILE = "record.json"
+from .trial import MODEL_FILE, RECORD_FILE, TrialSpec, run_trial
 
 
 def main(argv: list[str]) -> int:
