@@ -79,9 +79,9 @@ def paired(arm: Sequence[float], baseline: Sequence[float]) -> Paired | None:
         return None
     differences = [a - b for a, b in zip(arm, baseline)]
     mean = math.fsum(differences) / n
-    sd = float(stats.tstd(differences))
-    if sd == 0.0 or not math.isfinite(sd):  # ttest_rel would divide by zero: nan, or a meaningless inf / p = 0
+    if max(differences) == min(differences):  # no spread: ttest_rel would divide by zero (nan, or inf and p = 0)
         return Paired(n, mean, None, None)
+    sd = float(stats.tstd(differences))
     half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
     p = float(stats.ttest_rel(arm, baseline).pvalue)
     return Paired(n, mean, (mean - half, mean + half), p)
