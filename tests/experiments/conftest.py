@@ -56,7 +56,7 @@ def flaky(model, *, seed, workdir):
 def digits(model, *, seed, workdir):
     from examples.digits.train import train
 
-    return train(model, seed=seed, workdir=workdir, epochs=1)
+    return train(model, seed=seed, workdir=workdir, epochs=2)
 '''
 
 DIGITS = ("examples.digits.model:build", "--input-shape", "1,1,16,16")
