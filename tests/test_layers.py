@@ -160,7 +160,8 @@ def test_every_module_is_placed_in_a_layer() -> None:
     placed = LEAVES | STAGES | ORCHESTRATOR
     unplaced = {module for module in graph
                 if module not in placed
-                and not module.startswith(("surgeon.cli", "surgeon.profile", "surgeon.blocks", INTEGRATIONS, EXPERIMENTS))}
+                and not module.startswith(("surgeon.cli", "surgeon.profile", "surgeon.blocks", INTEGRATIONS,
+                                           EXPERIMENTS))}
     assert not unplaced
 
 

@@ -46,7 +46,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
       attn-surgeon insert torchvision:resnet50 --block eca --after bottleneck -o resnet50_eca.pt
       attn-surgeon profile torchvision:resnet50 --compare resnet50_eca.pt
       attn-surgeon compare torchvision:resnet50 --blocks se,eca,cbam --baseline torchvision:resnet101
-      attn-surgeon ablate examples.digits.model:build --blocks se,eca --seeds 5 --trainer examples.digits.train:train -o out/digits-ablate
+      attn-surgeon ablate torchvision:resnet18 --blocks se,eca --seeds 5 --trainer my_repo.train:fit -o exp
     """
     ctx.meta["surgeon.debug"] = debug
 

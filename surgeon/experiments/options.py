@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from ..errors import SurgeonError
 
-__all__ = ["EXECUTORS", "ULTRALYTICS_TRAINER", "AblateOptions", "Execution", "Loading", "Placement", "parse_seeds", "parse_train_args"]
+__all__ = ["EXECUTORS", "ULTRALYTICS_TRAINER", "AblateOptions", "Execution", "Loading", "Placement", "parse_seeds",
+           "parse_train_args"]
 
 EXECUTORS = ("local", "ray")
 ULTRALYTICS_TRAINER = "ultralytics"

@@ -95,7 +95,8 @@ class ExperimentPlan:
     def to_dict(self) -> dict[str, Any]:
         return {"schema": PLAN_SCHEMA, "version": PLAN_VERSION, "model": dict(self.model),
                 "arms": [arm.to_dict() for arm in self.arms], "seeds": list(self.seeds),
-                "trainer": dict(self.trainer), "metric": self.metric, "mode": self.mode, "versions": dict(self.versions)}
+                "trainer": dict(self.trainer), "metric": self.metric, "mode": self.mode,
+                "versions": dict(self.versions)}
 
     def identity(self) -> dict[str, Any]:
         """What makes two plans the same experiment: everything but the versions."""
