@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -101,7 +102,7 @@ def _default_trainer(source: str, options: AblateOptions) -> str:
                        "function(model, *, seed, workdir) and returning {metric: value})")
 
 
-def plan_ablation(model: str, options: AblateOptions) -> AblateResult:
+def plan_ablation(model: str | os.PathLike[str], options: AblateOptions) -> AblateResult:
     """The plan and each arm's cost, without running or writing anything (``--dry-run``).
 
     Every arm's model is built once, which checks that each block fits and each control loads before hours of
@@ -111,15 +112,19 @@ def plan_ablation(model: str, options: AblateOptions) -> AblateResult:
         SurgeonError: the model or a control cannot be loaded, a block does not fit, or the directory holds another
             experiment.
     """
+    if not isinstance(model, (str, os.PathLike)):
+        raise SurgeonError(f"ablate rebuilds the model in each trial's own process, so it takes a spec or a checkpoint "
+                           f"path, not a {type(model).__name__}: save its weights (torch.save(model.state_dict(), "
+                           "path)) and pass the path with Loading(arch='package.module:factory')")
     plan = build_plan(str(model), options, _default_trainer(str(model), options))
+    store = Store(options.output) if options.output is not None else None
+    stored = _stored_trials(store, plan) if store is not None and store.check(plan) else {}  # refused at once
     costs = {}
     for arm in plan.arms:
         built = build_arm_model(plan, arm)
         costs[arm.name] = arm_cost(plan, arm, built)
         del built
         gc.collect()  # patched models hold reference cycles; free each before building the next
-    store = Store(options.output) if options.output is not None else None
-    stored = _stored_trials(store, plan) if store is not None and store.check(plan) else {}
     pending = [(arm.name, seed) for arm in plan.arms for seed in plan.seeds
                if stored.get((arm.name, seed)) is None or stored[(arm.name, seed)]["status"] == "failed"]
     return AblateResult(plan, costs, resumed=plan_size(plan) - len(pending), output=store and store.root,
@@ -135,7 +140,8 @@ def _stored_trials(store: Store, plan: ExperimentPlan) -> dict[tuple[str, int], 
     return {(arm.name, seed): store.read_trial(arm, seed) for arm in plan.arms for seed in plan.seeds}
 
 
-def ablate(model: str, options: AblateOptions, *, progress: Progress | None = None) -> AblateResult:
+def ablate(model: str | os.PathLike[str], options: AblateOptions, *,
+           progress: Progress | None = None) -> AblateResult:
     """Train every arm with every seed through the trainer, and compare each arm with the baseline, paired by seed.
 
     Args:

@@ -52,3 +52,12 @@ def test_options_refuse_what_cannot_run(tmp_path) -> None:
         Execution("slurm")  # type: ignore[arg-type]
     with pytest.raises(SurgeonError, match="cpus per trial must be at least 1"):
         Execution(cpus_per_trial=0)
+
+
+def test_a_module_is_refused_with_what_to_pass(tmp_path) -> None:
+    from torch import nn
+
+    from surgeon.experiments import ablate
+
+    with pytest.raises(SurgeonError, match="takes a spec or a checkpoint path, not a Linear"):
+        ablate(nn.Linear(2, 2), AblateOptions(tmp_path / "exp"))  # type: ignore[arg-type]
