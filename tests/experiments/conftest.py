@@ -51,12 +51,6 @@ def flaky(model, *, seed, workdir):
     if seed == 2:
         return {"score": float("nan")}
     return {"score": 1.0}
-
-
-def digits(model, *, seed, workdir):
-    from examples.digits.train import train
-
-    return train(model, seed=seed, workdir=workdir, epochs=2)
 '''
 
 DIGITS = ("examples.digits.model:build", "--input-shape", "1,1,16,16")
@@ -65,7 +59,7 @@ DIGITS = ("examples.digits.model:build", "--input-shape", "1,1,16,16")
 
 @pytest.fixture
 def trainers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``ablate_trainers:fit``, ``:flaky`` and ``:digits`` importable here and in the trials' processes; returns the
+    """``ablate_trainers:fit`` and ``:flaky`` importable here and in the trials' processes; returns the
     directory where ``fit`` and ``flaky`` leave one file per call."""
     code = tmp_path / "code"
     code.mkdir()

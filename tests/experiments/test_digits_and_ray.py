@@ -17,9 +17,9 @@ from .conftest import DIGITS
 
 
 def test_digits_example_end_to_end(tmp_path: Path, trainers: Path) -> None:
-    """examples/digits/train.py (two epochs here) through the command line: two arms, two seeds."""
+    """examples/digits/train.py through the command line: two arms, two seeds."""
     exp = tmp_path / "exp"
-    result = run_cli("ablate", *DIGITS, "--blocks", "eca", "--seeds", "2", "--trainer", "ablate_trainers:digits",
+    result = run_cli("ablate", *DIGITS, "--blocks", "eca", "--seeds", "2", "--trainer", "examples.digits.train:train",
                      "-o", exp)
     assert result.exit_code == 0, result.output
     assert "4/4 trials done" in result.stderr and "Wrote" in result.stdout
@@ -27,7 +27,7 @@ def test_digits_example_end_to_end(tmp_path: Path, trainers: Path) -> None:
     assert results["complete"] and results["metric"] == "accuracy" and results["mode"] == "max"
     baseline, eca = results["arms"]
     assert (baseline["params"], eca["params"]) == (31_434, 31_446)
-    # two epochs instead of four: 94-95% on 450 test images, where chance is 10%
+    # two epochs from scratch: 94-95% on 450 test images, where chance is 10%
     assert all(trial["metrics"]["accuracy"] > 0.8 for arm in results["arms"] for trial in arm["trials"])
     assert list(eca["trials"][0]["curves"]) == ["epoch", "train_loss", "test_accuracy", "test_loss"]
     assert eca["verdict"] in ("better", "worse", "no evidence") and eca["vs_baseline"]["n"] == 2
