@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 import surgeon
 from examples.yolo.tiny_dataset import write_classify_dataset, write_detect_dataset
-from surgeon.arch import build_arch
+from surgeon.io import LoadOptions, build_arch
 from surgeon.cli import cli as main
 from surgeon.errors import CheckpointError, ModelLoadError
 from surgeon.integrations import ultralytics as integration
@@ -213,7 +213,8 @@ def test_spec_errors_are_one_line() -> None:
 def test_checkpoint_is_named_and_needs_trust_pickle(plain: Path) -> None:
     with pytest.raises(CheckpointError, match=r"is an Ultralytics checkpoint: .* Pass --trust-pickle"):
         load_model(plain)
-    load_model(plain, trust_pickle=True)  # Ultralytics' restricted loader now allows its classes in this process
+    # Ultralytics' restricted loader now allows its classes in this process
+    load_model(plain, LoadOptions(trust_pickle=True))
     with pytest.raises(CheckpointError, match=r"is an Ultralytics checkpoint: .* Pass --trust-pickle"):
         load_model(plain)
     result = CliRunner().invoke(main, ["insert", str(plain), "--block", "cbam", "--after", "C2f"])
@@ -245,7 +246,7 @@ def test_trusted_checkpoint_is_read_by_a_restricted_loader(plain: Path, monkeypa
 
     monkeypatch.setattr(tasks, "torch_safe_load", spy_safe_load)
     monkeypatch.setattr(torch, "load", spy_load)
-    loaded = load_model(plain, trust_pickle=True)
+    loaded = load_model(plain, LoadOptions(trust_pickle=True))
     restricted = [weights_only is not False or module is not pickle for weights_only, module in loads]
     assert loads and all(safe_only) and restricted[0], loads
     if tuple(int(part) for part in ultralytics.__version__.split(".")[:3]) >= (8, 4, 67):
