@@ -8,8 +8,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "surgeon"
 
 # ARCHITECTURE.md's layers, lowest first; a module imports its own layer and the layers below it, never above.
@@ -136,8 +134,8 @@ def test_imports_point_downward() -> None:
 def test_the_layer_check_sees_an_upward_import() -> None:
     graph = {"surgeon.integrations.ultralytics.training": {"surgeon.pipeline", "surgeon.io"}, "surgeon.pipeline": set(),
              "surgeon.io": set()}
-    assert upward_imports(graph) == {"surgeon.integrations.ultralytics.training (integrations) -> surgeon.pipeline "
-                                     "(pipeline)"}
+    expected = "surgeon.integrations.ultralytics.training (integrations) -> surgeon.pipeline (pipeline)"
+    assert upward_imports(graph) == {expected}
 
 
 def test_blocks_know_only_torch_and_their_own_registry() -> None:

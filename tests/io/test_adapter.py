@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -67,7 +67,7 @@ class ToyAdapter(FrameworkAdapter):
 
     name = "toy"
     writes_directory = True
-    widths = {"tiny": 8, "small": 16}
+    widths: ClassVar[dict[str, int]] = {"tiny": 8, "small": 16}
 
     def build(self, name: str, **arch_args: Any) -> nn.Module:
         if name not in self.widths:

@@ -101,18 +101,14 @@ def _signature_problem(tasks: Any) -> str | None:
     return None
 
 
-def install(replay: Replay | None = None) -> None:
-    """Wrap Ultralytics' model construction so that patched models keep their blocks (idempotent, thread-safe).
-
-    Args:
-        replay: the pipeline's replay of a recipe, which the hook calls; kept for every later call.
+def install() -> None:
+    """Wrap Ultralytics' model construction so that patched models keep their blocks (idempotent, thread-safe); the
+    hook replays with what :func:`install_when_used` was handed.
 
     Raises:
         UltralyticsHookError: this Ultralytics is not one the hook was checked against, or what it wraps changed.
     """
-    global _installed, _replay_recipe
-    if replay is not None:
-        _replay_recipe = replay
+    global _installed
     if _installed:
         return
     with _LOCK:
@@ -229,7 +225,8 @@ def _install_quietly() -> None:
 
 
 def install_when_used(replay: Replay) -> None:
-    """Install now if Ultralytics is imported, else right after it is (never importing it here).
+    """Keep the pipeline's ``replay`` for the hook, and install it now if Ultralytics is imported, else right after
+    it is (never importing it here).
 
     Raises:
         UltralyticsHookError: Ultralytics is imported, and is not one the hook was checked against.
