@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 import surgeon
 from surgeon.errors import CheckpointError, ModelLoadError, OutputExistsError
-from surgeon.io import LoadOptions
+from surgeon.io import LoadOptions, read_model
 from surgeon.pipeline import load_model
 
 transformers = pytest.importorskip("transformers")
@@ -113,6 +113,16 @@ def test_directory_in_directory_out_every_key_kept_and_load_rebuilds_the_blocks(
     surgeon.save(model, out, force=True)
     with pytest.raises(CheckpointError, match="save_pretrained directory; give a directory name without .pt"):
         surgeon.save(model, tmp_path / "out.pt")
+
+
+def test_reading_a_patched_directory_replays_nothing(base_dir: Path, tmp_path: Path) -> None:
+    """The adapter's read gives the base model, the recipe and the weights; the pipeline's load replays."""
+    model = surgeon.insert(load_model(base_dir).module, "eca")
+    surgeon.save(model, tmp_path / "out")
+    read = read_model(tmp_path / "out")
+    assert read.recipe is not None and surgeon.recipe_of(read.module) is None
+    assert read.state is not None and set(read.state) == set(model.state_dict())
+    assert not any(".eca_residual." in key for key in read.module.state_dict())
 
 
 def test_a_recipe_that_imports_code_loads_only_with_trust_code(tmp_path: Path) -> None:

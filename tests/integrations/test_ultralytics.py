@@ -25,11 +25,11 @@ from click.testing import CliRunner
 
 import surgeon
 from examples.yolo.tiny_dataset import write_classify_dataset, write_detect_dataset
-from surgeon.io import LoadOptions, build_arch
 from surgeon.cli import cli as main
 from surgeon.errors import CheckpointError, ModelLoadError
 from surgeon.integrations import ultralytics as integration
 from surgeon.integrations.ultralytics import training as hook
+from surgeon.io import LoadOptions, build_arch, read_model
 from surgeon.pipeline import load_model
 from tests._util import REPO
 
@@ -253,6 +253,19 @@ def test_trusted_checkpoint_is_read_by_a_restricted_loader(plain: Path, monkeypa
         assert all(restricted), loads
     assert type(loaded.module).__name__ == "DetectionModel" and loaded.layout.framework == "ultralytics"
     assert next(loaded.module.parameters()).dtype == torch.float32
+
+
+def test_reading_installs_nothing_the_pipeline_installs_the_hook(patched: tuple[Path, str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading a patched checkpoint leaves the training hook alone; loading it through the pipeline installs it,
+    handing over the one replay path."""
+    handed: list[Any] = []
+    monkeypatch.setattr(integration.UltralyticsAdapter, "install_training_hooks",
+                        lambda self, replay: handed.append(replay))
+    read = read_model(patched[0], LoadOptions(trust_pickle=True))
+    assert read.recipe is not None and read.layout.framework == "ultralytics" and handed == []
+    load_model(patched[0], LoadOptions(trust_pickle=True))
+    assert handed == [surgeon.replay]
 
 
 # ---------------------------------------------------------------------------------------------------- output
