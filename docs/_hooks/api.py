@@ -35,7 +35,8 @@ def render() -> str:
     import surgeon
     from surgeon import errors
 
-    names = [name for name in surgeon.__all__ if not name.startswith("_") and name != "errors"]
+    names = [name for name in surgeon.__all__
+             if not name.startswith("_") and not inspect.ismodule(getattr(surgeon, name))]
     names.sort(key=lambda name: (isinstance(getattr(surgeon, name), type), name.lower()))
     lines: list[str] = []
     for name in names:
@@ -46,8 +47,8 @@ def render() -> str:
               "| error | raised for |", "|---|---|"]
     for name, cls in inspect.getmembers(errors, inspect.isclass):
         if issubclass(cls, errors.SurgeonError) and cls.__module__ == errors.__name__:
-            summary = " ".join(_markdown(inspect.getdoc(cls) or "").split("\n\n", 1)[0].split())
-            lines.append(f"| `{name}` | {summary.replace('|', chr(92) + '|')} |")
+            summary = " ".join(_markdown(inspect.getdoc(cls) or "").split("\n\n", 1)[0].split()).replace("|", "\\|")
+            lines.append(f"| `{name}` | {summary} |")
     return "\n".join(lines) + "\n"
 
 

@@ -36,8 +36,9 @@ def render() -> str:
     from surgeon.blocks import list_blocks
 
     infos = list_blocks()
-    lines = [f"{len(infos)} blocks are registered. Parameters are at `init=\"paper\"` with default options, as a "
-             f"formula in C (the channels; swaps: C in = C out) and counted at C = {CHANNELS}.", "",
+    intro = (f"{len(infos)} blocks are registered. Parameters are at `init=\"paper\"` with default options, as a "
+             f"formula in C (the channels; swaps: C in = C out) and counted at C = {CHANNELS}.")
+    lines = [intro, "",
              "| block | kind | paper | year | parameters | at 256 | placement in the paper | ONNX export |",
              "|---|---|---|--:|---|--:|---|---|"]
     for info in infos:
@@ -82,7 +83,7 @@ def _parameters_at(info: Any) -> int | None:
     try:
         with torch.device("meta"):  # counted without allocating: only the shapes matter
             block = create_block(info, *args, init="paper")
-    except Exception:  # a block that cannot be built at this width shows no count, as `attn-surgeon blocks` does
+    except Exception:  # noqa: BLE001  a block that cannot be built at this width shows no count, as the CLI does
         return None
     return sum(parameter.numel() for parameter in block.parameters())
 
