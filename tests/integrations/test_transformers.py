@@ -277,15 +277,14 @@ def test_load_keeps_the_saved_dtype(tmp_path: Path) -> None:
     assert list(saved) == list(own) and all(torch.equal(saved[k], own[k]) for k in saved)
 
 
-def test_readme_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Hugging Face transformers", 1)[1]
-    snippet = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+def test_docs_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    page = (REPO / "docs" / "integrations" / "transformers.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", page, re.DOTALL).group(1)
     monkeypatch.chdir(tmp_path)
-    _resnet().save_pretrained("resnet50-finetuned")  # a small stand-in for the README's fine-tuned ResNet-50
+    _resnet().save_pretrained("resnet50-finetuned")  # a small stand-in for the page's fine-tuned ResNet-50
     args = _trainer(_resnet(), tmp_path / "run", max_steps=2).args
     namespace = {"args": args, "train": _dataset()}
-    exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102  (our own README)
+    exec(compile(snippet, "docs/integrations/transformers.md", "exec"), namespace)  # noqa: S102  (our own docs)
     model = namespace["model"]
     assert sum(name.endswith(".eca_residual") for name, _ in model.named_modules()) == 4
     _assert_same(model, surgeon.load("resnet50-eca"))
