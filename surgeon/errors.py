@@ -22,6 +22,7 @@ __all__ = [
     "OutputExistsError",
     "RuleError",
     "ModelForwardError",
+    "TrainerError",
 ]
 
 
@@ -72,6 +73,10 @@ class RuleError(SurgeonError):
 
 class ExperimentError(SurgeonError):
     """An ablation that cannot run or be read: another experiment in the directory, a store that cannot be read."""
+
+
+class TrainerError(SurgeonError):
+    """A framework asked to train a model has no trainer attn-surgeon can run, or its trainer failed."""
 
 
 class ModelForwardError(SurgeonError):

@@ -27,9 +27,10 @@ from ..experiments import (
 from ..experiments import (
     ablate as run_ablation,
 )
+from ..io import LoadOptions
 from ..profile.format import si
 from ._console import err, out, table
-from ._options import LoadOptions, input_shape_option, model_errors, model_options, placement_options
+from ._options import input_shape_option, model_errors, model_options, placement_options
 
 EXAMPLES = (  # one command per line, as the help shows and a test runs them
     "\b\nExamples:\n"
@@ -62,7 +63,7 @@ def _blocks(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
               help="3 means seeds 0,1,2; 0,7,42 means those seeds. Every arm is trained with every seed.")
 @click.option("--trainer", metavar="MODULE:FUNCTION|ultralytics",
               help="function(model, *, seed, workdir) returning {metric: value}, or ultralytics (Ultralytics' own "
-                   "trainer) [default: ultralytics for an Ultralytics model, else required].")
+                   "trainer) [default: the framework's trainer for an Ultralytics model, else required].")
 @click.option("--train-args", "train_args", multiple=True, metavar='"KEY=VALUE ..."',
               help='Arguments of the Ultralytics trainer in `yolo train`\'s form (repeatable), e.g. '
                    '"data=coco8.yaml epochs=100 imgsz=640 batch=16".')
@@ -120,7 +121,7 @@ def ablate(model: str | None, blocks: tuple[str, ...], site: str, position: str 
         output=output, blocks=blocks, placement=Placement(site, position, stage, stride, init), rules=rules,
         controls=controls, seeds=parse_seeds(seeds), trainer=trainer, train_args=parse_train_args(train_args),
         metric=metric, mode=mode or "max",
-        loading=Loading(load.arch, load.arch_options()["arch_args"], load.trust_code, load.trust_pickle, input_shape),
+        loading=Loading(load.arch, load.arch_args, load.trust_code, load.trust_pickle, input_shape),
         execution=Execution(executor, ray_address, ray_cpus, cpus_per_trial, gpus_per_trial, max_retries))
     with model_errors(model, input_shape):
         if dry_run:

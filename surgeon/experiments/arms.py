@@ -12,7 +12,8 @@ from typing import Any
 
 from torch import nn
 
-from ..frameworks import reference_flops
+from ..io import LoadOptions
+from ..io.registry import reference_flops
 from ..pipeline import load_model
 from ..pipeline.surgery import insert_rule, resolve, run_surgery, surgery
 from ..profile import model_facts
@@ -51,10 +52,10 @@ def build_arm_model(plan: ExperimentPlan, arm: Arm) -> nn.Module:
         SurgeonError: the model cannot be loaded, or the arm's blocks do not fit it.
     """
     model = plan.model
+    trust = {"trust_code": model["trust_code"], "trust_pickle": model["trust_pickle"]}
     if arm.kind == "control":
-        return load_model(arm.source or "", trust_code=model["trust_code"], trust_pickle=model["trust_pickle"]).module
-    loaded = load_model(model["source"], model["arch"], model["arch_args"], model["trust_code"],
-                        trust_pickle=model["trust_pickle"])
+        return load_model(arm.source or "", LoadOptions(**trust)).module
+    loaded = load_model(model["source"], LoadOptions(model["arch"], model["arch_args"], **trust))
     if arm.kind == "baseline":
         return loaded.module
     shape = tuple(model["input_shape"]) if model["input_shape"] else None

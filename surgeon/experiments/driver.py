@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SurgeonError
-from ..frameworks import framework_of_module
+from ..io.registry import adapter_of_model
 from ..pipeline import load_model
 from .arms import ArmCost, arm_cost, build_arm_model
 from .executors import Executor, make_executor
-from .options import ULTRALYTICS_TRAINER, AblateOptions
-from .plan import ExperimentPlan, build_plan
+from .options import AblateOptions
+from .plan import ExperimentPlan, build_plan, framework_trainer
 from .results import build_results
 from .store import Store, StoredTrial
 from .trial import TrialRecord, TrialSpec
@@ -92,12 +92,9 @@ Progress = Callable[[TrialProgress], None]
 def _default_trainer(source: str, options: AblateOptions) -> str:
     if options.trainer is not None:
         return options.trainer
-    loading = options.loading
-    module = load_model(source, loading.arch, loading.arch_args, loading.trust_code,
-                        trust_pickle=loading.trust_pickle).module
-    framework = framework_of_module(module)
-    if framework is not None and framework.name == ULTRALYTICS_TRAINER:
-        return ULTRALYTICS_TRAINER
+    framework = adapter_of_model(load_model(source, options.loading).module)
+    if framework is not None and framework_trainer(framework.name) is not None:
+        return framework.name
     raise SurgeonError(f"{source}: give the trainer that trains it, --trainer package.module:function (called as "
                        "function(model, *, seed, workdir) and returning {metric: value})")
 

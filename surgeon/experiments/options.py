@@ -7,16 +7,15 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from ..errors import SurgeonError
+from ..io import LoadOptions
 
-__all__ = ["EXECUTORS", "ULTRALYTICS_TRAINER", "AblateOptions", "Execution", "Loading", "Placement", "parse_seeds",
+__all__ = ["EXECUTORS", "AblateOptions", "Execution", "Loading", "Placement", "parse_seeds",
            "parse_train_args"]
 
 EXECUTORS = ("local", "ray")
-ULTRALYTICS_TRAINER = "ultralytics"
-"""The ``trainer`` that trains each arm with Ultralytics' own trainer (the default for Ultralytics models)."""
 
 
 @dataclass(frozen=True)
@@ -31,21 +30,14 @@ class Placement:
 
 
 @dataclass(frozen=True)
-class Loading:
-    """How to load the model and the controls, as ``attn-surgeon insert`` takes it.
+class Loading(LoadOptions):
+    """How to load the model and the controls (:class:`~surgeon.io.LoadOptions`: ``arch``, ``arch_args``,
+    ``trust_code``, ``trust_pickle``), and the probe batch they are patched and counted at.
 
     Attributes:
-        arch: architecture of a checkpoint that holds only weights.
-        arch_args: keyword arguments of the architecture's factory.
-        trust_code: allow a recipe (or a rules file) that imports ``package.module:...`` code.
-        trust_pickle: allow a file that holds pickled code.
         input_shape: the probe batch for surgery and for counting FLOPs [default: the model's declared size].
     """
 
-    arch: str | None = None
-    arch_args: dict[str, Any] = field(default_factory=dict)
-    trust_code: bool = False
-    trust_pickle: bool = False
     input_shape: tuple[int, ...] | None = None
 
 
@@ -89,8 +81,8 @@ class AblateOptions:
         rules: one candidate arm per rules file, preset name or patched checkpoint (whose recipe is replayed).
         controls: one control arm per model spec or path, trained the same way (the next size up).
         seeds: the seeds; every arm is trained once with each.
-        trainer: ``package.module:function`` called as ``function(model, *, seed, workdir)``, or ``ultralytics``
-            [default: ``ultralytics`` for an Ultralytics model, else required].
+        trainer: ``package.module:function`` called as ``function(model, *, seed, workdir)``, or a framework whose
+            adapter trains (``ultralytics``) [default: the model's framework's trainer, else required].
         train_args: arguments of the Ultralytics trainer (``{"data": "coco8.yaml", "epochs": "3"}``).
         metric: the metric compared [default: the first one the trainer returns].
         mode: ``max`` when higher is better, ``min`` when lower is.

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SurgeonError
+from ..io import FrameworkAdapter, adapter_named
 from ..pipeline.surgery import recipe_source, resolve
 from ..recipe import versions
 from ..rules import PRESET_DIR, list_presets
-from .options import ULTRALYTICS_TRAINER, AblateOptions
+from .options import AblateOptions
 
-__all__ = ["ARM_KINDS", "PLAN_SCHEMA", "PLAN_VERSION", "Arm", "ExperimentPlan", "build_plan", "check_trainer_spec"]
+__all__ = ["ARM_KINDS", "PLAN_SCHEMA", "PLAN_VERSION", "Arm", "ExperimentPlan", "build_plan", "check_trainer_spec",
+           "framework_trainer"]
 
 PLAN_SCHEMA = "attn-surgeon/ablate-plan"
 PLAN_VERSION = 1
@@ -139,17 +141,26 @@ def _source(source: str) -> dict[str, Any]:
     return {"source": source}
 
 
+def framework_trainer(name: str | None) -> FrameworkAdapter | None:
+    """The registered framework adapter called ``name`` if it trains models (Ultralytics'), else ``None``."""
+    adapter = adapter_named(name)
+    if adapter is None or type(adapter).train is FrameworkAdapter.train:
+        return None
+    return adapter
+
+
 def check_trainer_spec(spec: str) -> None:
-    """Refuse a trainer that is neither ``ultralytics`` nor ``package.module:function`` (imported only in trials).
+    """Refuse a trainer that is neither a framework that trains (``ultralytics``) nor ``package.module:function``
+    (which is imported only in the trials' processes).
 
     Raises:
-        SurgeonError: with the form expected.
+        SurgeonError: with the forms expected.
     """
     module, sep, function = spec.partition(":")
-    if spec != ULTRALYTICS_TRAINER and not (sep and module and function.isidentifier()
-                                            and all(part.isidentifier() for part in module.split("."))):
+    if framework_trainer(spec) is None and not (sep and module and function.isidentifier()
+                                                and all(part.isidentifier() for part in module.split("."))):
         raise SurgeonError(f"trainer {spec!r}: expected package.module:function (called as function(model, *, seed, "
-                           f"workdir)) or {ULTRALYTICS_TRAINER}")
+                           "workdir)) or ultralytics (Ultralytics' own trainer)")
 
 
 def _rules_arm(source: str, trust_code: bool) -> Arm:
@@ -173,9 +184,9 @@ def build_plan(source: str, options: AblateOptions, trainer: str) -> ExperimentP
         SurgeonError: a bad trainer spec, a rules file that cannot be read, or two arms with the same name.
     """
     check_trainer_spec(trainer)
-    if trainer != ULTRALYTICS_TRAINER and options.train_args:
-        raise SurgeonError("train args are the Ultralytics trainer's; a package.module:function trainer takes its "
-                           "settings from its own code")
+    if framework_trainer(trainer) is None and options.train_args:
+        raise SurgeonError("train args are a framework trainer's (ultralytics); a package.module:function trainer "
+                           "takes its settings from its own code")
     loading = options.loading
     placement = options.placement
     arms = [Arm(BASELINE, "baseline")]

@@ -8,7 +8,7 @@
       results.json                  the results, rewritten after every trial
       trials/<arm>/seed-<n>/
         train/                      the trainer's workdir (its checkpoints, its results.csv)
-        model.pt                    the trained model (outside the frameworks, whose trainers save their own)
+        model.pt                    the trained model (a framework's trainer saves its own in train/)
         log.txt                     what the trial printed, and its traceback if it failed
         curves.json                 the columns of the trainer's results.csv
         status.json                 done | failed | diverged, its metrics and time: written last, atomically
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExperimentError
-from ..files import atomic_write
+from ..io import atomic_write
 from ..profile.format import json_safe
 from .plan import Arm, ExperimentPlan
 from .trial import MODEL_FILE, STATUSES, TrialRecord

@@ -27,17 +27,15 @@ import torch
 from torch import nn
 
 from ..errors import SurgeonError
-from ..frameworks import framework_of_module
+from ..io.registry import adapter_of_model
 from ..pipeline import save
 from ..recipe import recipe_of
 from .arms import build_arm_model
-from .options import ULTRALYTICS_TRAINER
-from .plan import ExperimentPlan
+from .plan import ExperimentPlan, framework_trainer
 
 __all__ = ["STATUSES", "TrialRecord", "TrialSpec", "load_trainer", "read_curves", "run_trial", "seed_everything"]
 
 STATUSES = ("done", "failed", "diverged")
-ULTRALYTICS_FUNCTION = "surgeon.integrations.ultralytics.trainer:train"
 MODEL_FILE = "model.pt"
 RECORD_FILE = "record.json"
 """The files a local worker process hands its record over in (in a scratch directory of the driver)."""
@@ -80,8 +78,8 @@ class TrialRecord:
         error: the traceback of a failure, or why the trial diverged.
         log: what the trial printed (stdout and stderr).
         curves: the columns of ``workdir/results.csv`` if the trainer wrote one (``{column: [values]}``).
-        model: the trained model's file (``model.pt``) as bytes, for a model outside the frameworks (whose own
-            trainers keep their checkpoints in the workdir).
+        model: the trained model's file (``model.pt``) as bytes; ``None`` where a framework's trainer saved it in
+            the workdir, in the framework's own layout.
     """
 
     status: str
@@ -111,13 +109,12 @@ def seed_everything(seed: int, threads: int) -> None:
 
 
 def load_trainer(spec: str) -> Callable[..., Mapping[str, Any]]:
-    """The trainer function a spec names (``ultralytics`` is attn-surgeon's Ultralytics trainer).
+    """The function ``package.module:function`` names.
 
     Raises:
         SurgeonError: the module cannot be imported or has no such callable.
     """
-    target = ULTRALYTICS_FUNCTION if spec == ULTRALYTICS_TRAINER else spec
-    module_name, _, name = target.partition(":")
+    module_name, _, name = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -153,11 +150,12 @@ def read_curves(workdir: Path) -> dict[str, list[float]]:
 
 def _call_trainer(plan: ExperimentPlan, model: nn.Module, seed: int, workdir: Path) -> dict[str, float]:
     spec = plan.trainer["spec"]
-    function = load_trainer(spec)
-    if spec == ULTRALYTICS_TRAINER:
-        returned = function(model, seed=seed, workdir=workdir, args=dict(plan.trainer["args"]), metric=plan.metric)
+    framework = framework_trainer(spec)
+    if framework is not None:  # the framework's own trainer, through its adapter
+        returned = framework.train(model, seed=seed, workdir=workdir, args=dict(plan.trainer["args"]),
+                                   metric=plan.metric)
     else:
-        returned = function(model, seed=seed, workdir=workdir)
+        returned = load_trainer(spec)(model, seed=seed, workdir=workdir)
     if not isinstance(returned, Mapping) or not returned:
         raise SurgeonError(f"trainer {spec} returned {type(returned).__name__}; it must return a mapping of metric "
                            "names to numbers, e.g. {'accuracy': 0.93}")
@@ -171,10 +169,12 @@ def _call_trainer(plan: ExperimentPlan, model: nn.Module, seed: int, workdir: Pa
     return metrics
 
 
-def _model_bytes(model: nn.Module) -> bytes | None:
+def _model_bytes(plan: ExperimentPlan, model: nn.Module) -> bytes | None:
     """The trained model's file: a patched model with its recipe (``surgeon.load`` rebuilds it), else its
-    state_dict; ``None`` for a framework's model, whose trainer saves it in its own layout."""
-    if framework_of_module(model) is not None:
+    state_dict. ``None`` where a framework's trainer trained it (it saved its checkpoints in its own layout, in the
+    workdir) or where the framework's layout is a directory (a ``save_pretrained`` one), not one file."""
+    adapter = adapter_of_model(model)
+    if framework_trainer(plan.trainer["spec"]) is not None or (adapter is not None and adapter.writes_directory):
         return None
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / MODEL_FILE
@@ -197,7 +197,7 @@ def _run(spec: TrialSpec) -> TrialRecord:
     if bad:
         record.error = "diverged: " + ", ".join(f"{name} = {metrics[name]}" for name in bad)
     try:
-        record.model = _model_bytes(model)
+        record.model = _model_bytes(plan, model)
     except SurgeonError as exc:  # the figures stand; only the file is missing, and the log says why
         print(f"attn-surgeon: the trained model was not saved: {exc}", file=sys.stderr)
     return record
