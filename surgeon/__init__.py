@@ -8,6 +8,7 @@
 from . import errors, integrations
 from ._version import __version__
 from .blocks import get_block, list_blocks, register_block
+from .experiments import AblateOptions, ablate
 from .io import LoadOptions
 from .match import Rule, Selector
 from .pipeline import (
@@ -31,12 +32,14 @@ from .recipe import Recipe
 install_training_hooks()  # the frameworks' training hooks get the one replay path (Ultralytics': once it is imported)
 
 __all__ = [
+    "AblateOptions",
     "LoadOptions",
     "PatchOptions",
     "Recipe",
     "Rule",
     "Selector",
     "__version__",
+    "ablate",
     "apply",
     "compare",
     "errors",
