@@ -13,6 +13,7 @@ import hashlib
 import io
 import math
 import re
+import textwrap
 from html import escape
 from typing import Any
 
@@ -20,11 +21,13 @@ from ..profile.charts import KINDS, RC, Point, scatter_svg
 from ..profile.html import CSP, CSS
 from .render import decimals, duration, number, partial_note, setting, summary_table, title
 
-__all__ = ["curve_charts", "flops_chart", "render_html"]
+__all__ = ["TEXT_RC", "curve_charts", "curve_figure", "flops_chart", "render_html"]
 
 # math mode off: matplotlib would read "$...$" in an arm's name as TeX, and fail on what it cannot parse
 TEXT_RC = {"text.parse_math": False, "text.usetex": False}
 # candidates take these in turn (none near the baseline's red); the baseline and controls keep their kind's colour
+LEGEND_WRAP = 32
+"""Characters of an arm's name per legend line."""
 PALETTE = ("#4c78a8", "#54a24b", "#b279a2", "#72b7b2", "#9d755d", "#eeca3b", "#f58518", "#1f3b73")
 _EXTRA_CSS = (".verdict-better { color: #1a7f37; font-weight: 600; } .verdict-worse { color: #cf222e; "
               "font-weight: 600; } .curves { display: flex; flex-wrap: wrap; gap: 8px 20px; } td.l { white-space: "
@@ -152,29 +155,45 @@ def curve_charts(results: dict[str, Any]) -> str:
 
 def _curve_svg(results: dict[str, Any], column: str, styles: dict[str, tuple[str, str]]) -> str:
     import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     with matplotlib.rc_context({**RC, **TEXT_RC}):
-        figure = Figure(figsize=(5.6, 3.0), dpi=72, layout="constrained")
-        FigureCanvasAgg(figure)
-        axes = figure.add_subplot()
-        for arm in results["arms"]:
-            colour, style = styles[arm["name"]]
-            labelled = False
-            for trial in arm["trials"]:
-                values = [float(v) if _finite(v) else math.nan for v in (trial.get("curves") or {}).get(column, [])]
-                if values:
-                    axes.plot(range(1, len(values) + 1), values, color=colour, linestyle=style, linewidth=1.2,
-                              alpha=0.85, label=None if labelled else str(arm["name"]))
-                    labelled = True
-        axes.set_title(column, loc="left")
-        axes.set_xlabel("epoch")
-        axes.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True, steps=[1, 2, 2.5, 5, 10]))
-        axes.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
-        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, borderaxespad=0.0)
+        figure = curve_figure(results, column, styles)
         return _inline_svg(figure, "k" + hashlib.sha256(column.encode()).hexdigest()[:10], column)
+
+
+def curve_figure(results: dict[str, Any], column: str, styles: dict[str, tuple[str, str]] | None = None) -> Any:
+    """The matplotlib figure of one recorded column: every trial a line, the arms in the legend (call it inside
+    ``matplotlib.rc_context`` of :data:`surgeon.profile.charts.RC` and :data:`TEXT_RC` for the page's look)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    styles = styles or _colours(results)
+    names = [textwrap.fill(str(arm["name"]), LEGEND_WRAP) for arm in results["arms"]]
+    # the legend goes under the axes, in as many columns as the width holds, and the figure grows to fit it
+    widest = max(len(line) for name in names for line in name.splitlines())
+    columns = max(1, min(len(names), int(380 // (widest * 5.6 + 34))))
+    rows = math.ceil(len(names) / columns)
+    lines = max(name.count("\n") + 1 for name in names)
+    figure = Figure(figsize=(5.6, 2.7 + 0.17 * rows * lines), dpi=72, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    handles = []
+    for arm, name in zip(results["arms"], names, strict=True):
+        colour, style = styles[arm["name"]]
+        handles.append(Line2D([], [], color=colour, linestyle=style, linewidth=1.2, label=name))
+        for trial in arm["trials"]:
+            values = [float(v) if _finite(v) else math.nan for v in (trial.get("curves") or {}).get(column, [])]
+            if values:
+                axes.plot(range(1, len(values) + 1), values, color=colour, linestyle=style, linewidth=1.2,
+                          alpha=0.85)
+    axes.set_title(textwrap.shorten(column, 80), loc="left")
+    axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True, steps=[1, 2, 2.5, 5, 10]))
+    axes.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    figure.legend(handles=handles, loc="outside lower center", ncols=columns, frameon=False)
+    return figure
 
 
 def _inline_svg(figure: Any, chart_id: str, description: str) -> str:
