@@ -23,7 +23,8 @@ HOSTILE = '<img src=x onerror="fetch(1)"> & $\\frac{a}$ _x_ 50% #1 {y} ~^|'
 
 def _trial(seed: int, value: float | None, status: str = "done", epochs: int = 4) -> dict[str, Any]:
     done = status == "done"
-    curves = {"epoch": list(range(1, epochs + 1)), "train/box_loss": [2.0 - 0.3 * e + 0.01 * seed for e in range(epochs)],
+    losses = [2.0 - 0.3 * e + 0.01 * seed for e in range(epochs)]
+    curves = {"epoch": list(range(1, epochs + 1)), "train/box_loss": losses,
               METRIC: [value * (e + 1) / epochs for e in range(epochs)]} if done else {}
     return {"seed": seed, "status": status, "metrics": {METRIC: value, "metrics/mAP50(B)": value + 0.2} if done else {},
             "seconds": 60.0 + seed if status != "missing" else None, "curves": curves}
