@@ -25,7 +25,7 @@ from typing import Any
 
 from ..profile.format import si
 
-__all__ = ["FORMATS", "SummaryTable", "render_results", "summary_table"]
+__all__ = ["FORMATS", "SummaryTable", "metric_name", "render_results", "summary_table", "verdict_text"]
 
 FORMATS = ("md", "latex", "csv", "html")
 DASH = "–"
@@ -144,12 +144,24 @@ def _mean_seconds(arm: dict[str, Any]) -> float | None:
     return sum(times) / len(times) if times else None
 
 
+def metric_name(results: dict[str, Any]) -> str:
+    """The compared metric's name; ``results.json`` has none before a trial has finished."""
+    return str(results["metric"]) if results.get("metric") is not None else "metric (none reported yet)"
+
+
+def verdict_text(arm: dict[str, Any]) -> str:
+    """``baseline`` for the baseline, ``no verdict`` where none could be given (one seed), else the verdict."""
+    if arm["kind"] == "baseline":
+        return "baseline"
+    return str(arm["verdict"]) if arm.get("verdict") else "no verdict"
+
+
 def summary_table(results: dict[str, Any]) -> SummaryTable:
     """The arms-as-rows table (see :class:`SummaryTable`)."""
     places = decimals(results)
     arrow = "↑" if results.get("mode", "max") == "max" else "↓"
     framework = any(_finite(arm.get("gflops_framework")) for arm in results["arms"])
-    header = ["Arm", "Kind", "Verdict", f"{results['metric']} {arrow}", "Δ vs baseline [95% CI]", "p (Holm)",
+    header = ["Arm", "Kind", "Verdict", f"{metric_name(results)} {arrow}", "Δ vs baseline [95% CI]", "p (Holm)",
               "Params", "FLOPs", *(["GFLOPs (framework)"] if framework else []), "Time/trial", "Trials"]
     rows = []
     for arm in results["arms"]:
@@ -163,30 +175,33 @@ def summary_table(results: dict[str, Any]) -> SummaryTable:
             diff += f" [{number(ci[0], places, signed=True)}, {number(ci[1], places, signed=True)}]"
         done = sum(1 for t in arm["trials"] if t["status"] == "done")
         gflops = [number(arm.get("gflops_framework"), 1)] if framework else []
-        rows.append([str(arm["name"]), str(arm["kind"]), str(arm.get("verdict") or DASH), mean, diff,
+        rows.append([str(arm["name"]), str(arm["kind"]), verdict_text(arm), mean, diff,
                      p_value(versus.get("p_holm")), si(arm.get("params")) if _finite(arm.get("params")) else DASH,
                      si(arm.get("flops")) if _finite(arm.get("flops")) else DASH, *gflops,
                      duration(_mean_seconds(arm)), f"{done}/{len(arm['trials'])}"])
     notes = [note for note in (partial_note(results),) if note]
     notes += [f"{arm['name']}: {arm['verdict_reason']}" for arm in results["arms"]
-              if arm.get("verdict_reason") and arm.get("verdict") not in DECISIVE]
+              if arm.get("verdict_reason") and verdict_text(arm) not in DECISIVE]
     seeds = ", ".join(str(seed) for seed in results.get("seeds", []))
     better = "higher" if results.get("mode", "max") == "max" else "lower"
-    notes.append(f"{results['metric']}: mean ± standard deviation over seeds {seeds} ({better} is better). "
+    notes.append(f"{metric_name(results)}: mean ± standard deviation over seeds {seeds} ({better} is better). "
                  "Δ: mean difference to the baseline, paired by seed, with its 95% confidence interval (Student t); "
                  "p: paired t-test, adjusted across arms with Holm's method. better/worse needs every seed finished "
-                 "and p (Holm) < 0.05; with few seeds the interval is wide, and no evidence is not evidence of no "
-                 "effect.")
+                 f"and p (Holm) < {results.get('alpha', 0.05):g}; with few seeds the interval is wide, and no "
+                 "evidence is not evidence of no effect.")
     return SummaryTable(header, rows, left=3, verdict_column=2, notes=notes)
 
 
 def title(results: dict[str, Any]) -> str:
-    return f"Ablation of {results['model']}: {results['metric']}"
+    return f"Ablation of {results['model']}: {metric_name(results)}"
 
 
 def setting(results: dict[str, Any]) -> str:
+    """The trainer with its arguments, the seeds and the number of arms, on one line."""
     seeds = ", ".join(str(seed) for seed in results.get("seeds", []))
-    return f"trainer {results.get('trainer', DASH)} · seeds {seeds} · {len(results['arms'])} arms"
+    arguments = " ".join(f"{key}={value}" for key, value in (results.get("train_args") or {}).items())
+    trainer = f"{results.get('trainer', DASH)}" + (f" ({arguments})" if arguments else "")
+    return f"trainer {trainer} · seeds {seeds} · {len(results['arms'])} arms"
 
 
 # ------------------------------------------------------------------------------------------------------- Markdown
@@ -260,8 +275,7 @@ def _csv_number(value: Any) -> str:
 
 
 def _csv(results: dict[str, Any]) -> str:
-    metric = results["metric"]
-    names: list[str] = [metric]
+    names: list[str] = [results["metric"]] if results.get("metric") is not None else []
     for arm in results["arms"]:
         for trial in arm["trials"]:
             names += [name for name in (trial.get("metrics") or {}) if name not in names]
@@ -280,5 +294,5 @@ def _csv(results: dict[str, Any]) -> str:
             writer.writerow([_csv_text(arm["name"]), _csv_text(arm["kind"]), _csv_number(trial["seed"]),
                              _csv_text(trial["status"]), _csv_number(trial.get("seconds")),
                              *(_csv_number(values.get(name)) for name in names),
-                             *(_csv_number(value) for value in figures), _csv_text(arm.get("verdict") or "")])
+                             *(_csv_number(value) for value in figures), _csv_text(verdict_text(arm))])
     return out.getvalue()

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..profile.charts import KINDS, RC, Point, scatter_svg
 from ..profile.html import CSP, CSS
-from .render import decimals, duration, number, partial_note, setting, summary_table, title
+from .render import decimals, duration, metric_name, number, partial_note, setting, summary_table, title
 
 __all__ = ["TEXT_RC", "curve_charts", "curve_figure", "flops_chart", "render_html"]
 
@@ -39,7 +39,7 @@ def render_html(results: dict[str, Any]) -> str:
     partial = partial_note(results)
     sections = [f"<h1>{escape(title(results))}</h1>", f"<div class=meta>{escape(setting(results))}</div>",
                 f"<p class=warn><b>{escape(partial)}</b></p>" if partial else "", "<h2>Arms</h2>", _summary(results),
-                f"<h2>{escape(results['metric'])} against FLOPs</h2>", flops_chart(results),
+                f"<h2>{escape(metric_name(results))} against FLOPs</h2>", flops_chart(results),
                 "<h2>Training curves</h2>", curve_charts(results), "<h2>Trials</h2>", _trials(results)]
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
@@ -73,12 +73,12 @@ def _trials(results: dict[str, Any]) -> str:
     rows = []
     for arm in results["arms"]:
         for trial in arm["trials"]:
-            value = (trial.get("metrics") or {}).get(results["metric"])
+            value = (trial.get("metrics") or {}).get(results.get("metric"))
             rows.append(f"<tr><td class=l>{escape(str(arm['name']))}</td><td>{escape(str(trial['seed']))}</td>"
                         f"<td class=l>{escape(str(trial['status']))}</td><td>{escape(number(value, places))}</td>"
                         f"<td>{escape(duration(trial.get('seconds')))}</td></tr>")
     header = "".join(f"<th{' class=l' if i in (0, 2) else ''}>{escape(h)}</th>"
-                     for i, h in enumerate(["Arm", "Seed", "Status", results["metric"], "Time"]))
+                     for i, h in enumerate(["Arm", "Seed", "Status", metric_name(results), "Time"]))
     return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
@@ -117,7 +117,7 @@ def flops_chart(results: dict[str, Any]) -> str:
 
     with matplotlib.rc_context(TEXT_RC):
         svg = scatter_svg(points, x_label=f"FLOPs ({prefix}FLOPs)" if prefix else "FLOPs",
-                          y_label=str(results["metric"]), reference_y=baseline["mean"] if baseline else None,
+                          y_label=metric_name(results), reference_y=baseline["mean"] if baseline else None,
                           log_x=min(xs) > 0 and max(xs) / min(xs) > 20)
     note = ("Markers: mean over finished seeds; error bars: ± one standard deviation; dashed line: the baseline's "
             "mean.")

@@ -18,6 +18,7 @@ from surgeon.experiments.render import FORMATS, decimals, latex_escape, render_r
 from tests._util import render_in_chromium
 
 METRIC = "metrics/mAP50-95(B)"
+BASELINE_REASON = "the reference every other arm is compared with"
 HOSTILE = '<img src=x onerror="fetch(1)"> & $\\frac{a}$ _x_ 50% #1 {y} ~^|'
 
 
@@ -30,7 +31,7 @@ def _trial(seed: int, value: float | None, status: str = "done", epochs: int = 4
             "seconds": 60.0 + seed if status != "missing" else None, "curves": curves}
 
 
-def _arm(name: str, kind: str, values: list[float], flops: float, params: int, verdict: str,
+def _arm(name: str, kind: str, values: list[float], flops: float, params: int, verdict: str | None,
          versus: dict[str, Any] | None = None, statuses: list[str] | None = None, reason: str | None = None,
          ) -> dict[str, Any]:
     statuses = statuses or ["done"] * len(values)
@@ -43,14 +44,16 @@ def _arm(name: str, kind: str, values: list[float], flops: float, params: int, v
 
 
 def _results(arms: list[dict[str, Any]], seeds: int = 3, complete: bool = True) -> dict[str, Any]:
+    """As ``results.json`` holds them (the fields ablate writes beyond the brief's, too: train_args, alpha, n)."""
     return {"schema": "attn-surgeon/ablate", "version": 1, "model": "ultralytics:yolov8n.yaml", "metric": METRIC,
-            "mode": "max", "seeds": list(range(seeds)), "trainer": "ultralytics", "complete": complete, "arms": arms}
+            "mode": "max", "seeds": list(range(seeds)), "trainer": "ultralytics",
+            "train_args": {"data": "coco8.yaml", "epochs": "100"}, "alpha": 0.05, "complete": complete, "arms": arms}
 
 
 @pytest.fixture
 def complete() -> dict[str, Any]:
     return _results([
-        _arm("baseline", "baseline", [0.412, 0.418, 0.409], 8.7e9, 3_157_200, "baseline"),
+        _arm("baseline", "baseline", [0.412, 0.418, 0.409], 8.7e9, 3_157_200, None, reason=BASELINE_REASON),
         _arm("cbam", "candidate", [0.431, 0.433, 0.427], 8.9e9, 3_200_000, "better",
              {"mean_diff": 0.0173, "ci95": [0.009, 0.0256], "p": 0.008, "p_holm": 0.016}),
         _arm("se", "candidate", [0.415, 0.42, 0.401], 8.75e9, 3_180_000, "no evidence",
@@ -75,9 +78,9 @@ def partial(complete: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def one_seed() -> dict[str, Any]:
-    reason = "one seed: a paired test needs at least 2"
-    return _results([_arm("baseline", "baseline", [0.41], 8.7e9, 3_157_200, "baseline"),
-                     _arm("cbam", "candidate", [0.43], 8.9e9, 3_200_000, "no verdict",
+    reason = "1 seed: a paired test needs at least 2 (--seeds 3 or more)"
+    return _results([_arm("baseline", "baseline", [0.41], 8.7e9, 3_157_200, None, reason=BASELINE_REASON),
+                     _arm("cbam", "candidate", [0.43], 8.9e9, 3_200_000, None,
                           {"mean_diff": 0.02, "ci95": None, "p": None, "p_holm": None}, reason=reason)], seeds=1)
 
 
@@ -116,7 +119,19 @@ def test_one_seed_gives_no_verdict_and_the_reason(one_seed: dict[str, Any]) -> N
     text = render_results(one_seed, "md")
     row = _md_rows(text)[3]
     assert row[:6] == ["cbam", "candidate", "no verdict", "0.4300", "+0.0200", "–"]  # no spread, no interval
-    assert "- cbam: one seed: a paired test needs at least 2" in text
+    assert "- cbam: 1 seed: a paired test needs at least 2 (--seeds 3 or more)" in text
+    assert BASELINE_REASON not in text  # the baseline's row says what it is
+
+
+def test_an_experiment_before_any_finished_trial_renders(one_seed: dict[str, Any]) -> None:
+    one_seed.update(metric=None, complete=False)
+    for arm in one_seed["arms"]:
+        arm.update(mean=None, std=None, vs_baseline=None)
+        arm["trials"] = [{"seed": 0, "status": "missing", "metrics": {}, "seconds": None, "curves": {}}]
+    for fmt in FORMATS:
+        assert "Partial experiment: 0 of 2 trials finished (2 missing)" in render_results(one_seed, fmt) or fmt == "csv"
+    assert render_results(one_seed, "csv").splitlines()[0].startswith("arm,kind,seed,status,seconds,params,")
+    assert "| metric (none reported yet) ↑ |" in render_results(one_seed, "md")
 
 
 def test_markdown_escapes_what_would_become_markup(complete: dict[str, Any]) -> None:
