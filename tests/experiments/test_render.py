@@ -3,7 +3,6 @@ partial, with a failed arm, and with one seed (no verdict); hostile names in eve
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import itertools
@@ -16,72 +15,22 @@ import pytest
 
 from surgeon.experiments.render import FORMATS, decimals, latex_escape, render_results, summary_table
 from tests._util import render_in_chromium
-
-METRIC = "metrics/mAP50-95(B)"
-BASELINE_REASON = "the reference every other arm is compared with"
-HOSTILE = '<img src=x onerror="fetch(1)"> & $\\frac{a}$ _x_ 50% #1 {y} ~^|'
-
-
-def _trial(seed: int, value: float | None, status: str = "done", epochs: int = 4) -> dict[str, Any]:
-    done = status == "done"
-    losses = [2.0 - 0.3 * e + 0.01 * seed for e in range(epochs)]
-    curves = {"epoch": list(range(1, epochs + 1)), "train/box_loss": losses,
-              METRIC: [value * (e + 1) / epochs for e in range(epochs)]} if done else {}
-    return {"seed": seed, "status": status, "metrics": {METRIC: value, "metrics/mAP50(B)": value + 0.2} if done else {},
-            "seconds": 60.0 + seed if status != "missing" else None, "curves": curves}
-
-
-def _arm(name: str, kind: str, values: list[float], flops: float, params: int, verdict: str | None,
-         versus: dict[str, Any] | None = None, statuses: list[str] | None = None, reason: str | None = None,
-         ) -> dict[str, Any]:
-    statuses = statuses or ["done"] * len(values)
-    done = [v for v, s in zip(values, statuses, strict=True) if s == "done"]
-    mean = sum(done) / len(done) if done else None
-    std = (sum((v - mean) ** 2 for v in done) / (len(done) - 1)) ** 0.5 if len(done) > 1 else None
-    return {"name": name, "kind": kind, "params": params, "flops": flops, "gflops_framework": None,
-            "trials": [_trial(seed, v, s) for seed, (v, s) in enumerate(zip(values, statuses, strict=True))],
-            "mean": mean, "std": std, "vs_baseline": versus, "verdict": verdict, "verdict_reason": reason}
-
-
-def _results(arms: list[dict[str, Any]], seeds: int = 3, complete: bool = True) -> dict[str, Any]:
-    """As ``results.json`` holds them (the fields ablate writes beyond the brief's, too: train_args, alpha, n)."""
-    return {"schema": "attn-surgeon/ablate", "version": 1, "model": "ultralytics:yolov8n.yaml", "metric": METRIC,
-            "mode": "max", "seeds": list(range(seeds)), "trainer": "ultralytics",
-            "train_args": {"data": "coco8.yaml", "epochs": "100"}, "alpha": 0.05, "complete": complete, "arms": arms}
+from tests.experiments._results import BASELINE_REASON, HOSTILE, METRIC, results
 
 
 @pytest.fixture
 def complete() -> dict[str, Any]:
-    return _results([
-        _arm("baseline", "baseline", [0.412, 0.418, 0.409], 8.7e9, 3_157_200, None, reason=BASELINE_REASON),
-        _arm("cbam", "candidate", [0.431, 0.433, 0.427], 8.9e9, 3_200_000, "better",
-             {"mean_diff": 0.0173, "ci95": [0.009, 0.0256], "p": 0.008, "p_holm": 0.016}),
-        _arm("se", "candidate", [0.415, 0.42, 0.401], 8.75e9, 3_180_000, "no evidence",
-             {"mean_diff": -0.001, "ci95": [-0.02, 0.018], "p": 0.8, "p_holm": 0.8}, reason="p (Holm) 0.800 >= 0.05"),
-        _arm("ultralytics:yolov8s.yaml", "control", [0.452, 0.449, 0.455], 28.6e9, 11_166_560, "better",
-             {"mean_diff": 0.039, "ci95": [0.03, 0.048], "p": 0.001, "p_holm": 0.003}),
-    ])
+    return results("complete")
 
 
 @pytest.fixture
-def partial(complete: dict[str, Any]) -> dict[str, Any]:
-    """cbam: one trial diverged, one never ran; eca: every trial failed."""
-    results = copy.deepcopy(complete)
-    results["complete"] = False
-    results["arms"][1] = _arm("cbam", "candidate", [0.431, float("nan"), 0.0], 8.9e9, 3_200_000, "incomplete",
-                              {"mean_diff": None, "ci95": None, "p": None, "p_holm": None},
-                              statuses=["done", "diverged", "missing"], reason="seed 1 diverged; seed 2 missing")
-    results["arms"].append(_arm("eca", "candidate", [0.0, 0.0, 0.0], 8.7e9, 3_157_209, "incomplete", None,
-                                statuses=["failed"] * 3, reason="every trial failed"))
-    return results
+def partial() -> dict[str, Any]:
+    return results("partial")
 
 
 @pytest.fixture
 def one_seed() -> dict[str, Any]:
-    reason = "1 seed: a paired test needs at least 2 (--seeds 3 or more)"
-    return _results([_arm("baseline", "baseline", [0.41], 8.7e9, 3_157_200, None, reason=BASELINE_REASON),
-                     _arm("cbam", "candidate", [0.43], 8.9e9, 3_200_000, None,
-                          {"mean_diff": 0.02, "ci95": None, "p": None, "p_holm": None}, reason=reason)], seeds=1)
+    return results("one seed")
 
 
 def _md_rows(text: str) -> list[list[str]]:
@@ -118,7 +67,7 @@ def test_markdown_of_a_partial_experiment_says_so_and_why(partial: dict[str, Any
 def test_one_seed_gives_no_verdict_and_the_reason(one_seed: dict[str, Any]) -> None:
     text = render_results(one_seed, "md")
     row = _md_rows(text)[3]
-    assert row[:6] == ["cbam", "candidate", "no verdict", "0.4300", "+0.0200", "–"]  # no spread, no interval
+    assert row[:6] == ["cbam", "candidate", "no verdict", "0.4300", "–", "–"]  # no spread, no comparison
     assert "- cbam: 1 seed: a paired test needs at least 2 (--seeds 3 or more)" in text
     assert BASELINE_REASON not in text  # the baseline's row says what it is
 
