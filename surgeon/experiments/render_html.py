@@ -19,7 +19,7 @@ from typing import Any
 
 from ..profile.charts import KINDS, RC, Point, scatter_svg
 from ..profile.html import CSP, CSS
-from .render import decimals, duration, metric_name, number, partial_note, setting, summary_table, title
+from .summary import decimals, duration, metric_name, number, partial_note, setting, summary_table, title
 
 __all__ = ["TEXT_RC", "curve_charts", "curve_figure", "flops_chart", "render_html"]
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from surgeon.experiments.render import FORMATS, decimals, latex_escape, render_results, summary_table
+from surgeon.experiments.render import FORMATS, latex_escape, render_results
+from surgeon.experiments.summary import decimals, summary_table
 from tests._util import render_in_chromium
 from tests.experiments._results import BASELINE_REASON, HOSTILE, METRIC, results
 
