@@ -115,10 +115,13 @@ def flops_chart(results: dict[str, Any]) -> str:
     xs = [p.x for p in points]
     import matplotlib
 
-    with matplotlib.rc_context(TEXT_RC):
-        svg = scatter_svg(points, x_label=f"FLOPs ({prefix}FLOPs)" if prefix else "FLOPs",
-                          y_label=metric_name(results), reference_y=baseline["mean"] if baseline else None,
-                          log_x=min(xs) > 0 and max(xs) / min(xs) > 20)
+    try:
+        with matplotlib.rc_context(TEXT_RC):
+            svg = scatter_svg(points, x_label=f"FLOPs ({prefix}FLOPs)" if prefix else "FLOPs",
+                              y_label=metric_name(results), reference_y=baseline["mean"] if baseline else None,
+                              log_x=min(xs) > 0 and max(xs) / min(xs) > 20)
+    except ValueError as exc:  # more labels than a chart can hold apart: the table still has every figure
+        return f"<p class=note>{escape(f'No chart: {exc}.')}</p>"
     note = ("Markers: mean over finished seeds; error bars: ± one standard deviation; dashed line: the baseline's "
             "mean.")
     if left_out:
