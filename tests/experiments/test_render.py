@@ -267,6 +267,18 @@ def test_curve_charts_keep_their_text_apart_and_inside(complete: dict[str, Any])
         assert not a.overlaps(b) or a.width == 0 or b.width == 0, (ta.get_text(), tb.get_text())
 
 
+def test_a_chart_that_cannot_be_drawn_is_a_note(partial: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    import surgeon.experiments.render_html as page
+
+    def refuse(*args: Any, **kwargs: Any) -> str:
+        raise ValueError("cannot place 40 labels without overlap; draw fewer points per chart")
+
+    monkeypatch.setattr(page, "scatter_svg", refuse)
+    html = render_results(partial, "html")
+    assert "<p class=note>No chart: cannot place 40 labels without overlap; draw fewer points per chart.</p>" in html
+    assert '<td class="l verdict-better">better</td>' in html  # the rest of the page stands
+
+
 def test_page_without_curves_says_so(one_seed: dict[str, Any]) -> None:
     for arm in one_seed["arms"]:
         for trial in arm["trials"]:
