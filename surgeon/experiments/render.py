@@ -9,7 +9,7 @@ rules), Markdown escapes what would start markup, HTML escapes everything. A par
 how many trials finished, and the verdicts it withholds say why.
 
 CSV is one row per trial (tidy: what pandas, R or a spreadsheet filter), its arm's figures repeated on each row:
-``arm, kind, seed, status, seconds``, then one column per metric any trial reported (the compared one first), then
+``arm, kind, seed, status, seconds, error``, then one column per metric any trial reported (the compared one first), then
 ``params, flops, gflops_framework, arm_mean, arm_std, mean_diff, ci95_low, ci95_high, p, p_holm, verdict``. Numbers
 are written in full precision; an absent one is an empty cell. A text cell that a spreadsheet would run as a
 formula (``=``, ``+``, ``-``, ``@`` first) is prefixed with ``'``.
@@ -103,7 +103,7 @@ def _latex(results: dict[str, Any]) -> str:
 
 _ARM_COLUMNS = ("params", "flops", "gflops_framework", "arm_mean", "arm_std", "mean_diff", "ci95_low", "ci95_high",
                 "p", "p_holm", "verdict")
-_TRIAL_COLUMNS = ("arm", "kind", "seed", "status", "seconds")
+_TRIAL_COLUMNS = ("arm", "kind", "seed", "status", "seconds", "error")
 
 
 def _csv_text(value: Any) -> str:
@@ -136,6 +136,7 @@ def _csv(results: dict[str, Any]) -> str:
             values = trial.get("metrics") or {}
             writer.writerow([_csv_text(arm["name"]), _csv_text(arm["kind"]), _csv_number(trial["seed"]),
                              _csv_text(trial["status"]), _csv_number(trial.get("seconds")),
+                             _csv_text(trial.get("error") or ""),
                              *(_csv_number(values.get(name)) for name in names),
                              *(_csv_number(value) for value in figures), _csv_text(verdict_text(arm))])
     return out.getvalue()

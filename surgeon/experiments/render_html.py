@@ -25,9 +25,9 @@ __all__ = ["TEXT_RC", "curve_charts", "curve_figure", "flops_chart", "render_htm
 
 # math mode off: matplotlib would read "$...$" in an arm's name as TeX, and fail on what it cannot parse
 TEXT_RC = {"text.parse_math": False, "text.usetex": False}
-# candidates take these in turn (none near the baseline's red); the baseline and controls keep their kind's colour
 LEGEND_WRAP = 32
 """Characters of an arm's name per legend line."""
+# candidates take these in turn (none near the baseline's red); the baseline and controls keep their kind's colour
 PALETTE = ("#4c78a8", "#54a24b", "#b279a2", "#72b7b2", "#9d755d", "#eeca3b", "#f58518", "#1f3b73")
 _EXTRA_CSS = (".verdict-better { color: #1a7f37; font-weight: 600; } .verdict-worse { color: #cf222e; "
               "font-weight: 600; } .curves { display: flex; flex-wrap: wrap; gap: 8px 20px; } td.l { white-space: "
@@ -69,16 +69,19 @@ def _summary(results: dict[str, Any]) -> str:
 
 
 def _trials(results: dict[str, Any]) -> str:
+    """Every trial: its seed, status, compared metric, time, and why it failed or diverged."""
     places = decimals(results)
     rows = []
     for arm in results["arms"]:
         for trial in arm["trials"]:
             value = (trial.get("metrics") or {}).get(results.get("metric"))
-            rows.append(f"<tr><td class=l>{escape(str(arm['name']))}</td><td>{escape(str(trial['seed']))}</td>"
-                        f"<td class=l>{escape(str(trial['status']))}</td><td>{escape(number(value, places))}</td>"
-                        f"<td>{escape(duration(trial.get('seconds')))}</td></tr>")
-    header = "".join(f"<th{' class=l' if i in (0, 2) else ''}>{escape(h)}</th>"
-                     for i, h in enumerate(["Arm", "Seed", "Status", metric_name(results), "Time"]))
+            cells = [(str(arm["name"]), True), (str(trial["seed"]), False), (str(trial["status"]), True),
+                     (number(value, places), False), (duration(trial.get("seconds")), False),
+                     (str(trial.get("error") or ""), True)]
+            rows.append("<tr>" + "".join(f"<td{' class=l' if left else ''}>{escape(text)}</td>"
+                                         for text, left in cells) + "</tr>")
+    header = "".join(f"<th{' class=l' if i in (0, 2, 5) else ''}>{escape(h)}</th>"
+                     for i, h in enumerate(["Arm", "Seed", "Status", metric_name(results), "Time", "Error"]))
     return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 

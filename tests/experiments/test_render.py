@@ -80,7 +80,7 @@ def test_an_experiment_before_any_finished_trial_renders(one_seed: dict[str, Any
         arm["trials"] = [{"seed": 0, "status": "missing", "metrics": {}, "seconds": None, "curves": {}}]
     for fmt in FORMATS:
         assert "Partial experiment: 0 of 2 trials finished (2 missing)" in render_results(one_seed, fmt) or fmt == "csv"
-    assert render_results(one_seed, "csv").splitlines()[0].startswith("arm,kind,seed,status,seconds,params,")
+    assert render_results(one_seed, "csv").splitlines()[0].startswith("arm,kind,seed,status,seconds,error,params,")
     assert "| metric (none reported yet) ↑ |" in render_results(one_seed, "md")
 
 
@@ -137,10 +137,11 @@ def test_latex_escapes_every_special_character(complete: dict[str, Any]) -> None
 def test_csv_has_one_row_per_trial_with_its_arm(partial: dict[str, Any]) -> None:
     rows = list(csv.DictReader(io.StringIO(render_results(partial, "csv"))))
     assert len(rows) == sum(len(arm["trials"]) for arm in partial["arms"])
-    assert list(rows[0])[:7] == ["arm", "kind", "seed", "status", "seconds", METRIC, "metrics/mAP50(B)"]
+    assert list(rows[0])[:8] == ["arm", "kind", "seed", "status", "seconds", "error", METRIC, "metrics/mAP50(B)"]
     cbam = [row for row in rows if row["arm"] == "cbam"]
     assert [row["status"] for row in cbam] == ["done", "diverged", "missing"]
     assert cbam[0][METRIC] == "0.431" and cbam[1][METRIC] == "" and cbam[2]["seconds"] == ""
+    assert cbam[1]["error"] == f"diverged: {METRIC} = nan" and cbam[0]["error"] == ""
     assert {row["verdict"] for row in cbam} == {"incomplete"} and cbam[0]["arm_mean"] == "0.431"
     se = next(row for row in rows if row["arm"] == "se")
     assert (se["mean_diff"], se["ci95_low"], se["ci95_high"], se["p_holm"]) == ("-0.001", "-0.02", "0.018", "0.8")
@@ -213,6 +214,8 @@ def test_page_has_the_table_the_charts_and_says_it_is_partial(page: Path, partia
     table = summary_table(partial)
     assert all(f"<td class=\"l\">{row[0]}</td>" in html for row in table.rows)
     assert '<td class="l verdict-better">better</td>' in html
+    assert "<td class=l>eca</td><td>2</td><td class=l>failed</td><td>–</td><td>62 s</td><td class=l>RuntimeError: CUDA " \
+           "out of memory</td>" in html  # the trials, with why one failed
     charts = [attrs for tag, attrs in _elements(html) if tag == "svg"]
     # the metric against FLOPs, then one chart per recorded column but the epoch
     assert [attrs["aria-label"] for attrs in charts] == [METRIC, "train/box_loss", METRIC]
