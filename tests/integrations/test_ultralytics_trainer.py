@@ -17,7 +17,7 @@ import torch
 
 import surgeon
 from examples.yolo.tiny_dataset import write_detect_dataset
-from surgeon.arch import build_arch
+from surgeon.io import build_arch
 from surgeon.errors import SurgeonError
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="ultralytics not installed")
