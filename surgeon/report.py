@@ -21,6 +21,7 @@ from .checkpoint import LoadedModel
 from .files import atomic_write
 from .match import Plan
 from .profile.output import render_text
+from .profile.precision import LatencyOptions
 from .profile.report import ModelFacts, Step, count_report, model_facts, profile_models
 from .recipe import Recipe, versions
 from .rewrite import RewriteResult
@@ -180,8 +181,10 @@ def surgery_profile(mode: ProfileMode, result: SurgeryResult, *, before: ModelFa
     if mode == "full":
         if original is None:
             raise ValueError("a full profile needs an unpatched copy of the model (original=)")
-        return profile_models(original, result.model, input_shape=input_shape, runs=FULL_PROFILE_RUNS,
-                              warmup=FULL_PROFILE_WARMUP, names=names, step=step)
+        # a fixed number of passes keeps the surgery's own report quick; its ratios still carry their intervals
+        timing = LatencyOptions(runs=FULL_PROFILE_RUNS, warmup=FULL_PROFILE_WARMUP, max_time=0)
+        return profile_models(original, result.model, input_shape=input_shape, latency=timing, names=names,
+                              step=step)
     if mode != "counts" or before is None:
         raise ValueError(f"profile mode must be one of {', '.join(PROFILE_MODES)} (counts needs before=)")
     verification = result.verification

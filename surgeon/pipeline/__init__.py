@@ -14,7 +14,7 @@ from ..report import PatchResult
 from ..rewrite import recipe_from_rewrite
 from ..tensors import DEFAULT_INPUT_SHAPE
 from .checkpoints import load, load_model, patch, save, save_model
-from .compare import EXPORT_SCOPES, compare
+from .compare import EXPORT_SCOPES, CompareOptions, compare
 from .surgery import (
     MODEL_HOOKS,
     ModelHook,
@@ -30,6 +30,6 @@ from .surgery import (
     swap_rule,
 )
 
-__all__ = ["DEFAULT_INPUT_SHAPE", "EXPORT_SCOPES", "MODEL_HOOKS", "ModelHook", "PatchResult", "SurgeryResult", "apply",
+__all__ = ["CompareOptions", "DEFAULT_INPUT_SHAPE", "EXPORT_SCOPES", "MODEL_HOOKS", "ModelHook", "PatchResult", "SurgeryResult", "apply",
            "compare", "insert", "insert_rule", "load", "load_model", "patch", "plan_from_recipe", "recipe_from_rewrite",
            "recipe_of", "replay", "replay_surgery", "run_surgery", "save", "save_model", "sites", "swap", "swap_rule"]

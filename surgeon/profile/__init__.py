@@ -6,6 +6,7 @@ from __future__ import annotations
 from .counting import CONVENTIONS, CountResult, count_ops
 from .latency import LatencyResult, compare_latency, measure_latency, peak_memory
 from .output import FORMATS, render_text, write_report
+from .precision import LatencyOptions
 from .report import SCHEMA_VERSION, adopt_original_weights, count_report, model_facts, profile_models
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "FORMATS",
     "SCHEMA_VERSION",
     "CountResult",
+    "LatencyOptions",
     "LatencyResult",
     "adopt_original_weights",
     "compare_latency",

@@ -14,12 +14,13 @@ from typing import Any, Literal
 
 from .format import json_safe
 from .latency import LatencyResult, _percentile
+from .precision import instability, median_interval
 
 __all__ = ["COMPARE_SCHEMA", "COMPARE_SCHEMA_VERSION", "SORT_KEYS", "Comparison", "CompareRow", "ExportSummary",
            "MemoryPeak", "RatioTiming", "Reference", "ratio_timing"]
 
 COMPARE_SCHEMA = "attn-surgeon/compare"
-COMPARE_SCHEMA_VERSION = 1
+COMPARE_SCHEMA_VERSION = 2  # 2: the ratio's 95% interval, why timing stopped, the unstable flag
 
 Mode = Literal["eval", "train"]
 RowKind = Literal["block", "rules", "baseline"]
@@ -45,6 +46,12 @@ class RatioTiming:
         ratio: median over rounds of candidate time ÷ reference time in the same round.
         ratio_p10, ratio_p90: the spread of those per-round ratios (linear interpolation).
         reference_ms, median_ms: median pass of the reference and of the candidate, in milliseconds.
+        ratio_low, ratio_high: the 95% interval of ``ratio`` (bootstrap over the rounds).
+        stopped: why timing stopped: ``target`` (the interval reached the target), ``time`` (the budget was
+            spent), ``rounds`` (the round limit) or ``floor`` (no budget: exactly the rounds asked for).
+        seconds: wall time spent timing these rounds.
+        unstable: why the ratio is not to be trusted and what to do, or ``None`` (see
+            :func:`surgeon.profile.precision.instability`).
     """
 
     batch_size: int
@@ -55,6 +62,11 @@ class RatioTiming:
     ratio_p10: float
     ratio_p90: float
     rounds: int
+    ratio_low: float = math.nan
+    ratio_high: float = math.nan
+    stopped: str = "floor"
+    seconds: float = 0.0
+    unstable: str | None = None
 
 
 @dataclass
@@ -101,7 +113,9 @@ class CompareRow:
 
     ``status`` is ``ok``, or ``misfit`` when the candidate could not be built at these sites (``reason`` says why,
     in one line, and the figures are ``None``). ``notes`` holds what failed in an otherwise measured row (a training
-    step the model refuses at this batch size, say).
+    step the model refuses at this batch size, say) and why a ratio is flagged unstable. ``add_only`` says whether
+    the candidate's recipe only inserts blocks (no swap, no replace): such a candidate only adds work, so it cannot
+    truly be faster than the reference.
     """
 
     name: str
@@ -109,6 +123,7 @@ class CompareRow:
     status: Literal["ok", "misfit"] = "ok"
     reason: str | None = None
     sites: int = 0
+    add_only: bool = False
     parameters: int | None = None
     parameters_delta: int | None = None
     macs: int | None = None
@@ -184,12 +199,20 @@ class Comparison:
         return {"schema": COMPARE_SCHEMA, "schema_version": COMPARE_SCHEMA_VERSION, **json_safe(data)}
 
 
-def ratio_timing(reference: LatencyResult, candidate: LatencyResult, mode: Mode) -> RatioTiming:
-    """Per-round ratios of two interleaved measurements (:func:`~surgeon.profile.compare_latency`), summarised."""
+def ratio_timing(reference: LatencyResult, candidate: LatencyResult, mode: Mode, *,
+                 add_only: bool = False) -> RatioTiming:
+    """Per-round ratios of two interleaved measurements (:func:`~surgeon.profile.compare_latency`), summarised.
+
+    ``add_only``: the candidate only adds work to the reference, so a ratio wholly below 1 is flagged unstable.
+    """
     ratios = sorted(c / r for r, c in zip(reference.samples_ms, candidate.samples_ms, strict=True) if r > 0)
     if not ratios:
         ratios = [math.inf]
+    ratio = statistics.median(ratios)
+    low, high = median_interval(ratios)
     return RatioTiming(batch_size=candidate.batch_size, mode=mode, reference_ms=reference.median_ms,
-                       median_ms=candidate.median_ms, ratio=statistics.median(ratios),
-                       ratio_p10=_percentile(ratios, 0.10), ratio_p90=_percentile(ratios, 0.90), rounds=len(ratios))
+                       median_ms=candidate.median_ms, ratio=ratio, ratio_p10=_percentile(ratios, 0.10),
+                       ratio_p90=_percentile(ratios, 0.90), rounds=len(ratios), ratio_low=low, ratio_high=high,
+                       stopped=candidate.stopped, seconds=candidate.seconds,
+                       unstable=instability(ratio, low, high, add_only=add_only))
 

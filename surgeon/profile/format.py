@@ -9,7 +9,7 @@ from typing import Any
 
 __all__ = ["TableData", "json_safe", "si", "signed_si", "count", "signed_count", "ms", "percent", "threads", "nbytes", "shape",
            "short_name", "where", "latency_rows", "site_summary", "deviation_line", "uncounted_ops", "model_labels",
-           "size_table", "latency_table", "site_table", "operator_table"]
+           "size_table", "latency_table", "site_table", "operator_table", "ratio_text", "load_line"]
 
 
 def json_safe(value: Any) -> Any:
@@ -251,3 +251,19 @@ def operator_table(report: dict[str, Any], limit: int = 20) -> tuple[TableData, 
         f"The {limit} largest of {len(names)} counted operators"
         + (", and every operator whose FLOPs differ between the models." if compare else "."))
     return TableData(header, rows), note
+
+
+def ratio_text(ratio: float | None, low: float | None, high: float | None) -> str:
+    """``×1.012 (1.004–1.020)``: a ratio with its 95% interval, to three decimals (``-`` when not measured)."""
+    if ratio is None or not math.isfinite(ratio):
+        return "-"
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return f"×{ratio:.3f}"
+    return f"×{ratio:.3f} ({low:.3f}–{high:.3f})"
+
+
+def load_line(load: dict[str, list[float] | None] | None, cores: int | None) -> str | None:
+    """``load 1.9 → 2.4 on 2 cores``: the 1-minute load average before and after timing, or ``None`` if unknown."""
+    if not load or not load.get("before") or not load.get("after"):
+        return None
+    return f"load {load['before'][0]:g} → {load['after'][0]:g}" + (f" on {cores} cores" if cores else "")

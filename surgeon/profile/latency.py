@@ -1,13 +1,16 @@
 """Latency and peak memory of a forward pass.
 
-Latency: ``warmup`` untimed forward passes, then ``runs`` timed ones, reported as median and spread. Every pass
+Latency: ``warmup`` untimed forward passes, then at least ``runs`` timed ones, reported as median, spread and the
+95% interval of the median. With a time budget (``max_time``), timing goes on until that interval is within
+``target`` of the median or the budget is spent (:func:`~surgeon.profile.precision.time_rounds`). Every pass
 runs in eval mode under ``torch.inference_mode`` with the intra-op thread count fixed (``torch.set_num_threads``);
 the train/eval flag of every submodule and the thread count are restored afterwards. CPU passes are timed with
 ``time.perf_counter``; CUDA passes with CUDA events, synchronising after each pass so that a timing never includes
 queued work of another. With ``training=True`` a pass is one training step instead: forward in train mode, the sum
 of the outputs as the loss, backward (no optimizer step); every buffer (BatchNorm statistics) and every gradient is
 restored afterwards, so measuring never changes the model. :func:`compare_latency` interleaves the two models'
-passes (A, B, A, B, ...) so that slow phases of a shared or throttling machine hit both alike; compare the medians.
+passes (A, B, A, B, ...) so that slow phases of a shared or throttling machine hit both alike, and its precision is
+that of the per-round ratio B ÷ A.
 
 Peak memory (:func:`peak_memory`) is the most memory that one forward pass holds at once *beyond what was
 allocated before it*: weights, buffers and inputs are not included, activations, workspaces and the output are.
@@ -23,6 +26,7 @@ allocated before it*: weights, buffers and inputs are not included, activations,
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -36,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from ..tensors import eval_mode, flatten_outputs
+from .precision import Rounds, median_interval, time_rounds
 
 __all__ = ["LatencyResult", "compare_latency", "machine_name", "measure_latency", "peak_memory",
            "quiet_profiler_logs"]
@@ -60,6 +65,9 @@ class LatencyResult:
         torch_version: ``torch.__version__``.
         machine: the CPU or GPU model.
         samples_ms: every timed pass, in order.
+        interval_ms: the 95% interval of the median (bootstrap over the passes).
+        stopped: why timing stopped: ``target`` (precise enough), ``time`` (budget spent), ``rounds`` or ``floor``.
+        seconds: wall time spent timing, shared by the models timed together.
     """
 
     median_ms: float
@@ -76,6 +84,12 @@ class LatencyResult:
     torch_version: str
     machine: str
     samples_ms: list[float] = field(default_factory=list)
+    interval_ms: tuple[float, float] = (math.nan, math.nan)
+    stopped: str = "floor"
+    seconds: float = 0.0
+
+
+Clock = Callable[[], float]
 
 
 def measure_latency(
@@ -87,6 +101,8 @@ def measure_latency(
     threads: int | None = None,
     device: str | torch.device | None = None,
     training: bool = False,
+    target: float = 0.02,
+    max_time: float = 0.0,
 ) -> LatencyResult:
     """Time the forward pass (or, with ``training``, one training step) of ``model`` on ``inputs``.
 
@@ -98,11 +114,14 @@ def measure_latency(
         threads: intra-op CPU threads for the measurement; ``None`` keeps the current number.
         device: where to run; ``None`` takes the model's device.
         training: time forward + backward in train mode (see the module docstring) instead of an eval forward.
+        target: with a budget, stop once the median's 95% interval is within this fraction of it.
+        max_time: seconds to spend beyond ``runs`` passes while the target is not met; 0 times ``runs`` passes.
 
     Returns:
-        Median, spread and the conditions of the measurement.
+        Median, spread, the median's interval and the conditions of the measurement.
     """
-    (result,) = _measure([model], inputs, runs=runs, warmup=warmup, threads=threads, device=device, training=training)
+    (result,) = _measure([model], inputs, runs=runs, warmup=warmup, threads=threads, device=device, training=training,
+                         target=target, max_time=max_time)
     return result
 
 
@@ -116,13 +135,16 @@ def compare_latency(
     threads: int | None = None,
     device: str | torch.device | None = None,
     training: bool = False,
+    target: float = 0.02,
+    max_time: float = 0.0,
 ) -> tuple[LatencyResult, LatencyResult]:
     """Time two models on the same inputs with their passes interleaved (A, B, A, B, ...).
 
-    Arguments as :func:`measure_latency`; both models must be on the same device.
+    Arguments as :func:`measure_latency`; both models must be on the same device. The target is on the per-round
+    ratio B ÷ A, the figure a comparison reports.
     """
     result_a, result_b = _measure([model_a, model_b], inputs, runs=runs, warmup=warmup, threads=threads, device=device,
-                                  training=training)
+                                  training=training, target=target, max_time=max_time)
     return result_a, result_b
 
 
@@ -159,6 +181,8 @@ def _measure(
     threads: int | None,
     device: str | torch.device | None,
     training: bool = False,
+    target: float = 0.02,
+    max_time: float = 0.0,
 ) -> list[LatencyResult]:
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
@@ -169,25 +193,30 @@ def _measure(
     device = _resolve_device(models, device)
     inputs = tuple(tensor.to(device) for tensor in _as_tuple(inputs))
     run = _train_step if training else _forward
-    time_pass = _cuda_timer(device, run) if device.type == "cuda" else _wall_timer(device, run)
-    samples: list[list[float]] = [[] for _ in models]
     with ExitStack() as stack:
         used_threads = stack.enter_context(_fixed_threads(threads))
         stack.enter_context(_pass_scope(models, training))
+        time_pass = _cuda_timer(device, run) if device.type == "cuda" else _wall_timer(device, run)
         for _ in range(warmup):
             for model in models:
                 time_pass(model, inputs)
-        for _ in range(runs):
-            for model, model_samples in zip(models, samples, strict=True):
-                model_samples.append(time_pass(model, inputs))
+        rounds = time_rounds(lambda: tuple(time_pass(model, inputs) for model in models), _statistic(len(models)),
+                             floor=runs, target=target, budget_s=max_time)
     batch_size = int(inputs[0].shape[0]) if inputs and inputs[0].dim() > 0 else 1
     machine = machine_name(device)
-    return [_summarise(s, warmup, used_threads, device, batch_size, machine) for s in samples]
+    return [_summarise([sample[index] for sample in rounds.samples], rounds, warmup, used_threads, device, batch_size,
+                       machine) for index in range(len(models))]
 
 
-def _summarise(
-    samples: list[float], warmup: int, threads: int, device: torch.device, batch_size: int, machine: str
-) -> LatencyResult:
+def _statistic(models: int) -> Callable[[tuple[float, ...]], float]:
+    """One model: its time; two: the second's time over the first's in the same round (what a comparison reports)."""
+    if models == 2:
+        return lambda sample: sample[1] / sample[0] if sample[0] > 0 else math.inf
+    return lambda sample: sample[0]
+
+
+def _summarise(samples: list[float], rounds: Rounds, warmup: int, threads: int, device: torch.device,
+               batch_size: int, machine: str) -> LatencyResult:
     ordered = sorted(samples)
     median = statistics.median(ordered)
     return LatencyResult(
@@ -205,6 +234,9 @@ def _summarise(
         torch_version=torch.__version__,
         machine=machine,
         samples_ms=list(samples),
+        interval_ms=median_interval(samples),
+        stopped=rounds.stopped,
+        seconds=rounds.seconds,
     )
 
 
@@ -271,6 +303,11 @@ def _train_mode(model: nn.Module) -> Iterator[None]:
 
 
 def _wall_timer(device: torch.device, run: Pass) -> Timer:
+    """One pass on ``time.perf_counter``, waiting for a non-CPU device's queued work before reading the clock.
+
+    Not ``torch.utils.benchmark.Timer``: its ``timeit`` runs warm-up passes of its own at every call, which would
+    break the strict alternation of the two models' passes that the ratio's precision rests on.
+    """
     backend = getattr(torch, device.type, None)
     synchronize = getattr(backend, "synchronize", None) if device.type != "cpu" else None
 

@@ -13,7 +13,7 @@ from surgeon.profile.compare_html import POINT_COLORS
 from tests._util import render_in_chromium
 from tests._util import run_cli as run
 
-FAST = ["--input-shape", "1,3,64,64", "--runs", "1", "--warmup", "0", "--exports", "off"]
+FAST = ["--input-shape", "1,3,64,64", "--runs", "1", "--warmup", "0", "--max-time", "0", "--exports", "off"]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 import torchvision
 
 import surgeon
-from surgeon.profile import profile_models
+from surgeon.profile import LatencyOptions, profile_models
 from surgeon.profile.html import render_html
 from surgeon.profile.svg import COLORS, MIN_BAR
 from tests._util import render_in_chromium
@@ -26,8 +26,8 @@ def report() -> dict:
     torch.manual_seed(0)
     base = torchvision.models.resnet18().eval()
     patched = surgeon.insert(copy.deepcopy(base), "eca", init="paper", input_shape=(1, 3, 32, 32))
-    return profile_models(base, patched, input_shape=(1, 3, 32, 32), batch_sizes=BATCH_SIZES, runs=2, warmup=1,
-                          threads=1, names=("torchvision:resnet18", "runs/r18_eca.pt"))
+    return profile_models(base, patched, input_shape=(1, 3, 32, 32), batch_sizes=BATCH_SIZES,
+                          latency=LatencyOptions(runs=2, warmup=1, threads=1, max_time=0), names=("torchvision:resnet18", "runs/r18_eca.pt"))
 
 
 @pytest.fixture(scope="module")
