@@ -7,8 +7,9 @@ are printed in full (no offset, no scientific notation). Point labels are placed
 deterministic placer that keeps every label inside the axes and clear of the other labels, the markers, the error
 bars and the reference line; a label moved away from its point is tied to it by a thin leader line.
 
-Every label is an SVG group ``<g class="chart-label" data-bbox="x0 y0 x1 y1">`` in the SVG's own coordinates, read
-back by :func:`label_boxes`, so a test can check that no two labels intersect.
+Every label is an SVG group ``<g class="chart-label" data-label="..." data-bbox="x0 y0 x1 y1">`` in the SVG's own
+coordinates, read back by :func:`label_boxes`, so a test can check that no two labels intersect; every marker is a
+``<g class="chart-point">`` with its ``data-label``, ``data-kind``, ``data-x`` and ``data-y``.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def scatter_svg(points: Sequence[Point], *, x_label: str, y_label: str, title: s
     for _ in range(6):  # a crowded chart grows until every label has a place of its own
         figure = _draw(points, x_label, y_label, title, reference_y, log_x, (width, height))
         if figure is not None:
-            return _to_svg(figure, _chart_id(points, x_label, y_label, title, reference_y, log_x), title or y_label)
+            chart_id = _chart_id(points, x_label, y_label, title, reference_y, log_x)
+            return _to_svg(figure, chart_id, title or y_label, points)
         width, height = width * 1.25, height * 1.35
     raise ValueError(f"cannot place {len(points)} labels without overlap; draw fewer points per chart")
 
@@ -131,14 +133,15 @@ def _draw(points: Sequence[Point], x_label: str, y_label: str, title: str | None
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
         soft: list[Box] = []  # error bars and the reference line: avoided, but crossed rather than fail
-        for kind, (marker, color, _) in KINDS.items():
-            members = [p for p in points if p.kind == kind]
-            if not members:
-                continue
-            axes.errorbar([p.x for p in members], [p.y for p in members],
-                          xerr=_error_array(members, "x"), yerr=_error_array(members, "y"), fmt=marker,
-                          color=color, ecolor=color, elinewidth=1.0, capsize=3, markersize=11 if kind == "reference"
-                          else 7, markeredgecolor="white", markeredgewidth=0.8, label=KINDS[kind][2], zorder=3)
+        drawn: set[str] = set()
+        for index, point in enumerate(points):  # one artist per point, so that the SVG can say which is which
+            marker, color, legend = KINDS[point.kind]
+            bars = axes.errorbar([point.x], [point.y], xerr=_error_array([point], "x"), yerr=_error_array([point], "y"),
+                                 fmt=marker, color=color, ecolor=color, elinewidth=1.0, capsize=3,
+                                 markersize=11 if point.kind == "reference" else 7, markeredgecolor="white",
+                                 markeredgewidth=0.8, label=legend if point.kind not in drawn else None, zorder=3)
+            bars.lines[0].set_gid(f"point-{index}")
+            drawn.add(point.kind)
         if reference_y is not None:
             axes.axhline(reference_y, color="#555555", linestyle="--", linewidth=1.0, zorder=2)
         _set_limits(axes, points, reference_y, log_x)
@@ -148,6 +151,9 @@ def _draw(points: Sequence[Point], x_label: str, y_label: str, title: str | None
         if title:
             axes.set_title(title, loc="left", parse_math=False)
         handles, names = axes.get_legend_handles_labels()
+        order = [legend for _, _, legend in KINDS.values()]  # the legend lists kinds in one order on every chart
+        handles, names = map(list, zip(*sorted(zip(handles, names, strict=True), key=lambda hn: order.index(hn[1])),
+                                       strict=True))
         if reference_y is not None:
             handles.append(Line2D([], [], color="#555555", linestyle="--", linewidth=1.0))
             names.append(f"reference (y = {reference_y:g})")
@@ -364,7 +370,7 @@ def _crosses(segment: tuple[tuple[float, float], tuple[float, float]], box: Box)
     return True
 
 
-def _to_svg(figure: Figure, chart_id: str, description: str) -> str:
+def _to_svg(figure: Figure, chart_id: str, description: str, points: Sequence[Point]) -> str:
     """The figure as inline SVG: no declaration or metadata, ids unique to the chart, each label's box recorded."""
     renderer = figure.canvas.get_renderer()
     height = figure.bbox.height
@@ -380,6 +386,9 @@ def _to_svg(figure: Figure, chart_id: str, description: str) -> str:
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]
     svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, flags=re.S)
+    # inline in HTML the parser gives <svg> and xlink:href their namespaces: the declarations are dead weight (and
+    # URLs in a page that promises to reference nothing)
+    svg = re.sub(r'\s+xmlns(:xlink)?="[^"]*"', "", svg)
     ids = set(re.findall(r'\bid="([^"]+)"', svg))
     svg = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{chart_id}-{m.group(1)}"', svg)
     svg = re.sub(r'(href="#|url\(#)([^")]+)', lambda m: m.group(1) + (f"{chart_id}-{m.group(2)}"
@@ -387,5 +396,9 @@ def _to_svg(figure: Figure, chart_id: str, description: str) -> str:
     for gid, (label, box) in boxes.items():
         svg = svg.replace(f'<g id="{chart_id}-{gid}">', f'<g id="{chart_id}-{gid}" class="chart-label" '
                           f'data-label="{escape(label)}" data-bbox="{" ".join(f"{v:.2f}" for v in box)}">')
+    for index, point in enumerate(points):
+        svg = svg.replace(f'<g id="{chart_id}-point-{index}">', f'<g id="{chart_id}-point-{index}" class="chart-point" '
+                          f'data-label="{escape(point.label)}" data-kind="{point.kind}" data-x="{point.x:.6g}" '
+                          f'data-y="{point.y:.6g}">')
     return re.sub(r"<svg ", f'<svg class="chart" role="img" aria-label="{escape(description)}" '
                   'style="max-width:100%;height:auto" ', svg, count=1)

@@ -1,4 +1,5 @@
-"""The profile report as one self-contained HTML page: inline CSS, inline SVG charts, no script, no request.
+"""The profile report as one self-contained HTML page: inline CSS, inline SVG charts (:mod:`.charts`), no script, no
+request.
 
 A Content-Security-Policy of ``default-src 'none'`` (inline styles allowed) is part of the page, so a browser
 refuses any request it might make, even one a model's name could smuggle in; every report string is escaped.
@@ -12,23 +13,25 @@ from typing import Any
 from .format import (
     TableData,
     deviation_line,
+    latency_rows,
     latency_table,
     model_labels,
     ms,
     operator_table,
     percent,
+    ratio_text,
     shape,
     signed_count,
     signed_si,
     site_summary,
     site_table,
     size_table,
-    threads,
+    timing_setting,
     uncounted_ops,
 )
-from .svg import latency_chart, sites_chart
+from .charts import Point, scatter_svg
 
-__all__ = ["render_html"]
+__all__ = ["latency_chart", "render_html", "sites_chart"]
 
 CSS = """
 :root { color-scheme: light; }
@@ -63,8 +66,8 @@ def render_html(report: dict[str, Any]) -> str:
                 _table(size_table(report))]
     if report["input"]["batch_sizes"]:
         sections += ["<h2>Latency and peak memory</h2>", latency_chart(report),
-                     "<p class=note>Bars: median forward pass; whiskers: p10–p90. Each panel has its own scale from "
-                     "0.</p>", _table(latency_table(report))]
+                     "<p class=note>Median forward pass per batch size, with its 95% interval.</p>",
+                     _table(latency_table(report))]
     if report.get("sites"):
         summary = site_summary(report)
         sections += ["<h2>Inserted blocks</h2>", sites_chart(report),
@@ -82,6 +85,37 @@ def render_html(report: dict[str, Any]) -> str:
               f"{report['schema_version']}</footer>\n</main></body></html>\n")
 
 
+def latency_chart(report: dict[str, Any]) -> str:
+    """Median pass (y, with its 95% interval) against batch size (x), one point per model and batch size."""
+    labels = model_labels(report)
+    points = []
+    for row in latency_rows(report):
+        for index, (label, entry) in enumerate(zip(labels, row["entries"], strict=True)):
+            if entry is None:
+                continue
+            low, high = entry.get("interval_ms") or (None, None)
+            interval = (low, high) if low is not None and high is not None else None
+            points.append(Point(f"{label}, batch {row['batch_size']}", row["batch_size"], entry["median_ms"],
+                                y_err=interval, kind="reference" if index == 0 and len(labels) == 2 else "candidate"))
+    sizes = report["input"]["batch_sizes"]
+    svg = scatter_svg(points, x_label="batch size", y_label="median forward pass (ms)",
+                      log_x=len(set(sizes)) > 1 and max(sizes) / min(sizes) >= 8)
+    return f'<figure class="chart" data-chart="latency">{svg}</figure>'
+
+
+def sites_chart(report: dict[str, Any]) -> str:
+    """Each inserted block's FLOPs per image (x) against its time alone (y), or its parameters when not timed."""
+    rows = [row for row in report["sites"] if row["flops"] is not None]
+    if not rows:
+        return ""
+    timed = all(row["latency_ms"] is not None for row in rows)
+    points = [Point(f"{row['site']} ({row['block']})", row["flops"] / 1e6,
+                    row["latency_ms"] if timed else (row["parameters"] or 0)) for row in rows]
+    svg = scatter_svg(points, x_label="FLOPs per image (M)",
+                      y_label="time alone (ms)" if timed else "parameters")
+    return f'<figure class="chart" data-chart="sites">{svg}</figure>'
+
+
 def _table(data: TableData) -> str:
     def cells(values: list[str], tag: str) -> str:
         return "".join(f"<{tag}{' class=l' if i < data.left else ''}>{escape(v).replace(chr(10), '<br>')}</{tag}>"
@@ -97,7 +131,7 @@ def _header(report: dict[str, Any]) -> str:
     env = report["environment"]
     setting = [f"image {shape(report['input']['image'])}", env["machine"], env["device"]]
     if report["input"]["batch_sizes"]:
-        setting.append(threads(env["threads"]))
+        setting += timing_setting(env)
     setting += [f"torch {env['torch']}", f"Python {env['python']}", env["platform"]]
     labels = " vs ".join(model_labels(report))
     names = " vs ".join(str(row["name"]) for row in report["models"])
@@ -118,8 +152,9 @@ def _cards(report: dict[str, Any]) -> str:
     cards = [(signed_count(delta["parameters"]), f"parameters ({relative('parameters')})"),
              (signed_si(delta["macs"]), f"MACs per image ({relative('macs')})"),
              (signed_si(delta["flops"]), f"FLOPs per image ({relative('flops')})")]
-    cards += [(f"×{entry['ratio']:.3f}", f"latency at batch {entry['batch_size']} ({ms(entry['ms'])} ms)")
-              for entry in delta["latency"]]
+    cards += [(ratio_text(entry["ratio"], entry.get("ratio_low"), entry.get("ratio_high")),
+               f"latency at batch {entry['batch_size']} ({ms(entry['ms'])} ms)"
+               + (" — unstable" if entry.get("unstable") else "")) for entry in delta["latency"]]
     deviation = report.get("deviation")
     if deviation and deviation["max_abs"] is not None:
         relative = f"{deviation['relative']:.3g}"

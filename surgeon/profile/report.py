@@ -171,6 +171,8 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_sh
         report["notes"].append("Latency, peak memory and the time of each block were not measured (runs=0).")
     if other is not None:
         report["delta"] = _delta(report["models"], latencies, add_only=_add_only(facts))
+        report["notes"] += [f"Unstable latency ratio at batch size {entry['batch_size']}: {entry['unstable']}"
+                            for entry in report["delta"]["latency"] if entry["unstable"]]
         with step("Measuring the output deviation"):
             report["deviation"] = _deviation(model, other, input_shape, adopted, names)
     patched_index = 1 if other is not None and facts[1].recipe is not None else 0
