@@ -22,12 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["CONFIDENCE", "MAX_ROUNDS", "UNSTABLE_WIDTH", "LatencyOptions", "Rounds", "busy_warning",
+__all__ = ["CONFIDENCE", "MAX_ROUNDS", "MIN_PRECISE_ROUNDS", "UNSTABLE_WIDTH", "LatencyOptions", "Rounds", "busy_warning",
            "instability", "load_average", "median_interval", "ratio_interval", "relative_half_width", "time_rounds"]
 
 CONFIDENCE = 0.95
 UNSTABLE_WIDTH = 0.05  # a ratio known no better than ±5% is not a figure to publish
 MAX_ROUNDS = 5000  # a bound on memory for models so fast that the budget alone would allow millions of rounds
+MIN_PRECISE_ROUNDS = 5  # fewer rounds say nothing about their spread, so they never count as precise
 _BOOTSTRAP_RESAMPLES = 2000
 _REMEDY = "give it more time (--max-time), use fewer threads (--threads 1) or a quieter machine"
 
@@ -138,7 +139,8 @@ def time_rounds(time_round: Callable[[], tuple[float, ...]], statistic: Callable
     Args:
         time_round: times one round and returns each model's milliseconds.
         statistic: what the precision is about, from one round: the candidate ÷ reference ratio, or one model's time.
-        floor: rounds always timed, precise or not (at least one).
+        floor: rounds always timed, precise or not (at least one); with a budget, the target counts only from
+            :data:`MIN_PRECISE_ROUNDS` rounds on.
         target: the relative half-width of the 95% interval to stop at.
         budget_s: seconds allowed; 0 times exactly ``floor`` rounds.
         clock: seconds, monotonic (injected by tests).
@@ -146,7 +148,7 @@ def time_rounds(time_round: Callable[[], tuple[float, ...]], statistic: Callable
     floor = max(1, floor)
     start = clock()
     samples: list[tuple[float, ...]] = []
-    next_check = floor
+    next_check = max(floor, MIN_PRECISE_ROUNDS)
     while True:
         samples.append(time_round())
         count = len(samples)

@@ -109,3 +109,11 @@ def test_global_settings_are_left_alone():
     before = dict(matplotlib.rcParams)
     scatter_svg(CROWDED, x_label="x", y_label="y")
     assert dict(matplotlib.rcParams) == before
+
+
+def test_every_point_says_what_it_is():
+    svg = scatter_svg(CROWDED, x_label="x", y_label="y")
+    points = re.findall(r'class="chart-point" data-label="([^"]*)" data-kind="(\w+)" data-x="([^"]*)" '
+                        r'data-y="([^"]*)"', svg)
+    assert [(label, kind, float(x), float(y)) for label, kind, x, y in points] == \
+        [(p.label, p.kind, p.x, p.y) for p in CROWDED]
