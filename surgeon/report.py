@@ -20,17 +20,27 @@ from .build import planned_parameters
 from .checkpoint import LoadedModel
 from .files import atomic_write
 from .match import Plan
-from .profile.output import render_text
-from .profile.precision import LatencyOptions
-from .profile.report import ModelFacts, Step, count_report, model_facts, profile_models
+from .profile import LatencyOptions, ModelFacts, Step, count_report, model_facts, profile_models, render_text
 from .recipe import Recipe, versions
 from .rewrite import RewriteResult
 from .sites import SiteTable
 from .verify import Verification
 
-__all__ = ["SCHEMA_VERSION", "PROFILE_MODES", "FULL_PROFILE_RUNS", "FULL_PROFILE_WARMUP", "PatchResult",
-           "SurgeryResult", "count_parameters", "html_report_path", "plan_rows", "report_path", "surgery_profile",
-           "surgery_summary", "write_reports"]
+__all__ = [
+    "FULL_PROFILE_RUNS",
+    "FULL_PROFILE_WARMUP",
+    "PROFILE_MODES",
+    "SCHEMA_VERSION",
+    "PatchResult",
+    "SurgeryResult",
+    "count_parameters",
+    "html_report_path",
+    "plan_rows",
+    "report_path",
+    "surgery_profile",
+    "surgery_summary",
+    "write_reports",
+]
 
 ProfileMode = Literal["counts", "full", "off"]
 PROFILE_MODES: tuple[str, ...] = ("counts", "full", "off")
@@ -170,7 +180,7 @@ def surgery_profile(mode: ProfileMode, result: SurgeryResult, *, before: ModelFa
             :data:`FULL_PROFILE_RUNS` timed runs at the probe's batch size; needs ``original``, an unpatched copy),
             or ``off`` (``None``).
         result: the surgery's result (not a dry run).
-        before: :func:`~surgeon.profile.report.model_facts` of the model before surgery (``counts``).
+        before: :func:`~surgeon.profile.model_facts` of the model before surgery (``counts``).
         original: an unpatched copy of the model (``full``).
         names: labels of the original and the patched model.
         input_shape: the probe batch shape of the surgery.

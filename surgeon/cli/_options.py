@@ -17,13 +17,25 @@ from ..blocks import INIT_MODES
 from ..checkpoint import LoadedModel
 from ..errors import ModelForwardError, OutputExistsError
 from ..pipeline import load_model
-from ..profile.precision import LatencyOptions
+from ..profile import LatencyOptions
 from ..tensors import DEFAULT_INPUT_SHAPE
 from ._console import err, progress
 
-__all__ = ["LoadOptions", "model_options", "note", "input_shape_option", "parse_shape", "parse_assignments",
-           "load_source", "model_errors", "note_detection", "placement_options", "timing_options", "report_options",
-           "report_format"]
+__all__ = [
+    "LoadOptions",
+    "input_shape_option",
+    "load_source",
+    "model_errors",
+    "model_options",
+    "note",
+    "note_detection",
+    "parse_assignments",
+    "parse_shape",
+    "placement_options",
+    "report_format",
+    "report_options",
+    "timing_options",
+]
 
 _SHAPE_EXAMPLE = ",".join(map(str, DEFAULT_INPUT_SHAPE))
 
@@ -164,7 +176,7 @@ def timing_options(*, runs: int, warmup: int, max_time: float,
     """``--batch-sizes``, ``--device``, ``--threads``, ``--runs``, ``--warmup`` and ``--max-time``, as ``profile``
     and ``compare`` share them (same names and meaning; each command chooses its defaults). The command's function
     receives ``batch_sizes``, ``device`` and, built once, ``latency`` (a
-    :class:`~surgeon.profile.precision.LatencyOptions`)."""
+    :class:`~surgeon.profile.LatencyOptions`)."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)

@@ -7,12 +7,11 @@ from pathlib import Path
 import click
 import torch
 
-from ..pipeline import EXPORT_SCOPES, CompareOptions, compare as compare_models
-from ..profile.compare_output import COMPARE_FORMATS, render_compare_text, write_comparison
-from ..profile.compare_render import render_compare
+from ..pipeline import EXPORT_SCOPES, CompareOptions
+from ..pipeline import compare as compare_models
+from ..profile import REPORT_FORMATS, LatencyOptions, format_for_path, render_text, write_report
 from ..profile.comparison import SORT_KEYS
-from ..profile.output import format_for_path
-from ..profile.precision import LatencyOptions
+from ..profile.render.compare_table import render_compare
 from ._console import out, progress_bar
 from ._options import (
     LoadOptions,
@@ -68,7 +67,7 @@ def _blocks(ctx: click.Context, param: click.Parameter, value: str | None) -> li
                    "each distinct inserted block alone (blocks, fast), of the whole patched model (model), or off.")
 @click.option("--sort", type=click.Choice(tuple(SORT_KEYS)), default="latency", show_default=True,
               help="Order of the rows: " + "; ".join(f"{key}: {text}" for key, text in SORT_KEYS.items()) + ".")
-@report_options(COMPARE_FORMATS)
+@report_options(REPORT_FORMATS)
 def compare(model: str, blocks: list[str] | None, site: str, position: str | None, init: str, stage: str | None,
             stride: int | None, rules: tuple[str, ...], baselines: tuple[str, ...],
             input_shape: tuple[int, ...] | None, load: LoadOptions, batch_sizes: tuple[int, ...] | None,
@@ -96,9 +95,9 @@ def compare(model: str, blocks: list[str] | None, site: str, position: str | Non
                                  trust_code=load.trust_code)
         comparison = compare_models(loaded.module, options, progress=advance)
     if output is not None:
-        write_comparison(comparison, output, fmt, force=force)
+        write_report(comparison, output, fmt, force=force)
         out.print(f"Wrote {output}", highlight=False)
     elif fmt == "table":
         out.print(render_compare(comparison))
     else:
-        click.echo(render_compare_text(comparison, fmt), nl=False)
+        click.echo(render_text(comparison, fmt), nl=False)

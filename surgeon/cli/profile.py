@@ -8,11 +8,16 @@ import click
 import torch
 
 from ..arch import is_spec
-from ..profile import profile_models
-from ..profile.latency import quiet_profiler_logs
-from ..profile.output import FORMATS, format_for_path, render_text, write_report
-from ..profile.precision import LatencyOptions
-from ..profile.render import render_profile
+from ..profile import (
+    REPORT_FORMATS,
+    LatencyOptions,
+    format_for_path,
+    profile_models,
+    quiet_profiler_logs,
+    render_text,
+    write_report,
+)
+from ..profile.render.terminal import render_profile
 from ._console import out, progress
 from ._options import (
     LoadOptions,
@@ -43,7 +48,7 @@ Examples:
 @timing_options(runs=20, warmup=5, max_time=10.0,
                 runs_help="The least number of timed passes per batch size and model; 0 skips latency, memory and "
                           "block timing.")
-@report_options(FORMATS)
+@report_options(REPORT_FORMATS)
 def profile(model: str, compare: str | None, input_shape: tuple[int, ...] | None, batch_sizes: tuple[int, ...] | None,
             load: LoadOptions, device: torch.device, latency: LatencyOptions, fmt: str | None, as_json: bool,
             output: Path | None, force: bool) -> None:
@@ -51,9 +56,9 @@ def profile(model: str, compare: str | None, input_shape: tuple[int, ...] | None
     peak memory per batch size, the cost of each inserted block, and the output deviation.
 
     Timed passes of the two models alternate so that machine noise hits both alike, and go on until the latency
-    ratio's 95% interval is within ±2% or --max-time is spent; a ratio that stays imprecise is flagged unstable. A MODEL given as a spec has
-    random weights; when MODEL2 was patched from it, MODEL takes MODEL2's original weights first, so that the
-    output deviation measures the surgery.
+    ratio's 95% interval is within ±2% or --max-time is spent; a ratio that stays imprecise is flagged unstable.
+    A MODEL given as a spec has random weights; when MODEL2 was patched from it, MODEL takes MODEL2's original
+    weights first, so that the output deviation measures the surgery.
     """
     fmt = report_format(fmt, as_json, output, force, format_for_path)
     quiet_profiler_logs()

@@ -31,8 +31,7 @@ from ..checkpoint import (
 from ..errors import ModelForwardError, OutputExistsError, SurgeonError
 from ..files import read_checkpoint
 from ..frameworks import framework_layout, framework_of_directory
-from ..profile.latency import quiet_profiler_logs
-from ..profile.report import Step, model_facts
+from ..profile import Step, model_facts, quiet_profiler_logs
 from ..recipe import Recipe, recipe_of, unwrap
 from ..report import (
     PatchResult,

@@ -24,21 +24,27 @@ from ..blocks import check_init, list_blocks
 from ..errors import ModelForwardError, SurgeonError
 from ..exportable import CHECKS, OK, check_exports
 from ..match import Rule, make_plan, parse_site_spec
-from ..profile import compare_latency, peak_memory
+from ..profile import (
+    CONVENTIONS,
+    LatencyOptions,
+    ModelFacts,
+    compare_latency,
+    machine_name,
+    model_facts,
+    peak_memory,
+    quiet_profiler_logs,
+)
 from ..profile.comparison import (
     SORT_KEYS,
-    Comparison,
     CompareRow,
+    Comparison,
     ExportSummary,
     MemoryPeak,
     RatioTiming,
     Reference,
     ratio_timing,
 )
-from ..profile.counting import CONVENTIONS
-from ..profile.latency import machine_name, quiet_profiler_logs
-from ..profile.precision import LatencyOptions, busy_warning, load_average
-from ..profile.report import ModelFacts, model_facts
+from ..profile.measure.precision import busy_warning, load_average
 from ..recipe import recipe_of, versions
 from ..rewrite import Inserted
 from ..sites import find_sites
@@ -171,9 +177,8 @@ def compare(model: nn.Module, options: CompareOptions | None = None, *, progress
     name = options.name or type(model).__name__
     shape = tuple(int(v) for v in (options.input_shape or default_input_shape(model)))
     sizes = tuple(dict.fromkeys(int(b) for b in options.batch_sizes)) if options.batch_sizes else (shape[0],)
-    blocks = options.blocks
-    if blocks is None:
-        blocks = [] if options.rules else [info.name for info in list_blocks("insert")]
+    default_blocks = [] if options.rules else [info.name for info in list_blocks("insert")]
+    blocks = default_blocks if options.blocks is None else options.blocks
     rule_sets = [(_rules_name(source), resolve(source, trust_code=options.trust_code)) for source in options.rules]
     placement = _placement(options.after, options.position, options.stage, options.stride)
     quiet_profiler_logs()
@@ -184,8 +189,7 @@ def compare(model: nn.Module, options: CompareOptions | None = None, *, progress
         make_plan(find_sites(model, shape).sites,
                   [Rule(selector, "placement", position=options.position, name=placement)])
     context.count_reference()  # a model that refuses the probe fails here, before anything is shown
-    baselines = options.baselines
-    total = len(blocks) + len(rule_sets) + len(baselines)
+    total = len(blocks) + len(rule_sets) + len(options.baselines)
     tell = progress or (lambda done, total, message: None)
     load_before = load_average()
     tell(0, total, f"Measuring {name}")
@@ -199,7 +203,7 @@ def compare(model: nn.Module, options: CompareOptions | None = None, *, progress
     for index, (label, rule_set) in enumerate(rule_sets, start=len(blocks)):
         tell(index, total, f"{label}: patching and measuring")
         rows.append(context.candidate(label, "rules", lambda r=rule_set: r))
-    for index, baseline in enumerate(baselines, start=len(blocks) + len(rule_sets)):
+    for index, baseline in enumerate(options.baselines, start=len(blocks) + len(rule_sets)):
         label = baseline if isinstance(baseline, str) else type(baseline).__name__
         tell(index, total, f"{label}: loading and measuring")
         rows.append(context.baseline(label, baseline, device, options.trust_code))
@@ -351,7 +355,7 @@ class _Context:
             reference, candidate = compare_latency(self.model, other, (probe,), runs=timing.runs,
                                                    warmup=timing.warmup, threads=timing.threads, training=training,
                                                    target=timing.target, max_time=budget)
-        except Exception as exc:  # noqa: BLE001  a model may refuse a training step (BatchNorm on 1 value, ...)
+        except Exception as exc:
             if not training:
                 raise
             row.notes.append(f"training step at batch size {probe.shape[0]} failed: {_one_line(exc)}")
@@ -361,7 +365,7 @@ class _Context:
     def _peak(self, module: nn.Module, probe: torch.Tensor, mode: str) -> int | None:
         try:
             return peak_memory(module, (probe,), training=mode == "train")
-        except Exception:  # noqa: BLE001  the training step's failure is reported with its timing
+        except Exception:
             if mode == "train":
                 return None
             raise

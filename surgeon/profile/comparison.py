@@ -12,12 +12,22 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from .format import json_safe
-from .latency import LatencyResult, _percentile
-from .precision import instability, median_interval
+from .jsonsafe import json_safe
+from .measure.latency import LatencyResult, _percentile
+from .measure.precision import instability, median_interval
 
-__all__ = ["COMPARE_SCHEMA", "COMPARE_SCHEMA_VERSION", "SORT_KEYS", "Comparison", "CompareRow", "ExportSummary",
-           "MemoryPeak", "RatioTiming", "Reference", "ratio_timing"]
+__all__ = [
+    "COMPARE_SCHEMA",
+    "COMPARE_SCHEMA_VERSION",
+    "SORT_KEYS",
+    "CompareRow",
+    "Comparison",
+    "ExportSummary",
+    "MemoryPeak",
+    "RatioTiming",
+    "Reference",
+    "ratio_timing",
+]
 
 COMPARE_SCHEMA = "attn-surgeon/compare"
 COMPARE_SCHEMA_VERSION = 2  # 2: the ratio's 95% interval, why timing stopped, the unstable flag

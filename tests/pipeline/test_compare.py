@@ -19,7 +19,7 @@ import surgeon
 from surgeon import CompareOptions, LatencyOptions
 from surgeon.errors import ModelForwardError, NoMatchError, SurgeonError
 from surgeon.exportable import CHECKS, check_exports
-from surgeon.profile.compare_output import render_compare_text, write_comparison
+from surgeon.profile import render_text, write_report
 from surgeon.profile.comparison import SORT_KEYS, Comparison
 from tests._util import REPO
 
@@ -242,7 +242,7 @@ def _validate(value: Any, schema: dict, path: str = "$") -> None:
 
 
 def test_json_matches_the_documented_schema(run: dict) -> None:
-    document = json.loads(render_compare_text(run["result"], "json"))
+    document = json.loads(render_text(run["result"], "json"))
     _validate(document, SCHEMA)
     assert [row["name"] for row in document["rows"]][-1] == "sk"  # rows in sort order, misfits last
 
@@ -261,18 +261,18 @@ def test_the_schema_validator_rejects_what_it_should(run: dict) -> None:
 
 @pytest.mark.parametrize("fmt", ["table", "md", "html", "json"])
 def test_every_format_names_every_row_and_the_reason(run: dict, fmt: str, tmp_path: Path) -> None:
-    text = render_compare_text(run["result"], fmt)
+    text = render_text(run["result"], fmt)
     for name in ("se", "eca", "eca_resnet", "torchvision:resnet34", "sk"):
         assert name in text
     assert "is a swap block" in text
     path = tmp_path / f"compare.{fmt}"
-    write_comparison(run["result"], path, fmt)
+    write_report(run["result"], path, fmt)
     assert path.read_text() == text
     with pytest.raises(SurgeonError, match="exists; pass --force"):
-        write_comparison(run["result"], path, fmt)
+        write_report(run["result"], path, fmt)
 
 
 def test_markdown_table_is_well_formed(run: dict) -> None:
-    lines = [line for line in render_compare_text(run["result"], "md").splitlines() if line.startswith("|")]
+    lines = [line for line in render_text(run["result"], "md").splitlines() if line.startswith("|")]
     widths = {line.count(" | ") for line in lines}
     assert len(widths) == 1 and len(lines) == 2 + 5 + 1  # header, rule, five rows, the reference

@@ -8,10 +8,10 @@ import random
 
 import pytest
 
-from surgeon.profile import precision
 from surgeon.profile.comparison import ratio_timing
-from surgeon.profile.latency import LatencyResult
-from surgeon.profile.precision import (
+from surgeon.profile.measure import precision
+from surgeon.profile.measure.latency import LatencyResult
+from surgeon.profile.measure.precision import (
     LatencyOptions,
     busy_warning,
     instability,

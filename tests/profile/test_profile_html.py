@@ -14,8 +14,8 @@ import torchvision
 
 import surgeon
 from surgeon.profile import LatencyOptions, profile_models
-from surgeon.profile.html import render_html
 from surgeon.profile.charts import KINDS, label_boxes
+from surgeon.profile.render.profile_page import render_html
 from tests._util import render_in_chromium
 
 BATCH_SIZES = (1, 2, 4)

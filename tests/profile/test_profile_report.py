@@ -16,9 +16,8 @@ import surgeon
 from surgeon.cli._options import LoadOptions
 from surgeon.cli._surgery import run_rules_command
 from surgeon.match import Rule, parse_site_spec
-from surgeon.profile import SCHEMA_VERSION, LatencyOptions, profile_models
-from surgeon.profile.attribution import capture_block_inputs, time_blocks
-from surgeon.profile.output import render_text
+from surgeon.profile import SCHEMA_VERSION, LatencyOptions, profile_models, render_text
+from surgeon.profile.measure.attribution import capture_block_inputs, time_blocks
 from tests._util import run_cli as run
 
 SHAPE = (1, 3, 32, 32)

@@ -8,7 +8,6 @@ take; its layout is versioned by :data:`SCHEMA_VERSION` and described in :func:`
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 from collections.abc import Callable, Sequence
@@ -19,26 +18,32 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..recipe import Recipe, recipe_of, versions
-from ..tensors import (
+from ...recipe import Recipe, recipe_of, versions
+from ...tensors import (
     DEFAULT_INPUT_SHAPE,
     declared_input_shape,
     device_of,
-    output_deviation,
     probe_guard,
     probe_input,
-    run_outputs,
 )
+from ..jsonsafe import json_safe
 from .attribution import SITE_TIMING_METHOD, time_blocks
 from .counting import CONVENTIONS, CountResult, count_ops
-from .format import json_safe
-from .format import threads as threads_label
-from .latency import LatencyResult, compare_latency, machine_name, measure_latency, peak_memory
+from .deviation import deviation_entry, output_deviation_entry
+from .framework_flops import add_framework_flops
+from .latency import LatencyResult, compare_latency, machine_name, measure_latency
+from .memory import peak_memory
 from .precision import LatencyOptions, busy_warning, instability, load_average, ratio_interval
-from .reference import add_framework_flops
 
-__all__ = ["SCHEMA_VERSION", "Step", "ModelFacts", "model_facts", "count_report", "profile_models",
-           "adopt_original_weights"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "ModelFacts",
+    "Step",
+    "adopt_original_weights",
+    "count_report",
+    "model_facts",
+    "profile_models",
+]
 
 SCHEMA_VERSION = 2  # 2: intervals of the medians and ratios, why timing stopped, unstable, load average
 
@@ -110,7 +115,7 @@ def count_report(before: ModelFacts, after: ModelFacts | None, *, input_shape: S
     if after is not None:
         report["delta"] = _delta(report["models"], [[], []], add_only=_add_only(facts))
         if deviation is not None:
-            report["deviation"] = _deviation_entry(input_shape, deviation,
+            report["deviation"] = deviation_entry(input_shape, deviation,
                                                    {"common": None, "differ": 0, "replaced": replaced})
     report["sites"] = _site_rows(facts, None, None)
     return json_safe(report)
@@ -174,7 +179,7 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_sh
         report["notes"] += [f"Unstable latency ratio at batch size {entry['batch_size']}: {entry['unstable']}"
                             for entry in report["delta"]["latency"] if entry["unstable"]]
         with step("Measuring the output deviation"):
-            report["deviation"] = _deviation(model, other, input_shape, adopted, names)
+            report["deviation"] = output_deviation_entry(model, other, input_shape, adopted, names)
     patched_index = 1 if other is not None and facts[1].recipe is not None else 0
     block_times = None
     if runs > 0 and facts[patched_index].recipe is not None:
@@ -217,7 +222,7 @@ def _time_models(models: list[nn.Module], names: tuple[str | None, str | None], 
     busy = busy_warning(load["before"], load["after"], report["environment"]["cpu_count"])
     report["notes"] += [busy] if busy else []
     report["conventions"]["latency"] = LATENCY_CONVENTION.format(
-        warmup=warmup, runs=runs, threads=threads_label(first.threads), target=f"{100 * timing.target:g}",
+        warmup=warmup, runs=runs, threads=f"{first.threads} thread{'s' if first.threads != 1 else ''}", target=f"{100 * timing.target:g}",
         max_time=f"{timing.max_time:g}", precise="ratio of the two models" if len(models) == 2 else "median",
         interleaved="; the two models' passes alternate (A, B, A, B, ...)" if len(models) == 2 else "")
     report["conventions"]["memory"] = MEMORY_CONVENTION
@@ -313,55 +318,6 @@ def _guards(models: list[nn.Module], names: tuple[str | None, str | None],
     for model, name in zip(models, names):
         stack.enter_context(probe_guard(model, shape, name))
     return stack
-
-
-def _outputs(model: nn.Module, probe: torch.Tensor, name: str | None) -> list[torch.Tensor]:
-    with probe_guard(model, probe.shape, name):
-        return run_outputs(model, probe)
-
-
-def _weights_in_common(model: nn.Module, other: nn.Module) -> dict[str, int]:
-    theirs = other.state_dict()
-    common = differ = 0
-    for key, tensor in model.state_dict().items():
-        value = theirs.get(key)
-        if value is None or value.shape != tensor.shape:
-            continue
-        common += 1
-        differ += not torch.equal(tensor, value.to(tensor.device))
-    return {"common": common, "differ": differ}
-
-
-def _deviation(model: nn.Module, other: nn.Module, input_shape: Sequence[int], adopted: int | None,
-               names: tuple[str | None, str | None]) -> dict[str, Any]:
-    probe = probe_input(tuple(input_shape), model)
-    deviation = output_deviation(_outputs(model, probe, names[0]),
-                                 _outputs(other, probe.to(device_of(other)), names[1]))
-    entry = _deviation_entry(input_shape, deviation, _weights_in_common(model, other))
-    if adopted is not None:
-        entry["weights"]["adopted"] = adopted
-        entry["note"] = (f"the first model, built with random weights, took the second's {adopted} original tensors; "
-                         + entry["note"])
-    return entry
-
-
-def _deviation_entry(input_shape: Sequence[int], deviation: tuple[float, float],
-                     weights: dict[str, int | None]) -> dict[str, Any]:
-    max_abs, relative = deviation
-    if weights["common"] is None:
-        kept = "every original tensor" + (" but the swapped units'" if weights.get("replaced") else "")
-        note = f"the patched model keeps {kept} (verified): the deviation measures the surgery alone"
-    elif weights["common"] == 0:
-        note = "the two models share no tensor: the deviation compares unrelated models"
-    elif weights["differ"]:
-        note = (f"{weights['differ']} of the {weights['common']} tensors the models have in common differ: the "
-                "deviation measures different weights, not only the surgery")
-    else:
-        note = "every tensor the models have in common is equal: the deviation measures the surgery alone"
-    if not math.isfinite(max_abs):
-        note = "the outputs differ in structure or shape"
-    return {"probe_shape": list(input_shape), "max_abs": max_abs, "relative": relative, "weights": weights,
-            "note": note}
 
 
 def _time_sites(model: nn.Module, recipe: Recipe, input_shape: Sequence[int], batch_size: int, *, runs: int,

@@ -7,20 +7,35 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
-__all__ = ["TableData", "json_safe", "si", "signed_si", "count", "signed_count", "ms", "percent", "threads", "nbytes", "shape",
-           "short_name", "where", "latency_rows", "site_summary", "deviation_line", "uncounted_ops", "model_labels",
-           "size_table", "latency_table", "site_table", "operator_table", "ratio_text", "load_line", "timing_setting"]
+from ..jsonsafe import json_safe
 
-
-def json_safe(value: Any) -> Any:
-    """Non-finite floats become ``None`` (strict JSON has neither NaN nor infinity); tuples become lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    return value
+__all__ = [
+    "TableData",
+    "count",
+    "deviation_line",
+    "json_safe",
+    "latency_rows",
+    "latency_table",
+    "load_line",
+    "model_labels",
+    "ms",
+    "nbytes",
+    "operator_table",
+    "percent",
+    "ratio_text",
+    "shape",
+    "short_name",
+    "si",
+    "signed_count",
+    "signed_si",
+    "site_summary",
+    "site_table",
+    "size_table",
+    "threads",
+    "timing_setting",
+    "uncounted_ops",
+    "where",
+]
 
 
 def si(value: float | None, unit: str = "", digits: int = 4) -> str:

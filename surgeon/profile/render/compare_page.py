@@ -10,12 +10,14 @@ Content-Security-Policy as the profile report forbids any.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from html import escape
 
-from .charts import Point, scatter_svg
-from .compare_render import compare_table, export_footnotes, setting_line
-from .comparison import COMPARE_SCHEMA_VERSION, SORT_KEYS, Comparison
-from .html import CSP, CSS
+from ..charts import Point, scatter_svg
+from ..comparison import COMPARE_SCHEMA_VERSION, SORT_KEYS, Comparison
+from .compare_table import compare_table, export_footnotes, setting_line
+from .format import TableData
+from .page import html_table, page
 
 __all__ = ["render_compare_html", "scatter_chart"]
 
@@ -52,27 +54,22 @@ def scatter_chart(comparison: Comparison, axis: str) -> str:
     return f'<figure class="chart" data-chart="{axis}">{svg}</figure>'
 
 
-def _table(comparison: Comparison) -> str:
-    data = compare_table(comparison)
+def _cell_class(data: TableData) -> Callable[[int, str], str]:
+    """Left-aligned names, exports and notes; an unstable ratio stands out."""
 
-    def cells(values: list[str], tag: str) -> str:
-        return "".join(f"<{tag}{_cell_class(i, v)}>{escape(v).replace(chr(10), '<br>')}</{tag}>"
-                       for i, v in enumerate(values))
-
-    def _cell_class(index: int, value: str) -> str:
+    def classify(index: int, value: str) -> str:
         if index < data.left or data.header[index] in ("exports", "note"):
-            return " class=l"
-        return " class=unstable" if value.endswith(" unstable") else ""
+            return "l"
+        return "unstable" if value.endswith(" unstable") else ""
 
-    body = "".join(f"<tr>{cells(row, 'td')}</tr>" for row in data.rows)
-    body += f'<tr class="total">{cells(data.total, "td")}</tr>'
-    return f"<table><thead><tr>{cells(data.header, 'th')}</tr></thead><tbody>{body}</tbody></table>"
+    return classify
 
 
 def render_compare_html(comparison: Comparison) -> str:
     """The whole page as a string."""
     where = f" at {comparison.placement}" if comparison.placement else ""
     title = f"Candidates on {comparison.model}{where}"
+    table = compare_table(comparison)
     rows = {row.name: row for row in comparison.rows}
     footnotes = "".join(f"<li value={number}>{escape(name)}, {escape(check)}: "
                         f"{escape(rows[name].exports.results[check])}</li>"
@@ -87,15 +84,10 @@ def render_compare_html(comparison: Comparison) -> str:
         "<p class=note>Eval latency ratio at the first batch size (candidate ÷ reference, median of alternating "
         "rounds) with its 95% interval; dashed: as fast as the reference.</p>",
         "<h2>Every candidate</h2>", f"<p class=note>Sorted by {escape(SORT_KEYS[comparison.settings['sort']])}; "
-        "rows that could not be compared last, with the reason.</p>", _table(comparison),
+        "rows that could not be compared last, with the reason.</p>", html_table(table, _cell_class(table)),
         f"<ol class=note>{footnotes}</ol>" if footnotes else "",
         "<h2>How these figures are obtained</h2>", conventions,
         f"<pre>{escape(comparison.conventions.get('flops', ''))}</pre>",
     ]
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{escape(title)}</title><style>{CSS}{_EXTRA_CSS}</style></head>\n<body><main>\n"
-            + "\n".join(section for section in sections if section)
-            + f"\n<footer>attn-surgeon {escape(comparison.environment['attn_surgeon'])} · compare schema "
-              f"{COMPARE_SCHEMA_VERSION}</footer>\n</main></body></html>\n")
+    return page(title, sections, f"attn-surgeon {comparison.environment['attn_surgeon']} · compare schema "
+                f"{COMPARE_SCHEMA_VERSION}", _EXTRA_CSS)

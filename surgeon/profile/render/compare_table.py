@@ -1,5 +1,5 @@
 """A :class:`~surgeon.profile.comparison.Comparison` as the table every format shows, rendered for the terminal
-(rich) and as Markdown; :mod:`.compare_html` makes the page and :mod:`.compare_output` picks the format."""
+(rich) and as Markdown; :mod:`.compare_page` makes the page and :mod:`.output` picks the format."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .comparison import SORT_KEYS, Comparison, CompareRow
+from ..comparison import SORT_KEYS, CompareRow, Comparison
 from .format import TableData, count, load_line, nbytes, percent, ratio_text, shape, si, signed_si, threads
 
 __all__ = ["EXPORT_LABELS", "compare_table", "export_footnotes", "render_compare", "render_compare_markdown",

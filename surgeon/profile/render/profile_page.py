@@ -1,17 +1,13 @@
-"""The profile report as one self-contained HTML page: inline CSS, inline SVG charts (:mod:`.charts`), no script, no
-request.
-
-A Content-Security-Policy of ``default-src 'none'`` (inline styles allowed) is part of the page, so a browser
-refuses any request it might make, even one a model's name could smuggle in; every report string is escaped.
-"""
+"""The profile report as one self-contained HTML page (the shell of :mod:`.page`), with charts from
+:mod:`..charts`."""
 
 from __future__ import annotations
 
 from html import escape
 from typing import Any
 
+from ..charts import Point, scatter_svg
 from .format import (
-    TableData,
     deviation_line,
     latency_rows,
     latency_table,
@@ -29,60 +25,30 @@ from .format import (
     timing_setting,
     uncounted_ops,
 )
-from .charts import Point, scatter_svg
+from .page import html_table, page
 
 __all__ = ["latency_chart", "render_html", "sites_chart"]
-
-CSS = """
-:root { color-scheme: light; }
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328; margin: 0;
-       background: #f6f8fa; }
-main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 40px; background: #fff; }
-h1 { font-size: 22px; margin: 0 0 4px; }
-h2 { font-size: 17px; margin: 28px 0 8px; padding-bottom: 4px; border-bottom: 1px solid #d0d7de; }
-.meta, .note { color: #57606a; }
-.cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 18px 0 6px; }
-.card { border: 1px solid #d0d7de; border-radius: 8px; padding: 10px 14px; min-width: 150px; }
-.card b { display: block; font-size: 20px; }
-.card span { color: #57606a; font-size: 12px; }
-table { border-collapse: collapse; margin: 8px 0; font-variant-numeric: tabular-nums; }
-th, td { padding: 4px 10px; border-bottom: 1px solid #eaeef2; text-align: right; white-space: nowrap; }
-th { background: #f6f8fa; font-weight: 600; }
-th:first-child, td:first-child, td.l, th.l { text-align: left; }
-tr.total td { font-weight: 600; border-top: 2px solid #d0d7de; }
-pre { background: #f6f8fa; padding: 10px 12px; border-radius: 6px; overflow-x: auto; font-size: 12px; }
-.chart { display: block; margin: 10px 0 4px; max-width: 100%; height: auto; }
-.warn { color: #9a6700; }
-footer { margin-top: 32px; color: #57606a; font-size: 12px; }
-"""
-
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
 def render_html(report: dict[str, Any]) -> str:
     """The whole page as a string."""
     notes = "".join(f"<p class=warn>{escape(note)}</p>" for note in report.get("notes", []))
     sections = [_header(report), _cards(report), notes, "<h2>Size and work per image</h2>",
-                _table(size_table(report))]
+                html_table(size_table(report))]
     if report["input"]["batch_sizes"]:
         sections += ["<h2>Latency and peak memory</h2>", latency_chart(report),
                      "<p class=note>Median forward pass per batch size, with its 95% interval.</p>",
-                     _table(latency_table(report))]
+                     html_table(latency_table(report))]
     if report.get("sites"):
         summary = site_summary(report)
         sections += ["<h2>Inserted blocks</h2>", sites_chart(report),
-                     f"<p class=note>{escape(summary)}</p>" if summary else "", _table(site_table(report))]
+                     f"<p class=note>{escape(summary)}</p>" if summary else "", html_table(site_table(report))]
     operators, note = operator_table(report)
-    sections += ["<h2>FLOPs by operator</h2>", f"<p class=note>{escape(note)}</p>", _table(operators),
+    sections += ["<h2>FLOPs by operator</h2>", f"<p class=note>{escape(note)}</p>", html_table(operators),
                  _deviation(report), _uncounted(report), _conventions(report)]
-    title = escape("Profile of " + " vs ".join(model_labels(report)))
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{title}</title><style>{CSS}</style></head>\n<body><main>\n"
-            + "\n".join(section for section in sections if section)
-            + f"\n<footer>attn-surgeon {escape(report['environment']['attn_surgeon'])} · report schema "
-              f"{report['schema_version']}</footer>\n</main></body></html>\n")
+    title = "Profile of " + " vs ".join(model_labels(report))
+    return page(title, sections, f"attn-surgeon {report['environment']['attn_surgeon']} · report schema "
+                f"{report['schema_version']}")
 
 
 def latency_chart(report: dict[str, Any]) -> str:
@@ -114,17 +80,6 @@ def sites_chart(report: dict[str, Any]) -> str:
     svg = scatter_svg(points, x_label="FLOPs per image (M)",
                       y_label="time alone (ms)" if timed else "parameters")
     return f'<figure class="chart" data-chart="sites">{svg}</figure>'
-
-
-def _table(data: TableData) -> str:
-    def cells(values: list[str], tag: str) -> str:
-        return "".join(f"<{tag}{' class=l' if i < data.left else ''}>{escape(v).replace(chr(10), '<br>')}</{tag}>"
-                       for i, v in enumerate(values))
-
-    body = "".join(f"<tr>{cells(row, 'td')}</tr>" for row in data.rows)
-    if data.total:
-        body += f'<tr class="total">{cells(data.total, "td")}</tr>'
-    return f"<table><thead><tr>{cells(data.header, 'th')}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _header(report: dict[str, Any]) -> str:
