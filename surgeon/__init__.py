@@ -9,7 +9,20 @@ from . import errors, integrations
 from ._version import __version__
 from .blocks import get_block, list_blocks, register_block
 from .match import Rule, Selector
-from .pipeline import CompareOptions, apply, compare, insert, load, patch, recipe_of, replay, run_surgery, save, sites, swap
+from .pipeline import (
+    CompareOptions,
+    apply,
+    compare,
+    insert,
+    load,
+    patch,
+    recipe_of,
+    replay,
+    run_surgery,
+    save,
+    sites,
+    swap,
+)
 from .profile import LatencyOptions, profile_models
 from .recipe import Recipe
 

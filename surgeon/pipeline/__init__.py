@@ -30,6 +30,7 @@ from .surgery import (
     swap_rule,
 )
 
-__all__ = ["CompareOptions", "DEFAULT_INPUT_SHAPE", "EXPORT_SCOPES", "MODEL_HOOKS", "ModelHook", "PatchResult", "SurgeryResult", "apply",
+__all__ = ["DEFAULT_INPUT_SHAPE", "EXPORT_SCOPES", "MODEL_HOOKS", "ModelHook", "PatchResult", "SurgeryResult", "apply",
            "compare", "insert", "insert_rule", "load", "load_model", "patch", "plan_from_recipe", "recipe_from_rewrite",
-           "recipe_of", "replay", "replay_surgery", "run_surgery", "save", "save_model", "sites", "swap", "swap_rule"]
+           "recipe_of", "replay", "replay_surgery", "run_surgery", "save", "save_model", "sites", "swap", "swap_rule",
+           "CompareOptions"]

@@ -3,9 +3,9 @@
 The drawing is offline and byte-for-byte deterministic: matplotlib's bundled DejaVu Sans is rendered as glyph paths
 (so the page needs no font and looks the same in every browser), the SVG carries no date, and its ids come from a
 fixed hash salt, prefixed per chart so that several charts can share one HTML page. Ticks fall on round numbers and
-are printed in full (no offset, no scientific notation). Point labels are placed by :func:`.labels.place_labels`, a small
-deterministic placer that keeps every label inside the axes and clear of the other labels, the markers, the error
-bars and the reference line; a label moved away from its point is tied to it by a thin leader line.
+are printed in full (no offset, no scientific notation). Point labels are placed by :func:`.labels.place_labels`,
+a small deterministic placer that keeps every label inside the axes and clear of the other labels, the markers,
+the error bars and the reference line; a label moved away from its point is tied to it by a thin leader line.
 
 Every label is an SVG group ``<g class="chart-label" data-label="..." data-bbox="x0 y0 x1 y1">`` in the SVG's own
 coordinates, read back by :func:`label_boxes`, so a test can check that no two labels intersect; every marker is a
@@ -275,7 +275,8 @@ def _to_svg(figure: Figure, chart_id: str, description: str, points: Sequence[Po
         for text in axes.texts:
             if text.get_gid():
                 extent = text.get_window_extent(renderer)
-                boxes[text.get_gid()] = (text.get_text(), (extent.x0, height - extent.y1, extent.x1, height - extent.y0))
+                box = (extent.x0, height - extent.y1, extent.x1, height - extent.y0)  # SVG's y runs down
+                boxes[text.get_gid()] = (text.get_text(), box)
     buffer = io.StringIO()
     with matplotlib.rc_context(RC):
         figure.savefig(buffer, format="svg", metadata={"Date": None})

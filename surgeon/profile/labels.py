@@ -55,7 +55,7 @@ def place_labels(anchors: Sequence[tuple[float, float]], sizes: Sequence[tuple[f
 
 def _candidates(px: float, py: float, w: float, h: float) -> Iterator[tuple[Box, bool]]:
     """Boxes for a ``w`` x ``h`` label around ``(px, py)``, nearest first, each with whether it needs a leader."""
-    gap = MARKER_PX + 1.0
+    gap = MARKER_PX + PAD_PX + 1.0  # just clear of the marker, padding included
     yield (px + gap, py - h / 2, px + gap + w, py + h / 2), False
     yield (px - gap - w, py - h / 2, px - gap, py + h / 2), False
     yield (px - w / 2, py + gap, px + w / 2, py + gap + h), False
