@@ -43,6 +43,7 @@ from ..profile.comparison import (
     RatioTiming,
     Reference,
     ratio_timing,
+    unstable_note,
 )
 from ..profile.measure.precision import busy_warning, load_average
 from ..recipe import recipe_of, versions
@@ -234,9 +235,8 @@ def _comparison(options: CompareOptions, context: _Context, reference: Reference
     else:
         busy = busy_warning(load["before"], load["after"], os.cpu_count())
         notes += [busy] if busy else []
-        flagged = [row.name for row in rows if any(t.unstable for t in row.latency)]
-        if flagged:
-            notes.append(f"Unstable ratios (see each row's note): {', '.join(flagged)}.")
+        flagged = unstable_note(rows)
+        notes += [flagged] if flagged else []
     shape = context.shape
     return Comparison(model=context.name, placement=placement, input_shape=list(shape),
                       batch_sizes=list(context.sizes),
@@ -344,8 +344,6 @@ class _Context:
                     if value is not None:
                         row.peak_memory.append(MemoryPeak(batch_size, mode, value,
                                                           None if reference is None else value - reference))
-                    if timing.unstable:
-                        row.notes.append(f"unstable {mode} ratio at batch size {batch_size}: {timing.unstable}")
         return row
 
     def _timing(self, other: nn.Module, probe: torch.Tensor, mode: str, row: CompareRow,

@@ -250,12 +250,9 @@ def _round_ticks(axis, limits: tuple[float, float]) -> None:
     axis.set_major_locator(locator)
     ticks = locator.tick_values(*limits)
     step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) + (1 if _first_digit(step) == 2.5 else 0)
+    # the fewest decimals that write the step exactly: 25 → 0, 2.5 → 1, 0.25 → 2, 0.0001 → 4
+    decimals = next((d for d in range(12) if abs(step * 10 ** d - round(step * 10 ** d)) < 1e-6 * step * 10 ** d), 12)
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.{decimals}f}".replace("-", "−")))
-
-
-def _first_digit(step: float) -> float:
-    return round(step / 10 ** math.floor(math.log10(step) + 1e-9), 6)
 
 
 def _si(value: float) -> str:

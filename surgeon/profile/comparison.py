@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from .jsonsafe import json_safe
 from .measure.latency import LatencyResult, _percentile
-from .measure.precision import instability, median_interval
+from .measure.precision import instability, median_interval, relative_half_width
 
 __all__ = [
     "COMPARE_SCHEMA",
@@ -27,6 +27,7 @@ __all__ = [
     "RatioTiming",
     "Reference",
     "ratio_timing",
+    "unstable_note",
 ]
 
 COMPARE_SCHEMA = "attn-surgeon/compare"
@@ -226,3 +227,22 @@ def ratio_timing(reference: LatencyResult, candidate: LatencyResult, mode: Mode,
                        stopped=candidate.stopped, seconds=candidate.seconds,
                        unstable=instability(ratio, low, high, add_only=add_only))
 
+
+def unstable_note(rows: list[CompareRow]) -> str | None:
+    """One line naming every unstable ratio, why in a few words, and what to do; ``None`` when there is none.
+
+    Each timing's ``unstable`` holds the full reason (the JSON has it); this is the summary a report shows once.
+    """
+    flagged = []
+    for row in rows:
+        for timing in row.latency:
+            if timing.unstable:
+                width = relative_half_width(timing.ratio, timing.ratio_low, timing.ratio_high)
+                why = ("add-only, measured faster" if row.add_only and timing.ratio_high < 1.0
+                       else "interval unknown" if math.isinf(width) else f"±{100 * width:.1f}%")
+                flagged.append(f"{row.name} {timing.mode} b{timing.batch_size} ({why})")
+    if not flagged:
+        return None
+    return (f"Unstable ratios: {', '.join(flagged)}. An interval wider than ±5% is noise, and a block that only adds "
+            "work cannot be faster than its reference: give them more time (--max-time), use fewer threads "
+            "(--threads 1) or a quieter machine.")

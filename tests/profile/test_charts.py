@@ -117,3 +117,11 @@ def test_every_point_says_what_it_is():
                         r'data-y="([^"]*)"', svg)
     assert [(label, kind, float(x), float(y)) for label, kind, x, y in points] == \
         [(p.label, p.kind, p.x, p.y) for p in CROWDED]
+
+
+@pytest.mark.parametrize(("span", "expected"), [((0.0, 100.0), {"0", "25", "50", "75", "100"}),
+                                               ((0.0, 10.0), {"0.0", "2.5", "5.0", "7.5", "10.0"})])
+def test_tick_decimals_follow_the_step(span, expected):
+    points = [Point("low", span[0], 1.0), Point("high", span[1], 1.0)]
+    texts = set(_texts(scatter_svg(points, x_label="x", y_label="y")))
+    assert expected <= texts, texts
