@@ -8,12 +8,15 @@
 from . import errors, integrations
 from ._version import __version__
 from .blocks import get_block, list_blocks, register_block
+from .io import LoadOptions
 from .match import Rule, Selector
 from .pipeline import (
     CompareOptions,
+    PatchOptions,
     apply,
     compare,
     insert,
+    install_training_hooks,
     load,
     patch,
     recipe_of,
@@ -26,9 +29,13 @@ from .pipeline import (
 from .profile import LatencyOptions, profile_models
 from .recipe import Recipe
 
+install_training_hooks()  # the frameworks' training hooks get the one replay path (Ultralytics': once it is imported)
+
 __all__ = [
     "CompareOptions",
     "LatencyOptions",
+    "LoadOptions",
+    "PatchOptions",
     "Recipe",
     "Rule",
     "Selector",

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import torch
 
-from ..arch import is_spec
+from ..io import is_spec
 from ..profile import (
     REPORT_FORMATS,
     LatencyOptions,

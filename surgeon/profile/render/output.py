@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from ...files import atomic_write
+from ...io.files import atomic_write
 from ..comparison import Comparison
 from .compare_page import render_compare_html
 from .compare_table import render_compare, render_compare_markdown
