@@ -25,8 +25,8 @@ import sys
 
 import torch
 import torchvision
-
 from _timing import machine_line
+
 from surgeon import CompareOptions, LatencyOptions, compare
 
 BLOCKS = ("se", "eca", "cbam")

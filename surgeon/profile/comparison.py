@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from .jsonsafe import json_safe
 from .measure.latency import LatencyResult, _percentile
-from .measure.precision import instability, median_interval, relative_half_width
+from .measure.precision import MIN_PRECISE_ROUNDS, instability, median_interval, relative_half_width
 
 __all__ = [
     "COMPARE_SCHEMA",
@@ -225,7 +225,7 @@ def ratio_timing(reference: LatencyResult, candidate: LatencyResult, mode: Mode,
                        median_ms=candidate.median_ms, ratio=ratio, ratio_p10=_percentile(ratios, 0.10),
                        ratio_p90=_percentile(ratios, 0.90), rounds=len(ratios), ratio_low=low, ratio_high=high,
                        stopped=candidate.stopped, seconds=candidate.seconds,
-                       unstable=instability(ratio, low, high, add_only=add_only))
+                       unstable=instability(ratio, low, high, add_only=add_only, rounds=len(ratios)))
 
 
 def unstable_note(rows: list[CompareRow]) -> str | None:
@@ -238,7 +238,8 @@ def unstable_note(rows: list[CompareRow]) -> str | None:
         for timing in row.latency:
             if timing.unstable:
                 width = relative_half_width(timing.ratio, timing.ratio_low, timing.ratio_high)
-                why = ("add-only, measured faster" if row.add_only and timing.ratio_high < 1.0
+                why = (f"{timing.rounds} rounds" if timing.rounds < MIN_PRECISE_ROUNDS
+                       else "add-only, measured faster" if row.add_only and timing.ratio_high < 1.0
                        else "interval unknown" if math.isinf(width) else f"±{100 * width:.1f}%")
                 flagged.append(f"{row.name} {timing.mode} b{timing.batch_size} ({why})")
     if not flagged:

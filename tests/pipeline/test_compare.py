@@ -106,6 +106,18 @@ def test_baselines_are_measured_in_the_same_run(run: dict) -> None:
     assert {t.mode for t in row.latency} == {"eval", "train"}
 
 
+def test_add_only_comes_from_the_recipe_and_every_ratio_has_its_interval(run: dict) -> None:
+    rows = _rows(run["result"])
+    assert rows["se"].add_only and rows["eca"].add_only and rows["eca_resnet"].add_only  # blocks inserted only
+    assert not rows["torchvision:resnet34"].add_only and not rows["sk"].add_only  # another model; a misfit
+    for row in rows.values():
+        for timing in row.latency:
+            assert timing.ratio_low <= timing.ratio <= timing.ratio_high
+            assert timing.stopped == "floor" and timing.rounds == 1  # max_time=0: exactly the rounds asked for
+            assert "1 round cannot tell" in timing.unstable  # one round is no measure of precision
+    assert run["result"].environment["load_average"].keys() == {"before", "after"}
+
+
 def test_at_most_two_models_are_alive_and_the_model_is_unchanged(run: dict, r18: nn.Module) -> None:
     alive: _Alive = run["alive"]
     assert len(alive.refs) == 1 + 4  # the reference, se, eca, the preset, the baseline (sk is refused up front)

@@ -146,3 +146,8 @@ def test_a_comparison_row_flags_an_add_only_block_measured_faster():
     assert inserted.ratio_low <= inserted.ratio <= inserted.ratio_high < 1
     assert "add-only change measured faster" in inserted.unstable
     assert ratio_timing(reference, faster, "eval", add_only=False).unstable is None  # a swap may be faster
+
+
+def test_too_few_rounds_are_unstable_whatever_their_spread():
+    assert "2 rounds cannot tell" in instability(1.0, 1.0, 1.0, add_only=False, rounds=2)
+    assert instability(1.0, 1.0, 1.0, add_only=False, rounds=precision.MIN_PRECISE_ROUNDS) is None

@@ -27,7 +27,8 @@ def report() -> dict:
     base = torchvision.models.resnet18().eval()
     patched = surgeon.insert(copy.deepcopy(base), "eca", init="paper", input_shape=(1, 3, 32, 32))
     return profile_models(base, patched, input_shape=(1, 3, 32, 32), batch_sizes=BATCH_SIZES,
-                          latency=LatencyOptions(runs=2, warmup=1, threads=1, max_time=0), names=("torchvision:resnet18", "runs/r18_eca.pt"))
+                          latency=LatencyOptions(runs=2, warmup=1, threads=1, max_time=0),
+                          names=("torchvision:resnet18", "runs/r18_eca.pt"))
 
 
 @pytest.fixture(scope="module")

@@ -98,7 +98,10 @@ class CountResult:
 # Several meta kernels are Python references that take milliseconds (hardtanh_, batch norm, addmm), slower than the
 # real op on a small tensor. For these ops the output's shape, dtype and strides are known outright.
 
-_NOT_SAME_DTYPE = set(["eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor", "logical_not", "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "where", "isnan", "isinf", "isfinite"])
+_NOT_SAME_DTYPE = set("""
+    eq ne lt le gt ge logical_and logical_or logical_xor logical_not bitwise_and bitwise_or bitwise_xor bitwise_not
+    where isnan isinf isfinite
+""".split())
 _SAME_DTYPEELEMENTWISE = {name for name in ELEMENTWISE if name not in _NOT_SAME_DTYPE} | {"addcmul", "addcdiv",
                                                                                             "lerp"}
 

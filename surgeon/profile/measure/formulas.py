@@ -238,11 +238,31 @@ def _grid_sampler(func, args, kwargs, out):
     return 0, per_output * out.numel()
 
 
-ELEMENTWISE = ["add", "sub", "rsub", "mul", "div", "true_divide", "floor_divide", "remainder", "fmod", "neg", "abs", "sign", "sgn", "reciprocal", "sqrt", "rsqrt", "square", "pow", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "erfc", "erfinv", "sigmoid", "logit", "relu", "relu6", "hardtanh", "hardsigmoid", "hardswish", "silu", "mish", "gelu", "elu", "selu", "celu", "leaky_relu", "_prelu_kernel", "softplus", "softshrink", "hardshrink", "threshold", "clamp", "clamp_min", "clamp_max", "clip", "minimum", "maximum", "fmin", "fmax", "floor", "ceil", "round", "trunc", "frac", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor", "logical_not", "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "where", "masked_fill", "nan_to_num", "hypot", "xlogy", "isnan", "isinf", "isfinite", "heaviside", "copysign"]
+ELEMENTWISE = """
+    add sub rsub mul div true_divide floor_divide remainder fmod neg abs sign sgn reciprocal sqrt rsqrt square pow
+    exp exp2 expm1 log log2 log10 log1p sin cos tan asin acos atan atan2 sinh cosh tanh asinh acosh atanh erf erfc
+    erfinv sigmoid logit relu relu6 hardtanh hardsigmoid hardswish silu mish gelu elu selu celu leaky_relu
+    _prelu_kernel softplus softshrink hardshrink threshold clamp clamp_min clamp_max clip minimum maximum fmin fmax
+    floor ceil round trunc frac eq ne lt le gt ge logical_and logical_or logical_xor logical_not bitwise_and
+    bitwise_or bitwise_xor bitwise_not where masked_fill nan_to_num hypot xlogy isnan isinf isfinite heaviside
+    copysign
+""".split()
 
-_REDUCTIONS = ["sum", "nansum", "mean", "nanmean", "amax", "amin", "prod", "argmax", "argmin", "any", "all", "cumsum", "cumprod", "count_nonzero"]
+_REDUCTIONS = "sum nansum mean nanmean amax amin prod argmax argmin any all cumsum cumprod count_nonzero".split()
 
-FREE = set(["empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "zeros", "zeros_like", "new_zeros", "ones", "ones_like", "new_ones", "full", "full_like", "new_full", "fill", "zero", "scalar_tensor", "arange", "linspace", "logspace", "eye", "rand", "randn", "randint", "rand_like", "randn_like", "randint_like", "normal", "uniform", "randperm", "bernoulli", "lift_fresh", "lift_fresh_copy", "clone", "copy", "_copy_from", "_copy_from_and_resize", "_to_copy", "to", "contiguous", "_unsafe_view", "view_copy", "reshape", "cat", "stack", "hstack", "vstack", "split_copy", "constant_pad_nd", "pad", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d", "replication_pad2d", "replication_pad3d", "index", "index_select", "gather", "take", "embedding", "repeat", "roll", "flip", "tile", "masked_select", "index_put", "scatter", "slice_scatter", "select_scatter", "diagonal_scatter", "as_strided_scatter", "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d", "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "native_channel_shuffle", "_local_scalar_dense", "item", "detach", "alias", "resize", "set", "is_same_size", "size", "sym_size", "stride", "sym_stride", "dim", "numel", "sym_numel", "storage_offset", "sym_storage_offset", "is_contiguous", "sym_is_contiguous", "is_strides_like_format", "is_non_overlapping_and_dense", "device", "layout"])
+FREE = set("""
+    empty empty_like empty_strided new_empty new_empty_strided zeros zeros_like new_zeros ones ones_like new_ones
+    full full_like new_full fill zero scalar_tensor arange linspace logspace eye rand randn randint rand_like
+    randn_like randint_like normal uniform randperm bernoulli lift_fresh lift_fresh_copy clone copy _copy_from
+    _copy_from_and_resize _to_copy to contiguous _unsafe_view view_copy reshape cat stack hstack vstack split_copy
+    constant_pad_nd pad reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d replication_pad2d
+    replication_pad3d index index_select gather take embedding repeat roll flip tile masked_select index_put
+    scatter slice_scatter select_scatter diagonal_scatter as_strided_scatter upsample_nearest1d upsample_nearest2d
+    upsample_nearest3d _upsample_nearest_exact1d _upsample_nearest_exact2d _upsample_nearest_exact3d pixel_shuffle
+    pixel_unshuffle channel_shuffle native_channel_shuffle _local_scalar_dense item detach alias resize set
+    is_same_size size sym_size stride sym_stride dim numel sym_numel storage_offset sym_storage_offset
+    is_contiguous sym_is_contiguous is_strides_like_format is_non_overlapping_and_dense device layout
+""".split())
 
 FORMULAS: dict[str, Formula] = {
     "mm": _mm,

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["CONFIDENCE", "MAX_ROUNDS", "MIN_PRECISE_ROUNDS", "UNSTABLE_WIDTH", "LatencyOptions", "Rounds", "busy_warning",
-           "instability", "load_average", "median_interval", "ratio_interval", "relative_half_width", "time_rounds"]
+__all__ = ["CONFIDENCE", "MAX_ROUNDS", "MIN_PRECISE_ROUNDS", "UNSTABLE_WIDTH", "LatencyOptions", "Rounds",
+           "busy_warning", "instability", "load_average", "median_interval", "ratio_interval", "relative_half_width",
+           "time_rounds"]
 
 CONFIDENCE = 0.95
 UNSTABLE_WIDTH = 0.05  # a ratio known no better than ±5% is not a figure to publish
@@ -168,7 +169,7 @@ def time_rounds(time_round: Callable[[], tuple[float, ...]], statistic: Callable
             return Rounds(samples, "rounds", clock() - start)
 
 
-def instability(ratio: float, low: float, high: float, *, add_only: bool) -> str | None:
+def instability(ratio: float, low: float, high: float, *, add_only: bool, rounds: int | None = None) -> str | None:
     """Why a latency ratio (with its 95% interval) is not to be trusted, and what to do; ``None`` if it is fine.
 
     Args:
@@ -176,7 +177,12 @@ def instability(ratio: float, low: float, high: float, *, add_only: bool) -> str
         low, high: its 95% interval.
         add_only: the candidate only adds work to the reference (blocks inserted, none swapped or replaced), so it
             cannot truly be faster.
+        rounds: how many rounds the ratio comes from; fewer than :data:`MIN_PRECISE_ROUNDS` say nothing of its
+            precision.
     """
+    if rounds is not None and rounds < MIN_PRECISE_ROUNDS:
+        return (f"{rounds} round{'s' if rounds != 1 else ''} cannot tell the ratio's precision (at least "
+                f"{MIN_PRECISE_ROUNDS} are needed); {_REMEDY}")
     width = relative_half_width(ratio, low, high)
     if add_only and high < 1.0:
         return (f"an add-only change measured faster than its reference (×{ratio:.3f}, 95% interval "

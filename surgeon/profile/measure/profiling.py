@@ -147,9 +147,10 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_sh
 
     Returns:
         ``schema_version``; ``conventions`` (how each figure is obtained); ``input``; ``environment`` (machine,
-        device, threads, versions, cores, load average before and after timing); ``models`` (per model: ``parameters``, ``trainable``, ``macs``, ``flops``,
-        ``operators``, ``uncounted_ops``, ``latency`` and ``peak_memory`` per batch size, and for a model of a
-        registered framework ``framework_flops``: its own GFLOPs count beside ours at its input); with ``other``,
+        device, threads, versions, cores, load average before and after timing); ``models`` (per model:
+        ``parameters``, ``trainable``, ``macs``, ``flops``, ``operators``, ``uncounted_ops``, ``latency`` and
+        ``peak_memory`` per batch size, and for a model of a registered framework ``framework_flops``: its own GFLOPs
+        count beside ours at its input); with ``other``,
         ``delta`` (with each latency ratio's 95% interval and ``unstable``: why it is not to be trusted, or
         ``None``) and ``deviation``; ``sites``: one row per inserted block of the patched model (where it went,
         parameters, MACs, FLOPs, measured time and share of the model's latency); ``site_timing``.
@@ -222,7 +223,8 @@ def _time_models(models: list[nn.Module], names: tuple[str | None, str | None], 
     busy = busy_warning(load["before"], load["after"], report["environment"]["cpu_count"])
     report["notes"] += [busy] if busy else []
     report["conventions"]["latency"] = LATENCY_CONVENTION.format(
-        warmup=warmup, runs=runs, threads=f"{first.threads} thread{'s' if first.threads != 1 else ''}", target=f"{100 * timing.target:g}",
+        warmup=warmup, runs=runs, threads=f"{first.threads} thread{'s' if first.threads != 1 else ''}",
+        target=f"{100 * timing.target:g}",
         max_time=f"{timing.max_time:g}", precise="ratio of the two models" if len(models) == 2 else "median",
         interleaved="; the two models' passes alternate (A, B, A, B, ...)" if len(models) == 2 else "")
     report["conventions"]["memory"] = MEMORY_CONVENTION
@@ -295,7 +297,8 @@ def _delta(rows: list[dict[str, Any]], latencies: list[list[LatencyResult]], add
         low, high = ratio_interval(timed_b.samples_ms, timed_a.samples_ms)
         delta["latency"].append({"batch_size": a["batch_size"], "ms": a["median_ms"] - b["median_ms"], "ratio": ratio,
                                  "ratio_low": low, "ratio_high": high,
-                                 "unstable": instability(ratio, low, high, add_only=add_only)})
+                                 "unstable": instability(ratio, low, high, add_only=add_only,
+                                                         rounds=len(timed_a.samples_ms))})
     delta["peak_memory"] = [
         {"batch_size": a["batch_size"], "bytes": a["bytes"] - b["bytes"]}
         for b, a in zip(before["peak_memory"], after["peak_memory"], strict=True)

@@ -125,9 +125,9 @@ def _footer_lines(comparison: Comparison) -> list[str]:
              notes.items()]
     lines += comparison.notes
     lines.append(f"Sorted by {SORT_KEYS[comparison.settings['sort']]}. Parameters and FLOPs: added to the reference "
-                 "(per image). Ratios: candidate ÷ reference, median of alternating rounds (95% interval); unstable: the "
-                 "interval is wider than ±5%, or an add-only candidate measured faster beyond noise. Memory: peak "
-                 "bytes added per pass. Deviation: max abs output difference at insertion.")
+                 "(per image). Ratios: candidate ÷ reference, median of alternating rounds (95% interval); "
+                 "unstable: the interval is wider than ±5%, or an add-only candidate measured faster beyond noise. "
+                 "Memory: peak bytes added per pass. Deviation: max abs output difference at insertion.")
     lines.append("Exports: " + comparison.conventions["exports"])
     return lines
 
