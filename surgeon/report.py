@@ -25,21 +25,9 @@ from .rewrite import RewriteResult
 from .sites import SiteTable
 from .verify import Verification
 
-__all__ = [
-    "FULL_PROFILE_RUNS",
-    "FULL_PROFILE_WARMUP",
-    "PROFILE_MODES",
-    "SCHEMA_VERSION",
-    "PatchResult",
-    "SurgeryResult",
-    "count_parameters",
-    "html_report_path",
-    "plan_rows",
-    "report_path",
-    "surgery_profile",
-    "surgery_summary",
-    "write_reports",
-]
+__all__ = ["SCHEMA_VERSION", "PROFILE_MODES", "FULL_PROFILE_RUNS", "FULL_PROFILE_WARMUP", "PatchResult",
+           "SurgeryResult", "count_parameters", "html_report_path", "plan_rows", "report_path", "surgery_profile",
+           "surgery_summary", "write_reports"]
 
 ProfileMode = Literal["counts", "full", "off"]
 PROFILE_MODES: tuple[str, ...] = ("counts", "full", "off")

@@ -13,7 +13,7 @@ from .._version import __version__
 from ..errors import SurgeonError
 from ._console import err
 
-__all__ = ["cli", "main"]
+__all__ = ["main", "cli"]
 
 
 class _Group(click.Group):

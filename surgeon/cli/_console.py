@@ -19,7 +19,7 @@ from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.table import Table
 
-__all__ = ["err", "out", "print_json", "progress", "progress_bar", "table", "warn"]
+__all__ = ["out", "err", "print_json", "progress", "progress_bar", "warn", "table"]
 
 UNBOUNDED = 100_000
 """The width of a console that writes to a pipe or a file: wider than any table it prints."""

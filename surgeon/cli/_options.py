@@ -20,21 +20,9 @@ from ..profile import LatencyOptions
 from ..tensors import DEFAULT_INPUT_SHAPE
 from ._console import err, progress
 
-__all__ = [
-    "LoadOptions",
-    "input_shape_option",
-    "load_source",
-    "model_errors",
-    "model_options",
-    "note",
-    "note_detection",
-    "parse_assignments",
-    "parse_shape",
-    "placement_options",
-    "report_format",
-    "report_options",
-    "timing_options",
-]
+__all__ = ["LoadOptions", "model_options", "note", "input_shape_option", "parse_shape", "parse_assignments",
+           "load_source", "model_errors", "note_detection", "placement_options", "timing_options", "report_options",
+           "report_format"]
 
 _SHAPE_EXAMPLE = ",".join(map(str, DEFAULT_INPUT_SHAPE))
 

@@ -24,7 +24,7 @@ from ..report import FULL_PROFILE_RUNS, PROFILE_MODES
 from ._console import out, print_json, progress, table, warn
 from ._options import model_errors, note_detection
 
-__all__ = ["format_option", "output_options", "profile_option", "render_plan", "run_rules_command"]
+__all__ = ["run_rules_command", "render_plan", "profile_option", "format_option", "output_options"]
 
 
 def profile_option(func: Callable[..., Any]) -> Callable[..., Any]:
