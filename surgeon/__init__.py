@@ -12,6 +12,7 @@ from .experiments import AblateOptions, ablate
 from .io import LoadOptions
 from .match import Rule, Selector
 from .pipeline import (
+    CompareOptions,
     PatchOptions,
     apply,
     compare,
@@ -26,13 +27,15 @@ from .pipeline import (
     sites,
     swap,
 )
-from .profile import profile_models
+from .profile import LatencyOptions, profile_models
 from .recipe import Recipe
 
 install_training_hooks()  # the frameworks' training hooks get the one replay path (Ultralytics': once it is imported)
 
 __all__ = [
     "AblateOptions",
+    "CompareOptions",
+    "LatencyOptions",
     "LoadOptions",
     "PatchOptions",
     "Recipe",

@@ -28,7 +28,7 @@ from ..experiments import (
     ablate as run_ablation,
 )
 from ..io import LoadOptions
-from ..profile.format import si
+from ..profile.render.format import si
 from ._console import err, out, table
 from ._options import input_shape_option, model_errors, model_options, placement_options
 

@@ -18,7 +18,7 @@ from html import escape
 from typing import Any
 
 from ..profile.charts import KINDS, RC, Point, scatter_svg
-from ..profile.html import CSP, CSS
+from ..profile.render.page import CSP, CSS
 from .summary import decimals, duration, metric_name, number, partial_note, setting, summary_table, title
 
 __all__ = ["TEXT_RC", "curve_charts", "curve_figure", "flops_chart", "render_html"]

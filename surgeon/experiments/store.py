@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import ExperimentError
 from ..io import atomic_write
-from ..profile.format import json_safe
+from ..profile.jsonsafe import json_safe
 from .plan import Arm, ExperimentPlan
 from .trial import MODEL_FILE, STATUSES, TrialRecord
 

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..profile.format import si
+from ..profile.render.format import si
 
 __all__ = ["DASH", "SummaryTable", "decimals", "duration", "metric_name", "number", "p_value", "partial_note",
            "setting", "summary_table", "title", "verdict_text"]

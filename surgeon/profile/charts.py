@@ -3,12 +3,13 @@
 The drawing is offline and byte-for-byte deterministic: matplotlib's bundled DejaVu Sans is rendered as glyph paths
 (so the page needs no font and looks the same in every browser), the SVG carries no date, and its ids come from a
 fixed hash salt, prefixed per chart so that several charts can share one HTML page. Ticks fall on round numbers and
-are printed in full (no offset, no scientific notation). Point labels are placed by :func:`_place_labels`, a small
-deterministic placer that keeps every label inside the axes and clear of the other labels, the markers, the error
-bars and the reference line; a label moved away from its point is tied to it by a thin leader line.
+are printed in full (no offset, no scientific notation). Point labels are placed by :func:`.labels.place_labels`,
+a small deterministic placer that keeps every label inside the axes and clear of the other labels, the markers,
+the error bars and the reference line; a label moved away from its point is tied to it by a thin leader line.
 
-Every label is an SVG group ``<g class="chart-label" data-bbox="x0 y0 x1 y1">`` in the SVG's own coordinates, read
-back by :func:`label_boxes`, so a test can check that no two labels intersect.
+Every label is an SVG group ``<g class="chart-label" data-label="..." data-bbox="x0 y0 x1 y1">`` in the SVG's own
+coordinates, read back by :func:`label_boxes`, so a test can check that no two labels intersect; every marker is a
+``<g class="chart-point">`` with its ``data-label``, ``data-kind``, ``data-x`` and ``data-y``.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
-__all__ = ["KINDS", "Point", "label_boxes", "scatter_svg"]
+from .labels import MARKER_PX, Box, inside, place_labels
 
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1
+__all__ = ["KINDS", "Point", "label_boxes", "scatter_svg"]
 
 # marker, colour and legend text of each kind of point; the order is the legend's
 KINDS: dict[str, tuple[str, str, str]] = {
@@ -39,8 +40,6 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "reference": ("*", "#222222", "reference"),
 }
 DPI = 72  # one display pixel per SVG unit, so the boxes measured while placing are the boxes in the file
-MARKER_PX = 7.0  # half the size of a marker's obstacle box
-PAD_PX = 3.0  # the least gap between a label and anything else
 RC = {
     "svg.fonttype": "path",
     "svg.hashsalt": "attn-surgeon",
@@ -107,7 +106,8 @@ def scatter_svg(points: Sequence[Point], *, x_label: str, y_label: str, title: s
     for _ in range(6):  # a crowded chart grows until every label has a place of its own
         figure = _draw(points, x_label, y_label, title, reference_y, log_x, (width, height))
         if figure is not None:
-            return _to_svg(figure, _chart_id(points, x_label, y_label, title, reference_y, log_x), title or y_label)
+            chart_id = _chart_id(points, x_label, y_label, title, reference_y, log_x)
+            return _to_svg(figure, chart_id, title or y_label, points)
         width, height = width * 1.25, height * 1.35
     raise ValueError(f"cannot place {len(points)} labels without overlap; draw fewer points per chart")
 
@@ -131,14 +131,15 @@ def _draw(points: Sequence[Point], x_label: str, y_label: str, title: str | None
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
         soft: list[Box] = []  # error bars and the reference line: avoided, but crossed rather than fail
-        for kind, (marker, color, _) in KINDS.items():
-            members = [p for p in points if p.kind == kind]
-            if not members:
-                continue
-            axes.errorbar([p.x for p in members], [p.y for p in members],
-                          xerr=_error_array(members, "x"), yerr=_error_array(members, "y"), fmt=marker,
-                          color=color, ecolor=color, elinewidth=1.0, capsize=3, markersize=11 if kind == "reference"
-                          else 7, markeredgecolor="white", markeredgewidth=0.8, label=KINDS[kind][2], zorder=3)
+        drawn: set[str] = set()
+        for index, point in enumerate(points):  # one artist per point, so that the SVG can say which is which
+            marker, color, legend = KINDS[point.kind]
+            bars = axes.errorbar([point.x], [point.y], xerr=_error_array([point], "x"), yerr=_error_array([point], "y"),
+                                 fmt=marker, color=color, ecolor=color, elinewidth=1.0, capsize=3,
+                                 markersize=11 if point.kind == "reference" else 7, markeredgecolor="white",
+                                 markeredgewidth=0.8, label=legend if point.kind not in drawn else None, zorder=3)
+            bars.lines[0].set_gid(f"point-{index}")
+            drawn.add(point.kind)
         if reference_y is not None:
             axes.axhline(reference_y, color="#555555", linestyle="--", linewidth=1.0, zorder=2)
         _set_limits(axes, points, reference_y, log_x)
@@ -148,6 +149,9 @@ def _draw(points: Sequence[Point], x_label: str, y_label: str, title: str | None
         if title:
             axes.set_title(title, loc="left", parse_math=False)
         handles, names = axes.get_legend_handles_labels()
+        order = [legend for _, _, legend in KINDS.values()]  # the legend lists kinds in one order on every chart
+        handles, names = map(list, zip(*sorted(zip(handles, names, strict=True), key=lambda hn: order.index(hn[1])),
+                                       strict=True))
         if reference_y is not None:
             handles.append(Line2D([], [], color="#555555", linestyle="--", linewidth=1.0))
             names.append(f"reference (y = {reference_y:g})")
@@ -164,7 +168,7 @@ def _draw(points: Sequence[Point], x_label: str, y_label: str, title: str | None
         frame = axes.get_window_extent(renderer)
         texts = [axes.text(0, 0, p.label, ha="left", va="bottom", zorder=4, parse_math=False) for p in points]
         sizes = [(t.get_window_extent(renderer).width, t.get_window_extent(renderer).height) for t in texts]
-        placed = _place_labels(anchors, sizes, (frame.x0, frame.y0, frame.x1, frame.y1), soft)
+        placed = place_labels(anchors, sizes, (frame.x0, frame.y0, frame.x1, frame.y1), soft)
         if placed is None:
             return None
         to_data = axes.transData.inverted().transform
@@ -199,7 +203,7 @@ def _error_boxes(point: Point, to_display) -> list[Box]:
         boxes.append((x - 3.0, y0, x + 3.0, y1))
     x, y = to_display((point.x, point.y))
     marker = (x - MARKER_PX, y - MARKER_PX, x + MARKER_PX, y + MARKER_PX)
-    return [box for box in boxes if not _inside(box, marker)]
+    return [box for box in boxes if not inside(box, marker)]
 
 
 def _set_limits(axes, points: Sequence[Point], reference_y: float | None, log_x: bool) -> None:
@@ -246,12 +250,9 @@ def _round_ticks(axis, limits: tuple[float, float]) -> None:
     axis.set_major_locator(locator)
     ticks = locator.tick_values(*limits)
     step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) + (1 if _first_digit(step) == 2.5 else 0)
+    # the fewest decimals that write the step exactly: 25 → 0, 2.5 → 1, 0.25 → 2, 0.0001 → 4
+    decimals = next((d for d in range(12) if abs(step * 10 ** d - round(step * 10 ** d)) < 1e-6 * step * 10 ** d), 12)
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.{decimals}f}".replace("-", "−")))
-
-
-def _first_digit(step: float) -> float:
-    return round(step / 10 ** math.floor(math.log10(step) + 1e-9), 6)
 
 
 def _si(value: float) -> str:
@@ -262,109 +263,7 @@ def _si(value: float) -> str:
     return f"{value:g}"
 
 
-def _place_labels(anchors: Sequence[tuple[float, float]], sizes: Sequence[tuple[float, float]], frame: Box,
-                  soft: Sequence[Box]) -> list[tuple[Box, tuple[tuple[float, float], tuple[float, float]] | None]] | None:
-    """A box for each label and, when it sits away from its point, the leader line to draw; None if one won't fit.
-
-    Labels are placed in order. Each takes the first free candidate: the eight places touching its marker (right,
-    left, above, below, then the corners), then rings of growing radius around the point. A candidate is free when
-    it lies inside ``frame`` and keeps :data:`PAD_PX` from every label placed so far, every marker, every leader line
-    drawn so far and the ``soft`` obstacles, and its own leader line crosses no placed label. When no candidate is
-    free, the soft obstacles are dropped, then the leader lines' rules; labels themselves never overlap.
-    """
-    markers = [(x - MARKER_PX, y - MARKER_PX, x + MARKER_PX, y + MARKER_PX) for x, y in anchors]
-    placed: list[Box] = []
-    leaders: list[tuple[tuple[float, float], tuple[float, float]]] = []
-    result = []
-    for (px, py), (w, h) in zip(anchors, sizes, strict=True):
-        choice = None
-        # ever fewer constraints: clear of everything, then crossing error bars, then leaders crossing each other
-        for obstacles, strict in (([*markers, *soft], True), (markers, True), (markers, False)):
-            for box, moved in _candidates(px, py, w, h):
-                leader = ((px, py), _nearest_on_box(box, px, py)) if moved else None
-                if _fits(box, frame, [*placed, *obstacles], leaders if strict else []) and \
-                        (leader is None or not strict or not any(_crosses(leader, _grow(b, 1.0)) for b in placed)):
-                    choice = (box, leader)
-                    break
-            if choice is not None:
-                break
-        if choice is None:
-            return None
-        placed.append(choice[0])
-        if choice[1] is not None:
-            leaders.append(choice[1])
-        result.append(choice)
-    return result
-
-
-def _candidates(px: float, py: float, w: float, h: float):
-    """Boxes for a ``w`` x ``h`` label around ``(px, py)``, nearest first, each with whether it needs a leader."""
-    gap = MARKER_PX + 1.0
-    yield (px + gap, py - h / 2, px + gap + w, py + h / 2), False
-    yield (px - gap - w, py - h / 2, px - gap, py + h / 2), False
-    yield (px - w / 2, py + gap, px + w / 2, py + gap + h), False
-    yield (px - w / 2, py - gap - h, px + w / 2, py - gap), False
-    for sx, sy in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
-        x0 = px + gap * 0.7 if sx > 0 else px - gap * 0.7 - w
-        y0 = py + gap * 0.7 if sy > 0 else py - gap * 0.7 - h
-        yield (x0, y0, x0 + w, y0 + h), False
-    for radius in (18, 28, 40, 55, 75, 100, 130, 170, 220, 290, 380, 500):
-        steps = max(16, round(2 * math.pi * radius / 24))  # about one candidate per 24 px of the ring
-        for step in range(steps):
-            angle = math.pi * 2 * step / steps
-            cx, cy = px + radius * math.cos(angle), py + radius * math.sin(angle)
-            # the box's near edge, not its centre, sits on the ring, so a long label does not cover its own point
-            x0 = cx if math.cos(angle) > 0.2 else cx - w if math.cos(angle) < -0.2 else cx - w / 2
-            y0 = cy if math.sin(angle) > 0.2 else cy - h if math.sin(angle) < -0.2 else cy - h / 2
-            yield (x0, y0, x0 + w, y0 + h), True
-
-
-def _fits(box: Box, frame: Box, obstacles: Sequence[Box], leaders) -> bool:
-    inside = box[0] >= frame[0] + 2 and box[1] >= frame[1] + 2 and box[2] <= frame[2] - 2 and box[3] <= frame[3] - 2
-    if not inside:
-        return False
-    padded = _grow(box, PAD_PX)
-    return not any(_intersect(padded, other) for other in obstacles) and \
-        not any(_crosses(segment, padded) for segment in leaders)
-
-
-def _inside(box: Box, outer: Box) -> bool:
-    return box[0] >= outer[0] and box[1] >= outer[1] and box[2] <= outer[2] and box[3] <= outer[3]
-
-
-def _grow(box: Box, by: float) -> Box:
-    return box[0] - by, box[1] - by, box[2] + by, box[3] + by
-
-
-def _intersect(a: Box, b: Box) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def _nearest_on_box(box: Box, x: float, y: float) -> tuple[float, float]:
-    return min(max(x, box[0]), box[2]), min(max(y, box[1]), box[3])
-
-
-def _crosses(segment: tuple[tuple[float, float], tuple[float, float]], box: Box) -> bool:
-    """Whether the segment passes through the box (Liang-Barsky clipping)."""
-    (x0, y0), (x1, y1) = segment
-    dx, dy = x1 - x0, y1 - y0
-    low, high = 0.0, 1.0
-    for p, q in ((-dx, x0 - box[0]), (dx, box[2] - x0), (-dy, y0 - box[1]), (dy, box[3] - y0)):
-        if p == 0:
-            if q < 0:
-                return False
-            continue
-        t = q / p
-        if p < 0:
-            low = max(low, t)
-        else:
-            high = min(high, t)
-        if low > high:
-            return False
-    return True
-
-
-def _to_svg(figure: Figure, chart_id: str, description: str) -> str:
+def _to_svg(figure: Figure, chart_id: str, description: str, points: Sequence[Point]) -> str:
     """The figure as inline SVG: no declaration or metadata, ids unique to the chart, each label's box recorded."""
     renderer = figure.canvas.get_renderer()
     height = figure.bbox.height
@@ -373,13 +272,17 @@ def _to_svg(figure: Figure, chart_id: str, description: str) -> str:
         for text in axes.texts:
             if text.get_gid():
                 extent = text.get_window_extent(renderer)
-                boxes[text.get_gid()] = (text.get_text(), (extent.x0, height - extent.y1, extent.x1, height - extent.y0))
+                box = (extent.x0, height - extent.y1, extent.x1, height - extent.y0)  # SVG's y runs down
+                boxes[text.get_gid()] = (text.get_text(), box)
     buffer = io.StringIO()
     with matplotlib.rc_context(RC):
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]
-    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, flags=re.S)
+    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, flags=re.DOTALL)
+    # inline in HTML the parser gives <svg> and xlink:href their namespaces: the declarations are dead weight (and
+    # URLs in a page that promises to reference nothing)
+    svg = re.sub(r'\s+xmlns(:xlink)?="[^"]*"', "", svg)
     ids = set(re.findall(r'\bid="([^"]+)"', svg))
     svg = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{chart_id}-{m.group(1)}"', svg)
     svg = re.sub(r'(href="#|url\(#)([^")]+)', lambda m: m.group(1) + (f"{chart_id}-{m.group(2)}"
@@ -387,5 +290,9 @@ def _to_svg(figure: Figure, chart_id: str, description: str) -> str:
     for gid, (label, box) in boxes.items():
         svg = svg.replace(f'<g id="{chart_id}-{gid}">', f'<g id="{chart_id}-{gid}" class="chart-label" '
                           f'data-label="{escape(label)}" data-bbox="{" ".join(f"{v:.2f}" for v in box)}">')
+    for index, point in enumerate(points):
+        svg = svg.replace(f'<g id="{chart_id}-point-{index}">', f'<g id="{chart_id}-point-{index}" class="chart-point" '
+                          f'data-label="{escape(point.label)}" data-kind="{point.kind}" data-x="{point.x:.6g}" '
+                          f'data-y="{point.y:.6g}">')
     return re.sub(r"<svg ", f'<svg class="chart" role="img" aria-label="{escape(description)}" '
                   'style="max-width:100%;height:auto" ', svg, count=1)

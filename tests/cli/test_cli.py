@@ -56,7 +56,7 @@ def test_help_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.Monkey
     for command in order:
         for args in _examples(command):
             if command == "profile":
-                args += ["--runs", "2", "--warmup", "1", "--input-shape", "1,3,64,64"]
+                args += ["--runs", "2", "--warmup", "1", "--max-time", "0", "--input-shape", "1,3,64,64"]
             elif command == "compare":  # every block of the registry in one example: kept to counts and sizes
                 args += ["--runs", "0", "--exports", "off", "--input-shape", "1,3,32,32", "--force"]
             elif command == "ablate":  # training is tests/experiments' work; here each plan is built (--dry-run)
