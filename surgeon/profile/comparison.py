@@ -62,7 +62,7 @@ class RatioTiming:
             spent), ``rounds`` (the round limit) or ``floor`` (no budget: exactly the rounds asked for).
         seconds: wall time spent timing these rounds.
         unstable: why the ratio is not to be trusted and what to do, or ``None`` (see
-            :func:`surgeon.profile.precision.instability`).
+            :func:`surgeon.profile.measure.intervals.instability`).
     """
 
     batch_size: int

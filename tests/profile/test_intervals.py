@@ -9,7 +9,7 @@ import random
 import pytest
 
 from surgeon.profile.comparison import ratio_timing
-from surgeon.profile.measure import precision
+from surgeon.profile.measure import intervals
 from surgeon.profile.measure.latency import LatencyResult
 from surgeon.profile.measure.intervals import (
     LatencyOptions,
@@ -70,7 +70,7 @@ def test_no_budget_times_exactly_the_floor_and_the_round_limit_holds(monkeypatch
     noisy = [(10.0, 5.0), (10.0, 20.0), (10.0, 9.0), (10.0, 14.0), (10.0, 7.0)]
     fixed = time_rounds(_rounds(noisy, clock), _ratio, floor=7, target=0.02, budget_s=0.0, clock=clock)
     assert fixed.stopped == "floor" and len(fixed.samples) == 7
-    monkeypatch.setattr(precision, "MAX_ROUNDS", 200)
+    monkeypatch.setattr(intervals, "MAX_ROUNDS", 200)
     generator = random.Random(0)
     spread = [(10.0, 10.0 * generator.uniform(0.5, 2.0)) for _ in range(997)]
     endless = time_rounds(_rounds(spread, clock), _ratio, floor=1, target=0.001, budget_s=1.0, clock=clock)
@@ -129,7 +129,7 @@ def test_latency_options_refuse_nonsense(kwargs):
 def test_a_floor_of_one_still_needs_rounds_enough_to_judge():
     clock = FakeClock(0.1)
     rounds = time_rounds(_rounds([(10.0, 10.5)], clock), _ratio, floor=1, target=0.02, budget_s=60.0, clock=clock)
-    assert rounds.stopped == "target" and len(rounds.samples) == precision.MIN_PRECISE_ROUNDS
+    assert rounds.stopped == "target" and len(rounds.samples) == intervals.MIN_PRECISE_ROUNDS
 
 
 def _latency(samples: list[float]) -> LatencyResult:
@@ -150,4 +150,4 @@ def test_a_comparison_row_flags_an_add_only_block_measured_faster():
 
 def test_too_few_rounds_are_unstable_whatever_their_spread():
     assert "2 rounds cannot tell" in instability(1.0, 1.0, 1.0, add_only=False, rounds=2)
-    assert instability(1.0, 1.0, 1.0, add_only=False, rounds=precision.MIN_PRECISE_ROUNDS) is None
+    assert instability(1.0, 1.0, 1.0, add_only=False, rounds=intervals.MIN_PRECISE_ROUNDS) is None

@@ -2,7 +2,7 @@
 
 Latency: ``warmup`` untimed forward passes, then at least ``runs`` timed ones, reported as median, spread and the
 95% interval of the median. With a time budget (``max_time``), timing goes on until that interval is within
-``target`` of the median or the budget is spent (:func:`~surgeon.profile.precision.time_rounds`). Every pass
+``target`` of the median or the budget is spent (:func:`~surgeon.profile.measure.intervals.time_rounds`). Every pass
 runs in eval mode under ``torch.inference_mode`` with the intra-op thread count fixed (``torch.set_num_threads``);
 the train/eval flag of every submodule and the thread count are restored afterwards. CPU passes are timed with
 ``time.perf_counter``; CUDA passes with CUDA events, synchronising after each pass so that a timing never includes
