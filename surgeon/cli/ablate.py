@@ -27,6 +27,7 @@ from ..experiments import (
 from ..experiments import (
     ablate as run_ablation,
 )
+from ..experiments.summary import setting, summary_table, title
 from ..io import LoadOptions
 from ..profile.render.format import si
 from ._console import err, out, table
@@ -162,35 +163,17 @@ def _signed(value: int) -> str:
     return ("-" if value < 0 else "+") + si(abs(value))
 
 
-def _number(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}g}"
-
-
 def _print_results(result: AblateResult) -> None:
+    """The table every report format starts from (:func:`~surgeon.experiments.summary.summary_table`), in the
+    terminal: the same figures, to the same decimals, as ``--report --format md``."""
     results = result.results or {}
-    metric = results.get("metric") or "metric"
-    view = table(f"{metric} ({results.get('mode')} is better), {len(results.get('seeds', []))} seeds",
-                 ["arm", "kind", f"{metric} mean ± std", "Δ vs baseline [95% CI]", "p", "p (Holm)", "verdict",
-                  "params", "FLOPs", "s / trial"],
-                 right=[f"{metric} mean ± std", "p", "p (Holm)", "params", "FLOPs", "s / trial"])
-    for arm in results.get("arms", []):
-        spread = f"{_number(arm['mean'])} ± {_number(arm['std'], 2)}" if arm["mean"] is not None else "-"
-        versus = arm["vs_baseline"]
-        if versus is None:
-            diff = p = p_holm = "-"
-        else:
-            ci = versus["ci95"]
-            diff = f"{versus['mean_diff']:+.4g}" + (f" [{ci[0]:+.3g}, {ci[1]:+.3g}]" if ci else "")
-            p, p_holm = _number(versus["p"], 3), _number(versus["p_holm"], 3)
-        times = [trial["seconds"] for trial in arm["trials"] if trial["seconds"] is not None]
-        view.add_row(escape(arm["name"]), arm["kind"], spread, diff, p, p_holm,
-                     escape(arm["verdict"] or "-"), "-" if arm["params"] is None else f"{arm['params']:,}",
-                     si(arm["flops"]), f"{sum(times) / len(times):.1f}" if times else "-")
+    summary = summary_table(results)
+    view = table(f"{title(results)} ({setting(results)})", summary.header, right=summary.header[summary.left:])
+    for row in summary.rows:
+        view.add_row(*map(escape, row))
     out.print(view)
-    for arm in results.get("arms", [])[1:]:
-        if arm["verdict"] not in ("better", "worse"):
-            out.print(f"{escape(arm['name'])}: {escape(arm['verdict'] or 'no verdict')} — "
-                      f"{escape(arm['verdict_reason'])}", highlight=False)
+    for note in summary.notes[:-1]:  # the partial-experiment warning and each withheld verdict's reason
+        out.print(escape(note), highlight=False)
     ran = f"ran {result.ran} trials" + (f", {result.resumed} were already finished" if result.resumed else "")
     out.print(f"Wrote {result.output}/results.json ({ran}); `attn-surgeon ablate --report {result.output} --format "
               "md|latex|csv|json|html` renders it.", highlight=False)
