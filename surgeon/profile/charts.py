@@ -154,7 +154,7 @@ def _draw(points: Sequence[Point], x_label: str, y_label: str, title: str | None
                                        strict=True))
         if reference_y is not None:
             handles.append(Line2D([], [], color="#555555", linestyle="--", linewidth=1.0))
-            names.append(f"reference (y = {reference_y:g})")
+            names.append(f"reference (y = {reference_y:.4g})")
         axes.legend(handles, names, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, borderaxespad=0.0)
         figure.tight_layout(pad=0.6)
         renderer = figure.canvas.get_renderer()
