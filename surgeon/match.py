@@ -15,6 +15,7 @@ Matching is one pure function, :func:`matches`, of a site and a selector. A sele
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import re
 from collections.abc import Iterable, Sequence
@@ -41,6 +42,7 @@ __all__ = [
     "POSITIONS",
     "SITE_KINDS",
     "RANGE",
+    "as_replaced_module",
 ]
 
 _KIND_ALIASES = {"block": "block", "bottleneck": "block", "residual": "block", "conv": "conv", "module": "module"}
@@ -330,7 +332,7 @@ def make_plan(sites: Sequence[Site], rules: Sequence[Rule]) -> Plan:
     replaced: dict[str, str] = {}
     empty: list[str] = []
     for rule in rules:
-        chosen = select(sites, rule.selector)
+        chosen = _candidates(sites, rule)
         if rule.position == "residual":
             chosen = [site for site in chosen if site.kind == "block"]
         if not chosen:
@@ -363,6 +365,25 @@ def make_plan(sites: Sequence[Site], rules: Sequence[Rule]) -> Plan:
     return Plan(actions, empty)
 
 
+def as_replaced_module(site: Site) -> Site:
+    """``site`` seen as a module that a block replaces whole: whatever else it is, the block takes its place.
+
+    PSABlock's ``Attention`` (YOLO11), A2C2f's ``AAttn`` (YOLO12) and RT-DETR's ``AIFI`` add a convolution branch or
+    their input to their output, so :func:`~surgeon.sites.find_sites` lists them as residual units; replacing one
+    still puts the block in its place in its parent, as for any module.
+    """
+    return site if site.kind == "module" else dataclasses.replace(site, kind="module")
+
+
+def _candidates(sites: Sequence[Site], rule: Rule) -> list[Site]:
+    """The sites a rule applies to: its selector's, except that a ``replace`` of modules takes every module the rest
+    of its selector picks, residual units included (never a convolution: that is a conv unit's swap)."""
+    if rule.op != "replace" or rule.selector.kind != "module":
+        return select(sites, rule.selector)
+    widened = dataclasses.replace(rule.selector, kind=None)
+    return [as_replaced_module(site) for site in select(sites, widened) if site.kind != "conv"]
+
+
 def _check_replaceable(rule: Rule, site: Site) -> None:
     """``replace`` swaps a conv unit, or puts a block in place of a module that keeps its input's shape (a model's
     own attention module: SE, ECA, CBAM)."""
@@ -389,6 +410,8 @@ def plan_from_recipe(recipe: Recipe, table: SiteTable) -> Plan:
         if site is None:
             raise CheckpointError(f"recipe step for {step.site!r}: the model has no such site; "
                                   "is it the same base architecture?")
+        if step.op == "replace" and step.kind == "module":
+            site = as_replaced_module(site)
         channels = site.channels_at(step.position)
         if step.channels and channels != step.channels:
             raise CheckpointError(f"recipe step for {step.site!r}: expected {step.channels} channels, the model has "

@@ -19,7 +19,7 @@ from ...pipeline import recipe_of, save_model
 from ...recipe import Recipe
 from .training import install, record_recipe
 
-__all__ = ["NAME", "adopt", "build", "is_ultralytics_model", "native_layout", "owns", "restricted_load", "save"]
+__all__ = ["NAME", "adopt", "build", "is_rtdetr", "is_ultralytics_model", "native_layout", "owns", "restricted_load", "save"]
 
 NAME = "ultralytics"
 """The spec prefix (``ultralytics:yolov8n.yaml``) and the ``Layout.framework`` of Ultralytics' checkpoints."""
@@ -36,13 +36,13 @@ def build(name: str, **arch_args: Any) -> nn.Module:
     unknown = set(arch_args) - {"nc", "ch"}
     if unknown:
         raise ModelLoadError(f"ultralytics:{name}: unknown argument {sorted(unknown)[0]!r}; valid: nc, ch")
-    from ultralytics import YOLO
+    from ultralytics import RTDETR, YOLO
     from ultralytics.utils import LOGGER
 
     level = LOGGER.level
     LOGGER.setLevel(logging.WARNING)  # ClassificationModel prints its summary even with verbose=False
     try:
-        model = YOLO(name, verbose=False).model
+        model = (RTDETR(name) if is_rtdetr(name) else YOLO(name, verbose=False)).model
         if arch_args:
             rebuilt = type(model)(model.yaml, verbose=False, **arch_args)
             rebuilt.args, rebuilt.task = model.args, model.task
@@ -53,6 +53,12 @@ def build(name: str, **arch_args: Any) -> nn.Module:
     finally:
         LOGGER.setLevel(level)
     return model
+
+
+def is_rtdetr(name: str) -> bool:
+    """Whether Ultralytics builds a yaml or checkpoint with ``RTDETR`` (its own trainer, loss and validator) rather
+    than ``YOLO``: by the file's name, as the ``yolo`` command decides."""
+    return "rtdetr" in Path(name).stem.lower()
 
 
 def is_ultralytics_model(model: nn.Module) -> bool:
