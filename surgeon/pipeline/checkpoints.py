@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from .. import checkpoint
+from .. import checkpoint, precision
 from ..arch import build_arch, is_spec
 from ..blocks import get_block
 from ..checkpoint import (
@@ -45,7 +45,7 @@ from ..report import (
     write_reports,
 )
 from ..rules import RuleSet
-from ..tensors import default_input_shape
+from ..tensors import default_input_shape, probe_input
 from .surgery import check_model, replay, resolve, surgery
 
 __all__ = ["load", "load_model", "patch", "save", "save_model"]
@@ -165,10 +165,19 @@ def _patch_in_memory(source: str, loaded: LoadedModel, resolved: Recipe | RuleSe
             before = model_facts(loaded.module, source, input_shape[1:])
     elif not dry_run and profile == "full":
         original = copy.deepcopy(loaded.module)  # surgery is in place; the full profile times both models
+    if not dry_run:  # attn-surgeon: reduced precision (float16/bfloat16), the original measured before surgery
+        example = probe_input(input_shape, loaded.module)
+        with step("Running the original model in reduced precision"):
+            reduced = precision.measure(loaded.module, example)
     with step("Finding sites and rewriting"):
         result = surgery(loaded.module, resolved, input_shape=input_shape, base=loaded.spec,
                          arch_args=loaded.arch_args, dry_run=dry_run, where=source)
     summary = surgery_summary(result, source, None if dry_run else str(output))
+    if not dry_run:
+        with step("Running the patched model in reduced precision"):
+            checked = precision.check(result.model, example, reduced, result.recipe)
+        summary["precision"] = [item.to_dict() for item in checked]
+        summary["precision_warnings"] = precision.warnings_of(checked)
     if not dry_run:
         quiet_profiler_logs()
         summary["profile"] = surgery_profile(profile, result, before=before, original=original,
