@@ -9,10 +9,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner, Result
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository root (README, benchmarks/, docs/, examples/)."""
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars", "--force-device-scale-factor=1"]
+
+
+def run_cli(*args: object) -> Result:
+    """``attn-surgeon ARGS...`` in-process (arguments converted with ``str``); the result keeps stdout and stderr."""
+    from surgeon.cli import cli
+
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
 
 
 def file_digest(path: Path) -> str:

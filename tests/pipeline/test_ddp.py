@@ -19,8 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import surgeon
 from examples.digits.model import INPUT_SIZE, build
-
-REPO = Path(__file__).resolve().parents[1]
+from tests._util import REPO
 
 ARCH = "examples.digits.model:build"
 SHAPE = (1, 1, INPUT_SIZE, INPUT_SIZE)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from _util import build
 from click.testing import CliRunner
 from torch import nn
 
@@ -23,6 +22,7 @@ from surgeon.cli import cli
 from surgeon.errors import BlockError, RewriteError, SelectorError
 from surgeon.pipeline import insert_rule, run_surgery, swap_rule
 from surgeon.report import surgery_summary
+from tests._util import build
 
 SHAPE = (1, 3, 64, 64)
 

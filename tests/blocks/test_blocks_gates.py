@@ -13,13 +13,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from _util import num_params
 
 from surgeon.blocks._registry import create_block, get_block
 from surgeon.blocks.bam import BAM
 from surgeon.blocks.residual_attention import PreActBottleneck, ResidualAttention
 from surgeon.blocks.simam import SimAM
 from surgeon.blocks.triplet import TripletAttention
+from tests._util import num_params
 
 BLOCK_CASES = [
     pytest.param(BAM, {}, id="bam"),

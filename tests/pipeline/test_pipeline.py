@@ -7,7 +7,6 @@ import copy
 import pytest
 import torch
 import torchvision
-from _util import build, randomize_norm_stats
 from timm.models.resnet import Bottleneck as TimmBottleneck
 from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual
@@ -15,6 +14,7 @@ from torchvision.models.resnet import Bottleneck
 
 import surgeon
 from surgeon.errors import BlockError, NoMatchError, SelectorError, TraceError
+from tests._util import build, randomize_norm_stats
 
 MODELS = {
     "torchvision:resnet50": Bottleneck,

@@ -18,8 +18,8 @@ import torch
 
 import surgeon
 from examples.digits.model import BasicBlock, build
+from tests._util import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = REPO / "examples" / "digits" / "digits_resnet.pt"
 ARCH = "examples.digits.model:build"
 

@@ -15,7 +15,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torchvision
-from _util import build, file_digest, randomize_norm_stats
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -23,6 +22,7 @@ import surgeon
 from surgeon.checkpoint import atomic_write, read_checkpoint
 from surgeon.errors import CheckpointError, ModelLoadError, OutputExistsError
 from surgeon.pipeline import load_model, save_model
+from tests._util import build, file_digest, randomize_norm_stats
 
 SHAPE = (1, 3, 64, 64)
 

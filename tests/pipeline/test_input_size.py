@@ -13,20 +13,15 @@ import pytest
 import timm
 import torch
 import torchvision
-from click.testing import CliRunner
 from torch import nn
 
 import surgeon
-from surgeon.cli import cli
 from surgeon.errors import ModelForwardError
 from surgeon.tensors import declared_input_shape, default_input_shape, probe_guard
+from tests._util import run_cli as run
 from tests.fixtures.sized_models import SizedNet, declared_sized_net
 
 FIXTURES = "tests.fixtures.sized_models"
-
-
-def run(*args: str):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def _on_meta(build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:

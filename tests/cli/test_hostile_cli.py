@@ -13,22 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from _util import file_digest
-from click.testing import CliRunner
 
 import surgeon
 from surgeon.blocks import get_block, list_blocks
-from surgeon.cli import cli
 from surgeon.errors import ModelLoadError
 from surgeon.rules import MAX_BYTES
+from tests._util import file_digest
+from tests._util import run_cli as run
 from tests.fixtures.hostile.rule_files import GOOD, RULE_FILES, USER_BLOCK
 
 SMALL = ("--input-shape", "1,3,64,64", "--profile", "off")
 FIXTURES = "tests.fixtures.hostile.models"
-
-
-def run(*args: str):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def assert_refused(result, phrase: str, code: int = 1) -> None:
@@ -62,7 +57,6 @@ def workdir(tmp_path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ rules files
-
 
 
 @pytest.mark.parametrize("case", list(RULE_FILES))

@@ -20,9 +20,10 @@ from surgeon.errors import ModelForwardError, NoMatchError, SurgeonError
 from surgeon.exportable import CHECKS, check_exports
 from surgeon.profile.compare_output import render_compare_text, write_comparison
 from surgeon.profile.comparison import SORT_KEYS, Comparison
+from tests._util import REPO
 
 SHAPE = (1, 3, 64, 64)  # layer4 at 2x2: a training step at batch 1 has more than one value per channel
-SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "docs" / "compare.schema.json").read_text())
+SCHEMA = json.loads((REPO / "docs" / "compare.schema.json").read_text())
 
 
 class _Alive:

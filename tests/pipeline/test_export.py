@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _util import build, randomize_norm_stats
 from click.testing import CliRunner
 
 import surgeon
@@ -23,6 +22,7 @@ from surgeon.errors import OutputExistsError, SurgeonError
 from surgeon.export import _deviation_at as deviation_at
 from surgeon.export import other_size, write_python_package
 from surgeon.python_package import run_package
+from tests._util import build, randomize_norm_stats
 
 SHAPE = (1, 3, 64, 64)
 # The command on its own, under the same group class as the real CLI (one-line errors, exit 1).

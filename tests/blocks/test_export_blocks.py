@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from _util import build, randomize_norm_stats
 
 import surgeon
 from surgeon.blocks import BlockInfo, _registry, create_block, get_block, list_blocks, register_block
 from surgeon.errors import BlockError, SurgeonError
 from surgeon.export import export_model
 from surgeon.match import parse_site_spec
+from tests._util import build, randomize_norm_stats
 
 ort = pytest.importorskip("onnxruntime")
 

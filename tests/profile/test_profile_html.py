@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from _util import render_in_chromium
 
 import surgeon
 from surgeon.profile import profile_models
 from surgeon.profile.html import render_html
 from surgeon.profile.svg import COLORS, MIN_BAR
+from tests._util import render_in_chromium
 
 BATCH_SIZES = (1, 2, 4)
 

@@ -13,11 +13,11 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from _util import build, randomize_norm_stats
 from torch import nn
 
 import surgeon
 from surgeon.match import Rule, parse_site_spec
+from tests._util import build, randomize_norm_stats
 
 BLOCK_PER_STAGE = ("eca", "se", "cbam", "ca")
 BLOCK_CLASSES = {"EfficientChannelAttention", "SqueezeExcite", "CBAM", "CoordAttention"}

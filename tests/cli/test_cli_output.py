@@ -6,7 +6,6 @@ import io
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -14,9 +13,9 @@ from click.testing import CliRunner
 from surgeon.cli import cli
 from surgeon.cli import sites as sites_command
 from surgeon.cli._console import _Console
+from tests._util import REPO
 from tests.fixtures.sized_models import LONG_NAMES
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL = "tests.fixtures.sized_models:long_names"
 SITES = ("sites", MODEL, "--kind", "all", "--input-shape", "1,3,16,16")
 
@@ -26,7 +25,7 @@ def test_a_pipe_gets_every_name_whole() -> None:
     env = {**os.environ, "COLUMNS": "60", "OMP_NUM_THREADS": "1"}
     for forces_a_terminal in ("FORCE_COLOR", "TTY_COMPATIBLE"):
         env.pop(forces_a_terminal, None)
-    result = subprocess.run([sys.executable, "-c", "from surgeon.cli import main; main()", *SITES], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "-c", "from surgeon.cli import main; main()", *SITES], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("│")]

@@ -15,14 +15,15 @@ import torch
 from click.testing import CliRunner
 
 import surgeon
-from surgeon.pipeline import load_model
 from surgeon.errors import CheckpointError, ModelLoadError, OutputExistsError
+from surgeon.pipeline import load_model
 
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402  (after the skip: safetensors comes with transformers here)
 
 from surgeon.cli import cli  # noqa: E402
 from surgeon.integrations.transformers import CONFIG_KEY, MissingBlocksError, surgeon_callback  # noqa: E402
+from tests._util import REPO
 
 SMALL_RESNET = {"depths": [1, 1, 1, 1], "hidden_sizes": [32, 64, 128, 256], "embedding_size": 16, "num_labels": 3}
 SHAPE = (1, 3, 64, 64)
@@ -266,7 +267,7 @@ def test_load_keeps_the_saved_dtype(tmp_path: Path) -> None:
 
 
 def test_readme_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     section = readme.split("## Hugging Face transformers", 1)[1]
     snippet = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
     monkeypatch.chdir(tmp_path)
@@ -284,7 +285,7 @@ def test_zoo_source_lists_the_vision_classes_and_records_a_surgery() -> None:
     import importlib.util
     import sys
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "zoo.py"
+    path = REPO / "benchmarks" / "zoo.py"
     spec = importlib.util.spec_from_file_location("zoo_benchmark", path)
     zoo = sys.modules.get("zoo_benchmark") or importlib.util.module_from_spec(spec)
     if "zoo_benchmark" not in sys.modules:

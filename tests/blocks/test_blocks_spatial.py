@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from _util import num_params
 
 from surgeon.blocks import create_block, get_block
 from surgeon.blocks.cpca import ChannelPriorConvAttention
@@ -19,6 +18,7 @@ from surgeon.blocks.gam import GlobalAttentionMechanism
 from surgeon.blocks.lsk import LargeSelectiveKernel
 from surgeon.blocks.lska import LSKA_KERNELS, LargeSeparableKernelAttention
 from surgeon.errors import BlockError
+from tests._util import num_params
 
 CLASSES = {"lska": LargeSeparableKernelAttention, "lsk": LargeSelectiveKernel, "cpca": ChannelPriorConvAttention,
            "gam": GlobalAttentionMechanism}

@@ -10,17 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from click.testing import CliRunner
 from torch import nn
 
 import surgeon
-from surgeon.cli import cli
 from surgeon.cli._options import LoadOptions
 from surgeon.cli._surgery import run_rules_command
 from surgeon.match import Rule, parse_site_spec
 from surgeon.profile import SCHEMA_VERSION, profile_models
 from surgeon.profile.attribution import capture_block_inputs, time_blocks
 from surgeon.profile.output import render_text
+from tests._util import run_cli as run
 
 SHAPE = (1, 3, 32, 32)
 
@@ -34,10 +33,6 @@ class SortGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale + torch.sort(x, dim=1).values * 0
-
-
-def run(*args: str):
-    return CliRunner().invoke(cli, list(args))
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from _util import render_in_chromium
-from click.testing import CliRunner
 
-from surgeon.cli import cli
 from surgeon.profile.compare_html import POINT_COLORS
+from tests._util import render_in_chromium
+from tests._util import run_cli as run
 
 FAST = ["--input-shape", "1,3,64,64", "--runs", "1", "--warmup", "0", "--exports", "off"]
-
-
-def run(*args: str):
-    return CliRunner().invoke(cli, list(args))
 
 
 @pytest.fixture(scope="module")

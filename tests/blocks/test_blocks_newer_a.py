@@ -20,7 +20,6 @@ import torch.nn.functional as F
 import torchvision
 from click.testing import CliRunner
 from torch import nn
-from _util import num_params
 
 from surgeon.blocks import create_block, get_block
 from surgeon.blocks.ela import EfficientLocalAttention
@@ -31,6 +30,7 @@ from surgeon.blocks.scsa import SCSA, scsa_fits
 from surgeon.cli import cli
 from surgeon.errors import BlockError
 from surgeon.pipeline.surgery import insert_rule, run_surgery
+from tests._util import num_params
 
 NEW_BLOCKS = ["ema", "scsa", "mlca", "sa", "ela"]
 

@@ -31,10 +31,11 @@ from surgeon.errors import CheckpointError, ModelLoadError
 from surgeon.integrations import ultralytics as integration
 from surgeon.integrations.ultralytics import training as hook
 from surgeon.pipeline import load_model
+from tests._util import REPO
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="ultralytics not installed")
 
-ROOT = Path(__file__).resolve().parents[1]
+
 TRAIN = {"epochs": 1, "imgsz": 32, "batch": 4, "workers": 0, "plots": False, "amp": False, "device": "cpu",
          "verbose": False, "exist_ok": True, "seed": 0}
 PROBE = "1,3,64,64"
@@ -79,11 +80,6 @@ def _provide_fonts() -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def offline() -> Any:
-    import ultralytics.data.utils
-    import ultralytics.engine.exporter
-    import ultralytics.engine.trainer
-    import ultralytics.nn.tasks
-    import ultralytics.utils.checks
     import ultralytics.utils.downloads as downloads
 
     guard, patch = _Offline(), pytest.MonkeyPatch()
@@ -427,7 +423,7 @@ def test_ddp_child_script_rebuilds_the_patched_network(workdir: Path, patched: t
                                           "project": str(run.parent), "name": run.name})
     script = generate_ddp_file(trainer)
     try:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
         done = subprocess.run([sys.executable, script], cwd=workdir, env=env, capture_output=True, text=True,
                               timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -509,7 +505,7 @@ def test_importing_surgeon_does_not_import_ultralytics_but_hooks_it_once_importe
             "from ultralytics.nn.tasks import BaseModel, DetectionModel\n"
             "from surgeon.integrations.ultralytics.training import _WRAPPED\n"
             "assert hasattr(vars(DetectionModel)['__init__'], _WRAPPED) and hasattr(BaseModel.load, _WRAPPED)\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 
 
@@ -629,8 +625,8 @@ def test_profile_states_gflops_as_model_info_does(patched: tuple[Path, str]) -> 
 @pytest.mark.slow
 def test_yolo_example_runs(tmp_path: Path) -> None:
     """examples/yolo/run.py: the README's three commands, each in a fresh process, on CPU."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "yolo" / "run.py"), "--out", str(tmp_path)],
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "yolo" / "run.py"), "--out", str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Weights: transferred 355/355 original tensors, 66 new" in done.stdout  # as the README quotes it

@@ -11,16 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from _util import file_digest
 from click.testing import CliRunner
 
 from surgeon.cli import cli
+from tests._util import file_digest
+from tests._util import run_cli as run
 
 COMMANDS = sorted(cli.commands)
-
-
-def run(*args: str):
-    return CliRunner().invoke(cli, list(args))
 
 
 @pytest.fixture
