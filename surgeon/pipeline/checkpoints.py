@@ -165,7 +165,8 @@ def _patch_in_memory(source: str, loaded: LoadedModel, resolved: Recipe | RuleSe
             before = model_facts(loaded.module, source, input_shape[1:])
     elif not dry_run and profile == "full":
         original = copy.deepcopy(loaded.module)  # surgery is in place; the full profile times both models
-    if not dry_run:  # attn-surgeon: reduced precision (float16/bfloat16), the original measured before surgery
+    measured = not dry_run and profile != "off"  # reduced precision (float16/bfloat16): the original before surgery
+    if measured:
         example = probe_input(input_shape, loaded.module)
         with step("Running the original model in reduced precision"):
             reduced = precision.measure(loaded.module, example)
@@ -173,7 +174,7 @@ def _patch_in_memory(source: str, loaded: LoadedModel, resolved: Recipe | RuleSe
         result = surgery(loaded.module, resolved, input_shape=input_shape, base=loaded.spec,
                          arch_args=loaded.arch_args, dry_run=dry_run, where=source)
     summary = surgery_summary(result, source, None if dry_run else str(output))
-    if not dry_run:
+    if measured:
         with step("Running the patched model in reduced precision"):
             checked = precision.check(result.model, example, reduced, result.recipe)
         summary["precision"] = [item.to_dict() for item in checked]
@@ -204,7 +205,8 @@ def patch(source: str | os.PathLike[str], rules_or_recipe: Any, output: str | os
         arch, arch_args, trust_code, trust_pickle: how to load ``source`` (see :func:`load_model`).
         input_shape: probe batch shape [default: a recipe's own, else the model's declared input size].
         init: overrides the init of every insert rule.
-        profile: ``counts``, ``full`` or ``off`` (see :func:`~surgeon.report.surgery_profile`).
+        profile: ``counts``, ``full`` or ``off`` (see :func:`~surgeon.report.surgery_profile`); with ``counts`` or
+            ``full`` the report also has both models' deviation under float16 and bfloat16 (:mod:`surgeon.precision`).
         fmt: checkpoint format, ``pt`` or ``safetensors`` [default: the input's].
         dry_run: plan only: nothing is changed or written.
         force: overwrite existing outputs.
