@@ -15,8 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .blocks import BlockInfo, Misfit, create_block, get_block
-from .blocks._portable import keep_importable
+from .blocks import BlockInfo, Misfit, create_block, get_block, keep_importable
 from .errors import BlockError, RewriteError
 from .match import Action
 

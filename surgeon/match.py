@@ -26,24 +26,8 @@ from .errors import CheckpointError, NoMatchError, SelectorError
 from .recipe import Recipe
 from .sites import POSITIONS, Position, Site, SiteTable
 
-__all__ = [
-    "IntFilter",
-    "Selector",
-    "Rule",
-    "Action",
-    "Plan",
-    "parse_site_spec",
-    "parse_int_filter",
-    "matches",
-    "select",
-    "make_plan",
-    "plan_from_recipe",
-    "dotted_glob",
-    "POSITIONS",
-    "SITE_KINDS",
-    "RANGE",
-    "as_replaced_module",
-]
+__all__ = ["IntFilter", "Selector", "Rule", "Action", "Plan", "parse_site_spec", "parse_int_filter", "matches",
+           "select", "make_plan", "plan_from_recipe", "dotted_glob", "POSITIONS", "SITE_KINDS", "RANGE"]
 
 _KIND_ALIASES = {"block": "block", "bottleneck": "block", "residual": "block", "conv": "conv", "module": "module"}
 SITE_KINDS = tuple(_KIND_ALIASES)
@@ -365,23 +349,14 @@ def make_plan(sites: Sequence[Site], rules: Sequence[Rule]) -> Plan:
     return Plan(actions, empty)
 
 
-def as_replaced_module(site: Site) -> Site:
-    """``site`` seen as a module that a block replaces whole: whatever else it is, the block takes its place.
-
-    PSABlock's ``Attention`` (YOLO11), A2C2f's ``AAttn`` (YOLO12) and RT-DETR's ``AIFI`` add a convolution branch or
-    their input to their output, so :func:`~surgeon.sites.find_sites` lists them as residual units; replacing one
-    still puts the block in its place in its parent, as for any module.
-    """
-    return site if site.kind == "module" else dataclasses.replace(site, kind="module")
-
-
 def _candidates(sites: Sequence[Site], rule: Rule) -> list[Site]:
-    """The sites a rule applies to: its selector's, except that a ``replace`` of modules takes every module the rest
-    of its selector picks, residual units included (never a convolution: that is a conv unit's swap)."""
+    """A rule's sites; a ``replace`` of modules takes every module its selector picks, residual units included (YOLO11's
+    ``Attention``, YOLO12's ``AAttn`` and RT-DETR's ``AIFI`` add a conv branch or their input to their output), never
+    a convolution (that is a conv unit's swap); the block takes the module's place in its parent all the same."""
     if rule.op != "replace" or rule.selector.kind != "module":
         return select(sites, rule.selector)
-    widened = dataclasses.replace(rule.selector, kind=None)
-    return [as_replaced_module(site) for site in select(sites, widened) if site.kind != "conv"]
+    chosen = select(sites, dataclasses.replace(rule.selector, kind=None))
+    return [dataclasses.replace(site, kind="module") for site in chosen if site.kind != "conv"]
 
 
 def _check_replaceable(rule: Rule, site: Site) -> None:
@@ -410,8 +385,8 @@ def plan_from_recipe(recipe: Recipe, table: SiteTable) -> Plan:
         if site is None:
             raise CheckpointError(f"recipe step for {step.site!r}: the model has no such site; "
                                   "is it the same base architecture?")
-        if step.op == "replace" and step.kind == "module":
-            site = as_replaced_module(site)
+        if step.op == "replace" and step.kind == "module":  # a residual unit that a block replaced whole
+            site = dataclasses.replace(site, kind="module")
         channels = site.channels_at(step.position)
         if step.channels and channels != step.channels:
             raise CheckpointError(f"recipe step for {step.site!r}: expected {step.channels} channels, the model has "
