@@ -9,7 +9,9 @@ So the original model and the patched one each run once in float32 and once unde
 supports, and each one's deviation from its own float32 output is measured. A patched model whose reduced-precision
 output is not finite, or deviates far more than the original's, gets a warning naming the inserted block that
 overflows first or deviates most, its site and the precision. The original is measured before surgery
-(:func:`measure`), since surgery changes the model in place, and the patched model after it (:func:`check`).
+(:func:`measure`), since surgery changes the model in place, and the patched model after it (:func:`check`);
+where both models exist side by side (``profile``), :func:`compare` does both. It knows only torch and the leaves,
+so the surgery pipeline and the profiler both use it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from torch import nn
 from .recipe import Recipe
 from .tensors import eval_mode, flatten_outputs, output_deviation
 
-__all__ = ["PrecisionResult", "check", "measure", "precisions", "warnings_of", "WORSE_FACTOR", "WORSE_FLOOR"]
+__all__ = ["PrecisionResult", "check", "compare", "measure", "precisions", "summary_line", "warnings_of",
+           "WORSE_FACTOR", "WORSE_FLOOR"]
 
 WORSE_FACTOR = 10.0
 """A patched model is far worse than the original in a precision when its relative deviation from its float32 output
@@ -186,3 +189,16 @@ def warnings_of(results: Sequence[PrecisionResult]) -> list[str]:
         lines.append(f"{result.precision} on {result.device}: {result.problem}{where}; mixed-precision training "
                      "(AMP) may diverge or predict nothing, so train in float32 (amp=False) or change the block")
     return lines
+
+
+def compare(original: nn.Module, patched: nn.Module, example: torch.Tensor,
+            recipe: Recipe | None = None) -> list[PrecisionResult]:
+    """:func:`measure` on ``original`` and :func:`check` on ``patched``, both on ``example``."""
+    return check(patched, example, measure(original, example), recipe)
+
+
+def summary_line(results: Sequence[PrecisionResult]) -> str:
+    """Both models' deviations in one line, as the command line and the profile's notes show them."""
+    shown = (lambda v: "not finite" if math.isinf(v) else f"{v:.3g}")
+    return "Reduced precision (relative deviation from float32, original → patched): " + ", ".join(
+        f"{r.precision} {shown(r.original)} → {shown(r.patched)}" for r in results)

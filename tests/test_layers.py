@@ -14,13 +14,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "surgeon"
 
 # The leaves: they know torch, their own package and each other, never a stage, the pipeline or the CLI.
 LEAVES = {"surgeon._version", "surgeon.errors", "surgeon.tensors", "surgeon.arch", "surgeon.files",
-          "surgeon.detect", "surgeon.recipe", "surgeon.checkpoint", "surgeon.yaml_nodes", "surgeon.frameworks"}
+          "surgeon.detect", "surgeon.recipe", "surgeon.checkpoint", "surgeon.yaml_nodes", "surgeon.frameworks",
+          "surgeon.precision"}
 # The stages and what sits beside them at their level: building blocks (build), conv units (units), the rules
-# language (rules), exporting (export, python_package, and exportable: whether a module exports), the surgery
-# report (report) and reduced precision (precision), each importing lower stages and leaves only.
+# language (rules), exporting (export, python_package, and exportable: whether a module exports) and the surgery
+# report (report), each importing lower stages and leaves only.
 STAGES = {"surgeon.trace", "surgeon.sites", "surgeon.match", "surgeon.build", "surgeon.units", "surgeon.rewrite",
           "surgeon.verify", "surgeon.codegen", "surgeon.rules", "surgeon.export", "surgeon.python_package",
-          "surgeon.exportable", "surgeon.report", "surgeon.precision"}
+          "surgeon.exportable", "surgeon.report"}
 ORCHESTRATOR = {"surgeon", "surgeon.pipeline", "surgeon.pipeline.surgery", "surgeon.pipeline.checkpoints",
                 "surgeon.pipeline.compare"}
 # Adapters to other frameworks (integrations/): above the pipeline, which they use; only the package imports them.

@@ -78,3 +78,22 @@ def test_insert_prints_the_deviations_and_warns(tmp_path) -> None:
     assert "→ not finite, bfloat16" in result.output
     assert (f"warning: float16 on cpu: the patched model's output is not finite (the original's is); look at "
             f"{OVERFLOWS} at layer3.1") in result.output
+
+
+def test_profile_reports_both_models_in_reduced_precision(tmp_path) -> None:
+    """``profile MODEL --compare PATCHED``: the deviations and the warning are in the JSON and among the notes."""
+    import json
+
+    patched = tmp_path / "patched.pt"
+    made = run_cli("insert", "torchvision:resnet18", "--block", OVERFLOWS, "--after", "layer3.1", "--position",
+                   "after", "--input-shape", "1,3,32,32", "--trust-code", "--profile", "off", "-o", patched)
+    assert made.exit_code == 0, made.output
+    result = run_cli("profile", "torchvision:resnet18", "--compare", patched, "--trust-code", "--runs", "0",
+                     "--input-shape", "1,3,32,32", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    rows = {row["precision"]: row for row in report["precision"]}
+    assert rows["float16"]["patched"] is None and rows["float16"]["original"] is not None
+    assert rows["float16"]["block"]["site"] == "layer3.1" and rows["bfloat16"]["problem"] is None
+    assert any(note.startswith("Reduced precision (relative deviation from float32") for note in report["notes"])
+    assert any(note.startswith("float16 on cpu: the patched model's output is not finite") for note in report["notes"])
