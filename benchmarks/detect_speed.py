@@ -1,7 +1,7 @@
 """How long architecture detection takes for a state_dict given without ``--arch`` (goal: under 10 s for ResNet-50).
 
 For each model, a state_dict is made (on the meta device: detection reads only names and shapes) and
-``surgeon.detect.detect_arch`` is timed twice: *cold*, with an empty signature cache (every candidate that survives
+``surgeon.io.detect.detect_arch`` is timed twice: *cold*, with an empty signature cache (every candidate that survives
 the narrowing is built on the meta device), then *warm*, reading the cache the cold run wrote. Library imports are
 done before timing (the CLI has them loaded already). Each model gets its own empty cache, so no run profits from
 another's.
@@ -21,7 +21,7 @@ import timm
 import torch
 import torchvision
 
-from surgeon.detect import SignatureCache, detect_arch
+from surgeon.io.detect import SignatureCache, detect_arch
 
 MODELS = ["torchvision:resnet50", "torchvision:resnet18", "torchvision:mobilenet_v2", "timm:resnet50"]
 GOAL_S = 10.0

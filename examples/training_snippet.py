@@ -1,8 +1,9 @@
-"""attn-surgeon inside your own training code: the snippet of the README's "Inside your training code" section.
+"""attn-surgeon inside your own training code: the snippet of the documentation's "In your training code" page.
 
-The lines between the ``snippet`` markers are the README's, verbatim (``tests/test_readme_snippet.py`` runs them
-and checks that both copies agree). Two names stand for what your training repository already has:
-``resnet18.pt``, your pretrained weights (a plain ``state_dict``), and ``train_loader``, your data loader.
+The lines between the ``snippet`` markers are those of ``docs/training.md``, verbatim
+(``tests/test_training_snippet.py`` runs them and checks that both copies agree). Two names stand for what your
+training repository already has: ``resnet18.pt``, your pretrained weights (a plain ``state_dict``), and
+``train_loader``, your data loader.
 """
 # ruff: noqa: F821  (train_loader is yours: the snippet uses it without defining it)
 

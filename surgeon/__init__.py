@@ -8,12 +8,31 @@
 from . import errors, integrations
 from ._version import __version__
 from .blocks import get_block, list_blocks, register_block
+from .io import LoadOptions
 from .match import Rule, Selector
-from .pipeline import apply, compare, insert, load, patch, recipe_of, replay, run_surgery, save, sites, swap
+from .pipeline import (
+    PatchOptions,
+    apply,
+    compare,
+    insert,
+    install_training_hooks,
+    load,
+    patch,
+    recipe_of,
+    replay,
+    run_surgery,
+    save,
+    sites,
+    swap,
+)
 from .profile import profile_models
 from .recipe import Recipe
 
+install_training_hooks()  # the frameworks' training hooks get the one replay path (Ultralytics': once it is imported)
+
 __all__ = [
+    "LoadOptions",
+    "PatchOptions",
     "Recipe",
     "Rule",
     "Selector",

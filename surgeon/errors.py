@@ -21,6 +21,7 @@ __all__ = [
     "OutputExistsError",
     "RuleError",
     "ModelForwardError",
+    "TrainerError",
 ]
 
 
@@ -67,6 +68,10 @@ class OutputExistsError(SurgeonError, FileExistsError):
 class RuleError(SurgeonError):
     """A rules file that cannot be read, or a rule that cannot be applied; the message starts with
     ``file:line:column: rule 'name':``."""
+
+
+class TrainerError(SurgeonError):
+    """A framework asked to train a model has no trainer attn-surgeon can run, or its trainer failed."""
 
 
 class ModelForwardError(SurgeonError):

@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .arch import is_spec
 from .blocks import get_block
 from .errors import BlockError, OutputExistsError, SurgeonError
-from .files import atomic_write
+from .io.files import atomic_write
+from .io.specs import is_spec
 from .python_package import run_package, write_python_package
 from .recipe import recipe_of
 from .tensors import default_input_shape, eval_mode, flatten_outputs, output_deviation, probe_guard, probe_input

@@ -26,7 +26,7 @@ from torch import nn
 from ._version import __version__
 from .codegen import is_patched, original_class, patched_source
 from .errors import OutputExistsError, SurgeonError
-from .files import file_mode
+from .io.files import file_mode
 from .recipe import recipe_of
 
 __all__ = ["run_package", "write_python_package"]
@@ -75,7 +75,7 @@ PATCHED = {patched}
 def _base_model() -> nn.Module:
     if BASE is None:
         raise ValueError("the recipe names no base architecture: pass base=<an unpatched model>")
-    from surgeon.arch import build_arch
+    from surgeon.io import build_arch
 
     return build_arch(BASE, **ARCH_ARGS)
 

@@ -17,8 +17,7 @@ from typing import Any, Literal
 from torch import nn
 
 from .build import planned_parameters
-from .checkpoint import LoadedModel
-from .files import atomic_write
+from .io import LoadedModel, atomic_write
 from .match import Plan
 from .profile.output import render_text
 from .profile.report import ModelFacts, Step, count_report, model_facts, profile_models

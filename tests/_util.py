@@ -31,7 +31,7 @@ def file_digest(path: Path) -> str:
 
 
 def build(spec: str) -> torch.nn.Module:
-    from surgeon.checkpoint import build_arch
+    from surgeon.io import build_arch
 
     torch.manual_seed(0)
     return build_arch(spec).eval()

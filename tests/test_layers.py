@@ -8,25 +8,36 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "surgeon"
 
-# The leaves: they know torch, their own package and each other, never a stage, the pipeline or the CLI.
-LEAVES = {"surgeon._version", "surgeon.errors", "surgeon.tensors", "surgeon.arch", "surgeon.files",
-          "surgeon.detect", "surgeon.recipe", "surgeon.checkpoint", "surgeon.yaml_nodes", "surgeon.frameworks",
+# ARCHITECTURE.md's layers, lowest first; a module imports its own layer and the layers below it, never above.
+# Leaves know torch, their own package and each other (blocks/ knows only torch and its own registry).
+LEAVES = {"surgeon._version", "surgeon.errors", "surgeon.tensors", "surgeon.recipe", "surgeon.yaml_nodes",
           "surgeon.precision"}
 # The stages and what sits beside them at their level: building blocks (build), conv units (units), the rules
 # language (rules), exporting (export, python_package, and exportable: whether a module exports) and the surgery
-# report (report), each importing lower stages and leaves only.
+# report (report).
 STAGES = {"surgeon.trace", "surgeon.sites", "surgeon.match", "surgeon.build", "surgeon.units", "surgeon.rewrite",
           "surgeon.verify", "surgeon.codegen", "surgeon.rules", "surgeon.export", "surgeon.python_package",
           "surgeon.exportable", "surgeon.report"}
-ORCHESTRATOR = {"surgeon", "surgeon.pipeline", "surgeon.pipeline.surgery", "surgeon.pipeline.checkpoints",
-                "surgeon.pipeline.compare"}
-# Adapters to other frameworks (integrations/): above the pipeline, which they use; only the package imports them.
+LAYERS = ("leaves", "io", "profile", "stages", "integrations", "pipeline", "experiments", "cli", "package")
 INTEGRATIONS = "surgeon.integrations"
 MAX_LINES = 400
+MAX_PARAMETERS = 12
+
+
+def layer_of(module: str) -> str | None:
+    """The layer of a ``surgeon`` module, or ``None`` for a module placed nowhere."""
+    if module == "surgeon":
+        return "package"
+    if module in LEAVES or module == "surgeon.blocks" or module.startswith("surgeon.blocks."):
+        return "leaves"
+    if module in STAGES:
+        return "stages"
+    for layer in ("io", "profile", "integrations", "pipeline", "experiments", "cli"):
+        if module == f"surgeon.{layer}" or module.startswith(f"surgeon.{layer}."):
+            return layer
+    return None
 
 
 def _module_name(path: Path) -> str:
@@ -104,25 +115,36 @@ def test_surgeon_has_no_import_cycle() -> None:
     assert _cycle(import_graph()) is None
 
 
-@pytest.mark.parametrize("layer", ["leaves", "profile", "blocks"])
-def test_lower_layers_import_no_stage(layer: str) -> None:
-    graph = import_graph()
-    higher = STAGES | ORCHESTRATOR | {module for module in graph if module.startswith("surgeon.cli")}
-    if layer == "leaves":
-        modules = LEAVES
-    else:
-        modules = {module for module in graph if module == f"surgeon.{layer}" or module.startswith(f"surgeon.{layer}.")}
-        allowed = LEAVES | modules | ({"surgeon.blocks"} if layer == "blocks" else set())
-        assert all(graph[module] <= allowed for module in modules), {m: graph[m] - allowed for m in modules}
-    assert modules <= set(graph)
-    offenders = {module: sorted(graph[module] & higher) for module in modules if graph[module] & higher}
-    assert not offenders
+def test_every_module_is_placed_in_a_layer() -> None:
+    unplaced = {module for module in import_graph() if layer_of(module) is None}
+    assert not unplaced
 
 
-def test_only_the_pipeline_and_the_cli_import_the_pipeline() -> None:
+def upward_imports(graph: dict[str, set[str]]) -> set[str]:
+    """Every import of a module from a higher layer than its own, as ``importer (layer) -> imported (layer)``."""
+    rank = {layer: index for index, layer in enumerate(LAYERS)}
+    return {f"{module} ({layer_of(module)}) -> {target} ({layer_of(target)})"
+            for module, targets in graph.items() for target in targets
+            if rank[layer_of(target)] > rank[layer_of(module)]}
+
+
+def test_imports_point_downward() -> None:
+    assert not upward_imports(import_graph())
+
+
+def test_the_layer_check_sees_an_upward_import() -> None:
+    graph = {"surgeon.integrations.ultralytics.training": {"surgeon.pipeline", "surgeon.io"}, "surgeon.pipeline": set(),
+             "surgeon.io": set()}
+    expected = "surgeon.integrations.ultralytics.training (integrations) -> surgeon.pipeline (pipeline)"
+    assert upward_imports(graph) == {expected}
+
+
+def test_blocks_know_only_torch_and_their_own_registry() -> None:
     graph = import_graph()
-    importers = {module for module, targets in graph.items() if targets & ORCHESTRATOR}
-    assert importers <= ORCHESTRATOR | {module for module in graph if module.startswith(("surgeon.cli", INTEGRATIONS))}
+    blocks = {module for module in graph if module == "surgeon.blocks" or module.startswith("surgeon.blocks.")}
+    outside = {module: sorted(graph[module] - blocks - {"surgeon.errors"}) for module in blocks
+               if graph[module] - blocks - {"surgeon.errors"}}
+    assert not outside
 
 
 def test_only_the_package_imports_the_integrations() -> None:
@@ -147,15 +169,57 @@ def test_no_module_imports_a_private_module_of_another_package() -> None:
                 assert module == package or module.startswith(package + "."), f"{module} imports {target}"
 
 
-def test_every_module_is_placed_in_a_layer() -> None:
-    graph = import_graph()
-    placed = LEAVES | STAGES | ORCHESTRATOR
-    unplaced = {module for module in graph
-                if module not in placed
-                and not module.startswith(("surgeon.cli", "surgeon.profile", "surgeon.blocks", INTEGRATIONS))}
-    assert not unplaced
-
-
 def test_no_module_is_over_400_lines() -> None:
     long = {path.name: n for path in PACKAGE.rglob("*.py") if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert not long
+
+
+def _definitions(name: str) -> list[str]:
+    """Where a function or method called ``name`` is defined in ``surgeon/`` (``module:line``)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+                found.append(f"{_module_name(path)}:{node.lineno}")
+    return found
+
+
+def test_save_model_is_defined_once() -> None:
+    assert [where.partition(":")[0] for where in _definitions("save_model")] == ["surgeon.io.saving"]
+
+
+def test_the_definition_finder_finds_every_definition() -> None:
+    assert len(_definitions("build")) >= 4  # the torchvision, timm, Ultralytics and transformers adapters at least
+
+
+def _parameter_count(function: ast.FunctionDef | ast.AsyncFunctionDef, is_method: bool) -> int:
+    arguments = function.args
+    named = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
+    if is_method and named and named[0].arg in ("self", "cls"):
+        named = named[1:]
+    return len(named) + (arguments.vararg is not None) + (arguments.kwarg is not None)
+
+
+def public_signatures() -> dict[str, int]:
+    """Every public function and method outside ``surgeon/cli/``, by qualified name, with its parameter count
+    (``self``/``cls`` left out; ``*args`` and ``**kwargs`` count one each)."""
+    counts: dict[str, int] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if module.startswith("surgeon.cli"):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        scopes = [(tree.body, module, False)]
+        for body, prefix, in_class in scopes:
+            for node in body:
+                if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                    scopes.append((node.body, f"{prefix}.{node.name}", True))
+                elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+                    counts[f"{prefix}.{node.name}"] = _parameter_count(node, in_class)
+    return counts
+
+
+def test_no_public_function_outside_the_cli_takes_more_than_12_parameters() -> None:
+    counts = public_signatures()
+    assert counts["surgeon.pipeline.checkpoints.patch"] <= MAX_PARAMETERS  # the walk sees the functions it must
+    assert not {name: count for name, count in counts.items() if count > MAX_PARAMETERS}

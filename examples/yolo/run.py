@@ -1,4 +1,4 @@
-"""From a YOLOv8n checkpoint to a trained C2f_CBAM-YOLOv8n with the README's three commands, on CPU in under a minute.
+"""From a YOLOv8n checkpoint to a trained C2f_CBAM-YOLOv8n with the YOLO docs page's commands, on CPU in under a minute.
 
     python examples/yolo/run.py                      # a random-weight yolov8n (nothing downloaded), tiny data
     python examples/yolo/run.py --weights yolov8n.pt # your own checkpoint (Ultralytics downloads yolov8n.pt)

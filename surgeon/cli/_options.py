@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,8 @@ import torch
 import yaml
 
 from ..blocks import INIT_MODES
-from ..checkpoint import LoadedModel
 from ..errors import ModelForwardError, OutputExistsError
+from ..io import LoadedModel, LoadOptions
 from ..pipeline import load_model
 from ..tensors import DEFAULT_INPUT_SHAPE
 from ._console import err, progress
@@ -79,28 +78,15 @@ def model_errors(source: str | None = None, input_shape: tuple[int, ...] | None 
         raise exc.on_command_line(source, input_shape) from exc.__cause__
 
 
-@dataclass(frozen=True)
-class LoadOptions:
-    """How to load MODEL: ``--arch``, ``--arch-args``, ``--trust-pickle`` and ``--trust-code``."""
-
-    arch: str | None = None
-    arch_args: tuple[str, ...] = ()
-    trust_pickle: bool = False
-    trust_code: bool = False
-
-    def arch_options(self) -> dict[str, Any]:
-        """``arch`` and the parsed ``arch_args``, as the library's loaders take them."""
-        return {"arch": self.arch, "arch_args": parse_assignments(self.arch_args, "--arch-args")}
-
-
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--arch``, ``--arch-args``, ``--trust-pickle`` and ``--trust-code``; the command's function receives
-    them together as ``load`` (a :class:`LoadOptions`)."""
+    them together as ``load``, the library's :class:`~surgeon.io.LoadOptions`."""
 
     @functools.wraps(func)
     def command(*args: Any, arch: str | None, arch_args: tuple[str, ...], trust_pickle: bool, trust_code: bool,
                 **kwargs: Any) -> Any:
-        return func(*args, load=LoadOptions(arch, arch_args, trust_pickle, trust_code), **kwargs)
+        load = LoadOptions(arch, parse_assignments(arch_args, "--arch-args"), trust_code, trust_pickle)
+        return func(*args, load=load, **kwargs)
 
     command = click.option("--trust-code", is_flag=True,
                            help="Allow a checkpoint whose recipe builds a package.module:factory architecture "
@@ -120,7 +106,7 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def load_source(source: str, load: LoadOptions) -> LoadedModel:
     """Load MODEL as the command line says, showing progress and what architecture detection found."""
     with progress(f"Loading {source}"):
-        loaded = load_model(source, trust_code=load.trust_code, trust_pickle=load.trust_pickle, **load.arch_options())
+        loaded = load_model(source, load)
     note_detection(source, loaded)
     return loaded
 

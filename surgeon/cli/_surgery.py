@@ -16,14 +16,13 @@ from typing import Any
 
 import click
 
-from ..checkpoint import FORMATS, default_output
-from ..frameworks import writes_directory
+from ..io import CHECKPOINT_FORMATS, LoadOptions, default_output, writes_directory
 from ..match import Rule
-from ..pipeline import PatchResult, patch
+from ..pipeline import PatchOptions, PatchResult, patch
 from ..recipe import Recipe
 from ..report import FULL_PROFILE_RUNS, PROFILE_MODES
 from ._console import out, print_json, progress, table, warn
-from ._options import LoadOptions, model_errors, note_detection
+from ._options import model_errors, note_detection
 
 __all__ = ["run_rules_command", "render_plan", "profile_option", "format_option", "output_options"]
 
@@ -40,7 +39,7 @@ def profile_option(func: Callable[..., Any]) -> Callable[..., Any]:
 def format_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--format pt|safetensors`` for the patched checkpoint, passed to the command as ``fmt``."""
     return click.option(
-        "--format", "fmt", type=click.Choice(FORMATS), default=None,
+        "--format", "fmt", type=click.Choice(CHECKPOINT_FORMATS), default=None,
         help="Checkpoint format: pt (torch.save, the input's layout) or safetensors (tensors only, the recipe in "
              "the header) [default: the input's; safetensors for a .safetensors output].",
     )(func)
@@ -87,10 +86,9 @@ def run_rules_command(source: str, rules: Sequence[Rule] | Recipe | str, *, load
         output = default_output(source, suffix, fmt)
     elif output is not None and output.is_dir() and not writes_directory(source):
         raise click.BadParameter(f"{output} is a directory; give a file path", param_hint="'-o' / '--output'")
+    options = PatchOptions(load, input_shape, init, profile, fmt, dry_run, force)
     with model_errors(source):
-        result = patch(source, rules, output, trust_code=load.trust_code, trust_pickle=load.trust_pickle,
-                       input_shape=input_shape, init=init, profile=profile, fmt=fmt, dry_run=dry_run, force=force,
-                       step=progress, **load.arch_options())
+        result = patch(source, rules, output, options, step=progress)
     note_detection(source, result.loaded)
     summary = result.summary
     shown = ",".join(map(str, summary["input_shape"]))

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..blocks import INIT_MODES
-from ..checkpoint import read_recipe
+from ..io import read_recipe
 from ..rules import list_presets
 from ._options import LoadOptions, input_shape_option, model_options
 from ._surgery import output_options, run_rules_command

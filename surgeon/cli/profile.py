@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import torch
 
-from ..arch import is_spec
+from ..io import is_spec
 from ..profile import profile_models
 from ..profile.latency import quiet_profiler_logs
 from ..profile.output import FORMATS, format_for_path, render_text, write_report

@@ -7,7 +7,7 @@ import dataclasses
 import click
 
 from ..blocks import get_block, validate_block_args
-from ..frameworks import model_places
+from ..io.registry import model_places
 from ..pipeline import sites as find_sites
 from ._console import out, print_json, progress, table
 from ._options import LoadOptions, input_shape_option, load_source, model_errors, model_options, parse_assignments

@@ -1,8 +1,9 @@
-"""Adapters to other frameworks' files and trainers; each uses the public pipeline only.
+"""Adapters to other frameworks: one :class:`~surgeon.io.FrameworkAdapter` per framework, each package with the same
+skeleton (``adapter``, ``models``, ``files``, ``training``, ``reporting``).
 
-Importing this package registers each framework's specs, model files and directories and models with the leaf
-registry :mod:`surgeon.frameworks` (and its model hooks with :mod:`surgeon.pipeline`), and imports no framework: a
-framework is imported only when one of its specs, files, directories or models is met.
+Importing this package registers each adapter in :mod:`surgeon.io.registry` and imports no framework: a framework
+is imported only when one of its specs, files, directories or models is met. The adapters sit below the pipeline:
+what they need of it (the one replay path, for a training hook) is handed to them.
 """
 
 from __future__ import annotations

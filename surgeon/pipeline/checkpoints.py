@@ -1,5 +1,8 @@
-"""Models from and to files: :func:`load_model` (build the base, replay the recipe, load the weights), :func:`save`,
+"""Models from and to files: :func:`load_model` (read the base, replay the recipe, load the weights), :func:`save`,
 and :func:`patch`, the whole of ``attn-surgeon insert``, ``swap`` and ``apply``: load, patch, profile, save, report.
+
+Reading and writing are :mod:`surgeon.io`'s, which never patch; replaying a recipe — on the model read from a file,
+and on the pickled EMA copies beside it once the model is patched — is done here.
 """
 
 from __future__ import annotations
@@ -8,29 +11,16 @@ import copy
 import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from .. import checkpoint, precision
-from ..arch import build_arch, is_spec
+from .. import precision
 from ..blocks import get_block
-from ..checkpoint import (
-    Layout,
-    LoadedModel,
-    SaveResult,
-    choose_arch,
-    default_output,
-    find_siblings,
-    load_weights,
-    pickled_model,
-    split_container,
-    stored_recipe,
-)
 from ..errors import ModelForwardError, OutputExistsError, SurgeonError
-from ..files import read_checkpoint
-from ..frameworks import framework_layout, framework_of_directory
+from ..io import Layout, LoadedModel, LoadOptions, adapter_named, default_output, load_state, read_model, save_model
 from ..profile.latency import quiet_profiler_logs
 from ..profile.report import Step, model_facts
 from ..recipe import Recipe, recipe_of, unwrap
@@ -48,61 +38,70 @@ from ..rules import RuleSet
 from ..tensors import default_input_shape, probe_input
 from .surgery import check_model, replay, resolve, surgery
 
-__all__ = ["load", "load_model", "patch", "save", "save_model"]
+__all__ = ["PatchOptions", "give_siblings_blocks", "load", "load_model", "patch", "save"]
 
 
-def load_model(source: str | os.PathLike[str], arch: str | None = None, arch_args: dict[str, Any] | None = None,
-               trust_code: bool = False, *, trust_pickle: bool = False) -> LoadedModel:
-    """Turn a spec or a checkpoint file into a model with its weights.
+@dataclass(frozen=True)
+class PatchOptions:
+    """How :func:`patch` loads, patches, reports and writes: what the options of ``attn-surgeon insert``, ``swap`` and
+    ``apply`` say.
 
-    A checkpoint written by attn-surgeon is rebuilt from its recipe (base architecture + the same surgery) and
-    then loaded with ``strict=True``. A file that holds only weights is loaded into ``arch``, or, without it, into
-    the architecture detected from its keys and shapes. A framework's model directory (a ``save_pretrained``
-    directory of Hugging Face transformers) is read by that framework's registered
-    :class:`~surgeon.checkpoint.Framework`.
+    Attributes:
+        load: how to load the source (see :class:`~surgeon.io.LoadOptions`).
+        input_shape: probe batch shape [default: a recipe's own, else the model's declared input size].
+        init: overrides the init of every insert rule.
+        profile: ``counts``, ``full`` or ``off`` (see :func:`~surgeon.report.surgery_profile`); with ``counts`` or
+            ``full`` the report also has both models' deviation under float16 and bfloat16 (:mod:`surgeon.precision`).
+        fmt: checkpoint format, ``pt`` or ``safetensors`` [default: the input's].
+        dry_run: plan only: nothing is changed or written.
+        force: overwrite existing outputs.
+    """
+
+    load: LoadOptions = field(default_factory=LoadOptions)
+    input_shape: tuple[int, ...] | None = None
+    init: str | None = None
+    profile: ProfileMode = "counts"
+    fmt: str | None = None
+    dry_run: bool = False
+    force: bool = False
+
+
+def load_model(source: str | os.PathLike[str], options: LoadOptions | None = None) -> LoadedModel:
+    """Turn a spec, a checkpoint file or a framework's model directory into a model with its weights.
+
+    The source is read (:func:`surgeon.io.read_model`, which has no side effects); a checkpoint written by
+    attn-surgeon is rebuilt from its recipe — base architecture, the same surgery replayed here — and its weights
+    are loaded with ``strict=True``. A file that holds only weights is loaded into ``options.arch``, or, without it,
+    into the architecture detected from its keys and shapes. A patched model of a framework whose trainer rebuilds
+    models (Ultralytics) gets that framework's training hooks installed before it is returned.
 
     Args:
         source: a spec (``torchvision:resnet50``), a file path, or a framework's model directory.
-        arch: architecture spec for a file that holds only weights.
-        arch_args: keyword arguments for the architecture's factory.
-        trust_code: allow a recipe whose base is a ``package.module:factory`` (imports and runs that factory).
-        trust_pickle: allow a file that holds pickled code (``torch.save(model)``); unpickling runs that code.
+        options: ``arch``, ``arch_args``, ``trust_code`` and ``trust_pickle`` (see :class:`~surgeon.io.LoadOptions`).
 
     Raises:
         ModelLoadError, CheckpointError: with one line that says what is wrong and what to do.
     """
-    arch_args = dict(arch_args or {})
-    source = str(source)
-    if is_spec(source):
-        module = build_arch(source, **arch_args)
-        return LoadedModel(module, source, arch_args, framework_layout(module) or Layout())
-    path = Path(source)
-    framework = framework_of_directory(path)
-    if framework is not None:  # a framework's model directory (save_pretrained's): read the framework's way
-        return framework.load_directory(path, arch, arch_args, trust_code)
-    obj = read_checkpoint(path, trust_pickle=trust_pickle)
-    weights, layout = split_container(obj, path)
-    if isinstance(weights, nn.Module):
-        return pickled_model(weights, layout, path, arch, arch_args)
-    recipe = stored_recipe(weights)
-    arch, arch_args, detection = choose_arch(obj, weights, recipe, path, arch, arch_args, trust_code)
-    model = build_arch(arch, **arch_args)
-    if recipe is not None:
-        replay(model, recipe)
-    layout.prefix = load_weights(model, weights, f"--arch {arch}" if recipe is None else
-                                 f"{arch} patched by its recipe")
-    if layout.kind == "container":
-        layout.siblings = find_siblings(layout, {k[len(layout.prefix):] for k in weights})
-    return LoadedModel(model, arch, arch_args, layout, path, recipe, detection)
+    loaded = read_model(source, options)
+    if loaded.state is not None:
+        if loaded.recipe is not None:
+            replay(loaded.module, loaded.recipe)
+        load_state(loaded)
+    framework = adapter_named(loaded.layout.framework)
+    if framework is not None and loaded.recipe is not None:  # a patched model must not reach a trainer unhooked
+        framework.install_training_hooks(replay)
+    return loaded
 
 
-def save_model(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, layout: Layout | None = None,
-               force: bool = False, protect: tuple[str | os.PathLike[str], ...] = (),
-               fmt: str | None = None, pickle_note: bool = True) -> SaveResult:
-    """:func:`surgeon.checkpoint.save_model`, with a pickled EMA module beside the weights patched by replaying
-    ``recipe`` (so it keeps the same keys as the model)."""
-    return checkpoint.save_model(model, path, recipe, layout, force=force, protect=protect, fmt=fmt,
-                                 patch_sibling=lambda sibling: replay(sibling, recipe), pickle_note=pickle_note)
+def give_siblings_blocks(layout: Layout, model: nn.Module, recipe: Recipe) -> None:
+    """Give the pickled EMA modules of ``layout`` (its siblings) the blocks ``model`` got from ``recipe``: each keeps
+    its own weights and takes the new blocks' from ``model``, so that saving only has to write them."""
+    for name in layout.siblings:
+        sibling = layout.extras.get(name)
+        if isinstance(sibling, nn.Module):
+            own = sibling.state_dict()
+            replay(sibling, recipe)
+            sibling.load_state_dict({k: v for k, v in model.state_dict().items() if k not in own}, strict=False)
 
 
 def save(model: nn.Module, path: str | os.PathLike[str], *, force: bool = False) -> None:
@@ -133,7 +132,7 @@ def load(path: str | os.PathLike[str], *, arch: str | None = None, trust_code: b
     ``trust_pickle`` allows a file holding a whole pickled model (as written for a pickled input); unpickling runs
     code from the file.
     """
-    return load_model(path, arch=arch, trust_code=trust_code, trust_pickle=trust_pickle).module
+    return load_model(path, LoadOptions(arch=arch, trust_code=trust_code, trust_pickle=trust_pickle)).module
 
 
 # ------------------------------------------------------------------------------------------------------ patch
@@ -156,9 +155,9 @@ def _output_suffix(rules_or_recipe: Any, resolved: Recipe | RuleSet) -> str:
 
 
 def _patch_in_memory(source: str, loaded: LoadedModel, resolved: Recipe | RuleSet, input_shape: tuple[int, ...],
-                     output: Path, profile: ProfileMode, dry_run: bool,
-                     step: Step) -> tuple[SurgeryResult, dict[str, Any]]:
+                     output: Path, options: PatchOptions, step: Step) -> tuple[SurgeryResult, dict[str, Any]]:
     """:func:`patch`'s surgery and its profile, before anything is written."""
+    profile, dry_run = options.profile, options.dry_run
     before = original = None
     if not dry_run and profile == "counts":
         with step("Counting the original model"):
@@ -186,59 +185,53 @@ def _patch_in_memory(source: str, loaded: LoadedModel, resolved: Recipe | RuleSe
     return result, summary
 
 
-def patch(source: str | os.PathLike[str], rules_or_recipe: Any, output: str | os.PathLike[str] | None = None, *,
-          arch: str | None = None, arch_args: dict[str, Any] | None = None, trust_code: bool = False,
-          trust_pickle: bool = False, input_shape: Sequence[int] | None = None, init: str | None = None,
-          profile: ProfileMode = "counts", fmt: str | None = None, dry_run: bool = False, force: bool = False,
-          step: Step = _no_step) -> PatchResult:
+def patch(source: str | os.PathLike[str], rules_or_recipe: Any, output: str | os.PathLike[str] | None = None,
+          options: PatchOptions | None = None, *, step: Step = _no_step) -> PatchResult:
     """Load a model, patch it, and write the checkpoint with its report: what ``attn-surgeon insert``, ``swap`` and
     ``apply`` do.
 
     Beside the checkpoint ``X.pt`` go ``X.report.json`` (:func:`~surgeon.report.surgery_summary`, with the profile
-    of original against patched under ``profile``) and ``X.report.html`` (that profile as a page). Nothing is
-    written on a dry run, and nothing is overwritten without ``force``; the input file is never modified.
+    of original against patched under ``options.profile``) and ``X.report.html`` (that profile as a page). Nothing is
+    written on a dry run, and nothing is overwritten without ``options.force``; the input file is never modified.
 
     Args:
         source: a spec (``torchvision:resnet50``) or a checkpoint file.
         rules_or_recipe: anything :func:`apply` takes.
         output: the checkpoint to write [default: beside ``source``, named after what was done].
-        arch, arch_args, trust_code, trust_pickle: how to load ``source`` (see :func:`load_model`).
-        input_shape: probe batch shape [default: a recipe's own, else the model's declared input size].
-        init: overrides the init of every insert rule.
-        profile: ``counts``, ``full`` or ``off`` (see :func:`~surgeon.report.surgery_profile`); with ``counts`` or
-            ``full`` the report also has both models' deviation under float16 and bfloat16 (:mod:`surgeon.precision`).
-        fmt: checkpoint format, ``pt`` or ``safetensors`` [default: the input's].
-        dry_run: plan only: nothing is changed or written.
-        force: overwrite existing outputs.
+        options: how to load, patch, report and write (see :class:`PatchOptions`).
         step: wraps each long step (the CLI passes a progress spinner).
 
     Raises:
         SurgeonError: anything the user can fix (an existing output, an unreadable source, a rule that matches
             nothing, a recipe that does not fit, ...), before anything is written.
     """
+    options = options or PatchOptions()
     source = str(source)
-    resolved = resolve(rules_or_recipe, init=init, trust_code=trust_code)  # a bad rules file fails before the load
+    # a bad rules file fails before the load
+    resolved = resolve(rules_or_recipe, init=options.init, trust_code=options.load.trust_code)
     if output is None:
-        output = default_output(source, _output_suffix(rules_or_recipe, resolved), fmt)
+        output = default_output(source, _output_suffix(rules_or_recipe, resolved), options.fmt)
     output = Path(output)
-    report, html = report_path(output), html_report_path(output) if profile != "off" else None
-    if not dry_run:
+    report, html = report_path(output), html_report_path(output) if options.profile != "off" else None
+    if not options.dry_run:
         for path in (output, report, *([html] if html else [])):
-            if path.exists() and not force:  # before minutes of work, not after
+            if path.exists() and not options.force:  # before minutes of work, not after
                 raise OutputExistsError(f"{path}: exists; pass --force to overwrite it")
     with step(f"Loading {source}"):
-        loaded = load_model(source, arch, arch_args, trust_code, trust_pickle=trust_pickle)
+        loaded = load_model(source, options.load)
+    input_shape = options.input_shape
     if input_shape is None:
         input_shape = resolved.input_shape if isinstance(resolved, Recipe) else default_input_shape(loaded.module)
     input_shape = tuple(int(v) for v in input_shape)
     try:
-        result, summary = _patch_in_memory(source, loaded, resolved, input_shape, output, profile, dry_run, step)
+        result, summary = _patch_in_memory(source, loaded, resolved, input_shape, output, options, step)
     except ModelForwardError as exc:  # named as the caller named the model, at the shape it was probed with
         raise ModelForwardError(source, input_shape, exc.reason, exc.declared) from exc.__cause__
-    if dry_run:
+    if options.dry_run:
         return PatchResult(result, summary, loaded, output, report, html)
+    give_siblings_blocks(loaded.layout, result.model, result.recipe)
     with step(f"Saving {output}"):
-        saved = save_model(result.model, output, result.recipe, loaded.layout, force=force,
-                           protect=(loaded.path,) if loaded.path else (), fmt=fmt)
-        write_reports(summary, report, html, force=force)
+        saved = save_model(result.model, output, result.recipe, loaded.layout, force=options.force,
+                           protect=(loaded.path,) if loaded.path else (), fmt=options.fmt)
+        write_reports(summary, report, html, force=options.force)
     return PatchResult(result, summary, loaded, output, report, html, list(saved), saved.notes)

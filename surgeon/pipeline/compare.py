@@ -23,6 +23,7 @@ from .. import precision
 from ..blocks import check_init, list_blocks
 from ..errors import ModelForwardError, SurgeonError
 from ..exportable import CHECKS, OK, check_exports
+from ..io import LoadOptions
 from ..match import Rule, make_plan, parse_site_spec
 from ..profile import compare_latency, peak_memory
 from ..profile.comparison import (
@@ -266,7 +267,8 @@ class _Context:
 
     def _baseline_row(self, label: str, source: str | nn.Module, device: torch.device,
                       trust_code: bool) -> CompareRow:
-        other = source if isinstance(source, nn.Module) else load_model(source, trust_code=trust_code).module
+        other = source if isinstance(source, nn.Module) else \
+            load_model(source, LoadOptions(trust_code=trust_code)).module
         other.to(device)
         self.observe(other)
         row = self._measure(label, "baseline", other)

@@ -12,15 +12,14 @@ Every function here that takes a model modifies it **in place** and returns it (
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from ..blocks import check_init, get_block
 from ..build import check_fits
-from ..checkpoint import read_recipe
 from ..errors import (
     BlockError,
     CheckpointError,
@@ -30,8 +29,8 @@ from ..errors import (
     SurgeonError,
     VerificationError,
 )
-from ..files import is_checkpoint
-from ..frameworks import framework_of_directory
+from ..io import adapters, is_checkpoint, read_recipe
+from ..io.registry import adapter_of_directory
 from ..match import Plan, Rule, Selector, make_plan, parse_site_spec, plan_from_recipe
 from ..recipe import Recipe, attach_recipe, recipe_of
 from ..report import SurgeryResult
@@ -41,33 +40,28 @@ from ..sites import SiteTable, find_sites
 from ..tensors import probe_input
 from ..verify import capture_reference, verify
 
-__all__ = ["MODEL_HOOKS", "ModelHook", "SurgeryResult", "apply", "insert", "insert_rule", "recipe_source", "replay",
-           "replay_surgery", "resolve", "run_surgery", "sites", "surgery", "swap", "swap_rule"]
-
-
-@dataclass(frozen=True)
-class ModelHook:
-    """What a framework integration does around surgery on its models; registered by :mod:`surgeon.integrations`.
-
-    Attributes:
-        check: ``model -> None``, before surgery and before saving: raises a :class:`SurgeonError` for a model that
-            lost blocks it records (a patched Hugging Face model loaded with its plain class), and does nothing for
-            a model that is not the framework's.
-        recorded: ``(model, recipe) -> None``, after a surgery or a replay gave ``model`` its recipe (a Hugging Face
-            model copies it into its config, so that ``save_pretrained`` writes it).
-    """
-
-    check: Callable[[nn.Module], None]
-    recorded: Callable[[nn.Module, Recipe], None]
-
-
-MODEL_HOOKS: list[ModelHook] = []
+__all__ = ["SurgeryResult", "apply", "check_model", "insert", "insert_rule", "install_training_hooks", "recipe_source",
+           "replay", "replay_surgery", "resolve", "run_surgery", "sites", "surgery", "swap", "swap_rule"]
 
 
 def check_model(model: nn.Module) -> None:
-    """Run every integration's :attr:`ModelHook.check` on ``model``."""
-    for hook in MODEL_HOOKS:
-        hook.check(model)
+    """Every registered framework's check of ``model`` before surgery or saving (a Hugging Face model that lost the
+    blocks its config records is refused)."""
+    for adapter in adapters():
+        adapter.check_model(model)
+
+
+def install_training_hooks() -> None:
+    """Give every registered framework's training hooks the one replay path (:func:`replay`); idempotent.
+
+    Run once when ``surgeon`` is imported. A framework whose version cannot be hooked safely is only warned about
+    here, and refused when one of its patched models is met (no patched model may be in sight yet).
+    """
+    for adapter in adapters():
+        try:
+            adapter.install_training_hooks(replay)
+        except SurgeonError as exc:
+            warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
 
 
 # ------------------------------------------------------------------------------------------------------- rules
@@ -233,8 +227,8 @@ def _execute(model: nn.Module, table: SiteTable, plan: Plan,
     if previous is not None:
         recipe = previous.extended(recipe)
     attach_recipe(model, recipe)
-    for hook in MODEL_HOOKS:
-        hook.recorded(model, recipe)
+    for adapter in adapters():
+        adapter.note_recipe(model, recipe)
     return SurgeryResult(model, table, plan, result, verification, recipe, params_before)
 
 
@@ -291,7 +285,7 @@ def swap(model: nn.Module, block: str, conv: str | Selector = "conv3x3", *, modu
 
 def recipe_source(source: Any, trust_code: bool) -> Recipe | None:
     """The recipe ``source`` holds (a :class:`Recipe`, its dict, or a checkpoint path), or ``None`` for rules."""
-    if isinstance(source, (str, os.PathLike)) and (is_checkpoint(source) or framework_of_directory(source)):
+    if isinstance(source, (str, os.PathLike)) and (is_checkpoint(source) or adapter_of_directory(source)):
         return read_recipe(source, trust_code=trust_code)
     if isinstance(source, Recipe):
         return source

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..files import atomic_write
+from ..io.files import atomic_write
 from .compare_html import render_compare_html
 from .compare_render import render_compare, render_compare_markdown
 from .comparison import Comparison

@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from ..files import atomic_write
+from ..io.files import atomic_write
 from .html import render_html
 from .markdown import render_markdown
 from .render import render_profile

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from ..frameworks import reference_flops
+from ..io.registry import reference_flops
 from ..tensors import probe_guard, probe_input
 from .counting import count_ops
 

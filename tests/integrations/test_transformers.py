@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 import surgeon
 from surgeon.errors import CheckpointError, ModelLoadError, OutputExistsError
+from surgeon.io import LoadOptions, read_model
 from surgeon.pipeline import load_model
 
 transformers = pytest.importorskip("transformers")
@@ -65,12 +66,12 @@ def _assert_same(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 
 def test_spec_builds_the_class_from_a_default_config_with_fields() -> None:
-    loaded = load_model("transformers:ResNetForImageClassification", arch_args=SMALL_RESNET)
+    loaded = load_model("transformers:ResNetForImageClassification", LoadOptions(arch_args=SMALL_RESNET))
     assert type(loaded.module) is transformers.ResNetForImageClassification
     assert loaded.module.config.hidden_sizes == [32, 64, 128, 256]
     assert loaded.layout.framework == "transformers"
-    convnext = load_model("transformers:ConvNextModel", arch_args={
-        "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "image_size": 96, "num_channels": 1}).module
+    convnext = load_model("transformers:ConvNextModel", LoadOptions(arch_args={
+        "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "image_size": 96, "num_channels": 1})).module
     assert surgeon.sites(convnext).input_shape == (1, 1, 96, 96)  # the config's num_channels and image_size
 
 
@@ -83,7 +84,7 @@ def test_spec_builds_the_class_from_a_default_config_with_fields() -> None:
 ])
 def test_spec_errors_say_what_is_wrong(spec: str, args: dict, message: str) -> None:
     with pytest.raises(ModelLoadError, match=message.replace("(", r"\(")):
-        load_model(spec, arch_args=args)
+        load_model(spec, LoadOptions(arch_args=args))
 
 
 def test_directory_in_directory_out_every_key_kept_and_load_rebuilds_the_blocks(base_dir: Path,
@@ -112,6 +113,16 @@ def test_directory_in_directory_out_every_key_kept_and_load_rebuilds_the_blocks(
     surgeon.save(model, out, force=True)
     with pytest.raises(CheckpointError, match="save_pretrained directory; give a directory name without .pt"):
         surgeon.save(model, tmp_path / "out.pt")
+
+
+def test_reading_a_patched_directory_replays_nothing(base_dir: Path, tmp_path: Path) -> None:
+    """The adapter's read gives the base model, the recipe and the weights; the pipeline's load replays."""
+    model = surgeon.insert(load_model(base_dir).module, "eca")
+    surgeon.save(model, tmp_path / "out")
+    read = read_model(tmp_path / "out")
+    assert read.recipe is not None and surgeon.recipe_of(read.module) is None
+    assert read.state is not None and set(read.state) == set(model.state_dict())
+    assert not any(".eca_residual." in key for key in read.module.state_dict())
 
 
 def test_a_recipe_that_imports_code_loads_only_with_trust_code(tmp_path: Path) -> None:
@@ -248,7 +259,7 @@ UNITS = [
 @pytest.mark.parametrize(("name", "fields", "unit", "count"), UNITS, ids=[f"{u[0]}-{u[2]}" for u in UNITS])
 def test_residual_units_are_found_and_patched_with_the_function_unchanged(name: str, fields: dict, unit: str,
                                                                          count: int) -> None:
-    model = load_model(f"transformers:{name}", arch_args=fields).module
+    model = load_model(f"transformers:{name}", LoadOptions(arch_args=fields)).module
     blocks = surgeon.sites(model, SHAPE).of_kind("block")
     assert [site.cls for site in blocks] == [unit] * count
     result = surgeon.run_surgery(model, [surgeon.Rule(surgeon.Selector(kind="block"), "eca")], input_shape=SHAPE)
@@ -266,15 +277,14 @@ def test_load_keeps_the_saved_dtype(tmp_path: Path) -> None:
     assert list(saved) == list(own) and all(torch.equal(saved[k], own[k]) for k in saved)
 
 
-def test_readme_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Hugging Face transformers", 1)[1]
-    snippet = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+def test_docs_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    page = (REPO / "docs" / "integrations" / "transformers.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", page, re.DOTALL).group(1)
     monkeypatch.chdir(tmp_path)
-    _resnet().save_pretrained("resnet50-finetuned")  # a small stand-in for the README's fine-tuned ResNet-50
+    _resnet().save_pretrained("resnet50-finetuned")  # a small stand-in for the page's fine-tuned ResNet-50
     args = _trainer(_resnet(), tmp_path / "run", max_steps=2).args
     namespace = {"args": args, "train": _dataset()}
-    exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102  (our own README)
+    exec(compile(snippet, "docs/integrations/transformers.md", "exec"), namespace)  # noqa: S102  (our own docs)
     model = namespace["model"]
     assert sum(name.endswith(".eca_residual") for name, _ in model.named_modules()) == 4
     _assert_same(model, surgeon.load("resnet50-eca"))

@@ -25,11 +25,11 @@ from click.testing import CliRunner
 
 import surgeon
 from examples.yolo.tiny_dataset import write_classify_dataset, write_detect_dataset
-from surgeon.arch import build_arch
 from surgeon.cli import cli as main
 from surgeon.errors import CheckpointError, ModelLoadError
 from surgeon.integrations import ultralytics as integration
 from surgeon.integrations.ultralytics import training as hook
+from surgeon.io import LoadOptions, build_arch, read_model
 from surgeon.pipeline import load_model
 from tests._util import REPO
 
@@ -213,7 +213,8 @@ def test_spec_errors_are_one_line() -> None:
 def test_checkpoint_is_named_and_needs_trust_pickle(plain: Path) -> None:
     with pytest.raises(CheckpointError, match=r"is an Ultralytics checkpoint: .* Pass --trust-pickle"):
         load_model(plain)
-    load_model(plain, trust_pickle=True)  # Ultralytics' restricted loader now allows its classes in this process
+    # Ultralytics' restricted loader now allows its classes in this process
+    load_model(plain, LoadOptions(trust_pickle=True))
     with pytest.raises(CheckpointError, match=r"is an Ultralytics checkpoint: .* Pass --trust-pickle"):
         load_model(plain)
     result = CliRunner().invoke(main, ["insert", str(plain), "--block", "cbam", "--after", "C2f"])
@@ -245,13 +246,26 @@ def test_trusted_checkpoint_is_read_by_a_restricted_loader(plain: Path, monkeypa
 
     monkeypatch.setattr(tasks, "torch_safe_load", spy_safe_load)
     monkeypatch.setattr(torch, "load", spy_load)
-    loaded = load_model(plain, trust_pickle=True)
+    loaded = load_model(plain, LoadOptions(trust_pickle=True))
     restricted = [weights_only is not False or module is not pickle for weights_only, module in loads]
     assert loads and all(safe_only) and restricted[0], loads
     if tuple(int(part) for part in ultralytics.__version__.split(".")[:3]) >= (8, 4, 67):
         assert all(restricted), loads
     assert type(loaded.module).__name__ == "DetectionModel" and loaded.layout.framework == "ultralytics"
     assert next(loaded.module.parameters()).dtype == torch.float32
+
+
+def test_reading_installs_nothing_the_pipeline_installs_the_hook(patched: tuple[Path, str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading a patched checkpoint leaves the training hook alone; loading it through the pipeline installs it,
+    handing over the one replay path."""
+    handed: list[Any] = []
+    monkeypatch.setattr(integration.UltralyticsAdapter, "install_training_hooks",
+                        lambda self, replay: handed.append(replay))
+    read = read_model(patched[0], LoadOptions(trust_pickle=True))
+    assert read.recipe is not None and read.layout.framework == "ultralytics" and handed == []
+    load_model(patched[0], LoadOptions(trust_pickle=True))
+    assert handed == [surgeon.replay]
 
 
 # ---------------------------------------------------------------------------------------------------- output

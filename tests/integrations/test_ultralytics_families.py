@@ -24,7 +24,7 @@ import torch
 
 import surgeon
 from examples.yolo import tiny_dataset
-from surgeon.arch import build_arch
+from surgeon.io import build_arch
 from surgeon.integrations.ultralytics.reporting import places
 from tests._util import REPO, run_cli
 from tests.integrations.test_ultralytics import offline  # noqa: F401  the module-wide no-network guard (autouse)

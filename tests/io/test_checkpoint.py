@@ -19,9 +19,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import surgeon
-from surgeon.checkpoint import atomic_write, read_checkpoint
+from surgeon.io import LoadOptions, atomic_write, read_checkpoint, save_model
 from surgeon.errors import CheckpointError, ModelLoadError, OutputExistsError
-from surgeon.pipeline import load_model, save_model
+from surgeon.pipeline import give_siblings_blocks, load_model
 from tests._util import build, file_digest, randomize_norm_stats
 
 SHAPE = (1, 3, 64, 64)
@@ -61,6 +61,7 @@ def patch(eca_recipe: surgeon.Recipe):
     def run(loaded, out: Path, **save_args) -> tuple[SimpleNamespace, list[str]]:
         recipe = dataclasses.replace(eca_recipe, base=loaded.spec, arch_args=loaded.arch_args)
         model = surgeon.apply(loaded.module, recipe)
+        give_siblings_blocks(loaded.layout, model, recipe)  # what the pipeline's patch does before it saves
         dropped = save_model(model, out, recipe, loaded.layout, **save_args)
         return SimpleNamespace(model=model, recipe=recipe), dropped
 
@@ -94,7 +95,7 @@ def test_bare_state_dict_roundtrip(r18, tmp_path: Path, patch,
         assert_rebuilds_in_user_code) -> None:
     src, out = tmp_path / "r18.pt", tmp_path / "out.pt"
     torch.save(r18, src)
-    loaded = load_model(src, arch="torchvision:resnet18")
+    loaded = load_model(src, LoadOptions(arch="torchvision:resnet18"))
     assert loaded.layout.kind == "bare" and loaded.detection is None
     result, dropped = patch(loaded, out)
     assert dropped == [] and dropped.notes == []
@@ -112,7 +113,7 @@ def test_container_keeps_entries_and_drops_optimizer(r18, tmp_path: Path, key: s
         assert_rebuilds_in_user_code) -> None:
     src, out = tmp_path / "ckpt.pth", tmp_path / "out.pth"
     torch.save({key: r18, "epoch": 7, "best_top1": 71.5, "optimizer": {"state": {}, "param_groups": []}}, src)
-    result, dropped = patch(load_model(src, arch="torchvision:resnet18"), out)
+    result, dropped = patch(load_model(src, LoadOptions(arch="torchvision:resnet18")), out)
     assert dropped == ["optimizer"]
     saved = torch.load(out, weights_only=True)
     assert set(saved) == {key, "epoch", "best_top1"} and saved["epoch"] == 7 and saved["best_top1"] == 71.5
@@ -144,7 +145,7 @@ def test_wrapper_prefixes_are_restored(r18, tmp_path: Path, prefix: str, patch,
         assert_rebuilds_in_user_code) -> None:
     src, out = tmp_path / "ddp.pt", tmp_path / "out.pt"
     torch.save(OrderedDict((prefix + k, v) for k, v in r18.items()), src)
-    loaded = load_model(src, arch="torchvision:resnet18")
+    loaded = load_model(src, LoadOptions(arch="torchvision:resnet18"))
     assert loaded.layout.prefix == prefix
     result, _ = patch(loaded, out)
     state = torch.load(out, weights_only=True)
@@ -197,7 +198,7 @@ def test_safetensors_roundtrip_with_recipe_in_header(r18, tmp_path: Path, patch,
 def test_pt_container_to_safetensors_leaves_out_other_entries(r18, tmp_path: Path, patch) -> None:
     src, out = tmp_path / "ckpt.pt", tmp_path / "out.bin"
     torch.save({"state_dict": OrderedDict((f"module.{k}", v) for k, v in r18.items()), "epoch": 1}, src)
-    result, dropped = patch(load_model(src, arch="torchvision:resnet18"), out, fmt="safetensors")
+    result, dropped = patch(load_model(src, LoadOptions(arch="torchvision:resnet18")), out, fmt="safetensors")
     assert dropped.notes == ["safetensors holds tensors only: left out epoch"]
     assert surgeon.load(out).state_dict().keys() == result.model.state_dict().keys()
 
@@ -222,7 +223,7 @@ def test_pickled_module_with_flag_stays_pickled_with_its_ema(tmp_path: Path, pat
     ema = build("torchvision:resnet18")
     src, out = tmp_path / "last.pt", tmp_path / "patched.pt"
     torch.save({"model": model, "ema": ema, "epoch": 5, "optimizer": {}}, src)
-    loaded = load_model(src, trust_pickle=True)
+    loaded = load_model(src, LoadOptions(trust_pickle=True))
     assert loaded.layout.pickled and loaded.spec == "torchvision:resnet18" and loaded.layout.siblings == {"ema": ""}
     result, dropped = patch(loaded, out)
     assert dropped == ["optimizer"] and any("pickles the whole model" in note for note in dropped.notes)
@@ -234,7 +235,7 @@ def test_pickled_module_with_flag_stays_pickled_with_its_ema(tmp_path: Path, pat
     x = torch.randn(SHAPE)
     with torch.no_grad():
         assert torch.equal(saved["model"].eval()(x), result.model.eval()(x))
-    again = load_model(out, trust_pickle=True)
+    again = load_model(out, LoadOptions(trust_pickle=True))
     assert again.recipe is not None and again.spec == "torchvision:resnet18"
 
 
@@ -242,7 +243,7 @@ def test_pickled_module_with_flag_stays_pickled_with_its_ema(tmp_path: Path, pat
 
 
 def test_factory_spec_with_arch_args_needs_trust_code_to_rebuild(tmp_path: Path, patch) -> None:
-    loaded = load_model("torchvision.models:resnet18", arch_args={"num_classes": 10})
+    loaded = load_model("torchvision.models:resnet18", LoadOptions(arch_args={"num_classes": 10}))
     assert loaded.module.fc.out_features == 10
     out = tmp_path / "r18_10.pt"
     result, _ = patch(loaded, out)
@@ -250,7 +251,7 @@ def test_factory_spec_with_arch_args_needs_trust_code_to_rebuild(tmp_path: Path,
         load_model(out)
     assert str(info.value) == (f"{out}: its recipe builds 'torchvision.models:resnet18', which imports and runs "
                                "code; pass --trust-code if you trust it, or --arch SPEC")
-    rebuilt = load_model(out, trust_code=True).module
+    rebuilt = load_model(out, LoadOptions(trust_code=True)).module
     assert rebuilt.fc.out_features == 10 and rebuilt.state_dict().keys() == result.model.state_dict().keys()
 
 
@@ -281,7 +282,7 @@ def test_compiled_formats_are_refused_with_reason_and_alternative(tmp_path: Path
     }
     for kind, path in paths.items():
         with pytest.raises(CheckpointError) as info:
-            load_model(path, arch="torchvision:resnet18", trust_pickle=True)
+            load_model(path, LoadOptions(arch="torchvision:resnet18", trust_pickle=True))
         assert str(info.value) == (f"{path}: is {reasons[kind]}. Pass the eager model instead: a spec "
                                    "(torchvision:NAME) or its state_dict saved with "
                                    "torch.save(model.state_dict()), with --arch SPEC if needed")
@@ -304,16 +305,16 @@ def test_broken_files_each_give_one_clear_error(r18, tmp_path: Path) -> None:
         path = tmp_path / name
         path.write_bytes(whole[: len(whole) - 100] if content is None else content)
         with pytest.raises(CheckpointError) as info:
-            load_model(path, arch="torchvision:resnet18")
+            load_model(path, LoadOptions(arch="torchvision:resnet18"))
         message = str(info.value)
         assert message.startswith(expected.format(p=path)) and "\n" not in message, message
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match=r"no state_dict found \(.*found list\)$"):
-        load_model(tmp_path / "list.pt", arch="torchvision:resnet18")
+        load_model(tmp_path / "list.pt", LoadOptions(arch="torchvision:resnet18"))
     with pytest.raises(CheckpointError, match="is a directory, expected a checkpoint file$"):
-        load_model(tmp_path, arch="torchvision:resnet18")
+        load_model(tmp_path, LoadOptions(arch="torchvision:resnet18"))
     with pytest.raises(CheckpointError) as info:
-        load_model(good, arch="torchvision:resnet34")
+        load_model(good, LoadOptions(arch="torchvision:resnet34"))
     assert str(info.value) == ("the checkpoint's tensors do not fit --arch torchvision:resnet34: 96 missing "
                                "(e.g. layer1.2.conv1.weight)")
 
@@ -324,7 +325,7 @@ def test_broken_files_each_give_one_clear_error(r18, tmp_path: Path) -> None:
 def test_failure_mid_write_leaves_no_file(r18, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, eca_recipe) -> None:
     src, out = tmp_path / "r18.pt", tmp_path / "out.pt"
     torch.save(r18, src)
-    loaded = load_model(src, arch="torchvision:resnet18")
+    loaded = load_model(src, LoadOptions(arch="torchvision:resnet18"))
     real_save = torch.save
 
     def save_then_fail(obj, file, *args, **kwargs):
@@ -371,7 +372,7 @@ def test_no_overwrite_without_force_and_never_the_input(r18, tmp_path: Path, eca
     torch.save(r18, src)
     digest = file_digest(src)
     out.write_bytes(b"precious")
-    loaded = load_model(src, arch="torchvision:resnet18")
+    loaded = load_model(src, LoadOptions(arch="torchvision:resnet18"))
     with pytest.raises(OutputExistsError) as info:
         save_model(loaded.module, out, eca_recipe, loaded.layout)
     assert str(info.value) == f"{out}: exists; pass --force to overwrite it" and out.read_bytes() == b"precious"

@@ -9,7 +9,8 @@ import timm
 import torch
 import torchvision
 
-from surgeon.detect import SignatureCache, common_prefixes, detect_arch, fit_prefix
+from surgeon.io.detect import SignatureCache, detect_arch
+from surgeon.io.layouts import common_prefixes, fit_prefix
 from surgeon.errors import ModelLoadError
 
 

@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 import surgeon
-from surgeon.checkpoint import build_arch
+from surgeon.io import build_arch
 from surgeon.cli import cli
 from surgeon.cli.export import export
 from surgeon.errors import OutputExistsError, SurgeonError

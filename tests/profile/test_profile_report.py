@@ -216,7 +216,7 @@ def test_profile_timm_resnet50_against_its_eca_patches(tmp_path: Path) -> None:
 
     torch.manual_seed(0)
     k3557 = tmp_path / "r50_eca_k3557.pt"
-    surgeon.save(_paper_eca_k3557(surgeon.checkpoint.build_arch("timm:resnet50")), k3557)
+    surgeon.save(_paper_eca_k3557(surgeon.io.build_arch("timm:resnet50")), k3557)
     result = run("profile", "timm:resnet50", "--compare", str(k3557), "--runs", "0", "--input-shape", "1,3,32,32",
                  "--json")
     assert result.exit_code == 0, result.output

@@ -15,7 +15,7 @@ attributes and writes them back, so every directory a patched model is saved to 
 ``model.save_pretrained``, ``Trainer.save_model`` and each ``checkpoint-N`` of ``Trainer`` — carries the recipe, and
 :func:`surgeon.load` rebuilds the model with its blocks from it: the class from its config, the recipe replayed, then
 every tensor loaded with ``strict=True``. The patched model's config gets the recipe at the moment of surgery (or of
-a replay), through :class:`surgeon.pipeline.ModelHook`.
+a replay), through the adapter's ``note_recipe``.
 
 A plain ``from_pretrained`` of such a directory cannot know the blocks: transformers builds the class, loads every
 original tensor, logs its LOAD REPORT with each block tensor as UNEXPECTED, and returns the model without the blocks.
@@ -24,34 +24,27 @@ directory (``auto_map`` with ``trust_remote_code``), and attn-surgeon puts no co
 config carries instead is the recipe, which the plainly loaded model keeps as ``model.config.attn_surgeon``: every
 attn-surgeon call given such a model (``insert``, ``apply`` with rules, ``save``) and :func:`surgeon_callback` at the
 start of training raise :class:`MissingBlocksError`, which says how to get the blocks back.
+
+The package has the skeleton every integration has: :mod:`.adapter` (the :class:`TransformersAdapter`, registered in
+:mod:`surgeon.io.registry`), :mod:`.models` (specs, model classes), :mod:`.files` (``save_pretrained`` directories),
+:mod:`.training` (keeping the blocks through ``Trainer``), :mod:`.reporting`.
 """
 
 from __future__ import annotations
 
-from ...frameworks import BUILDERS, FRAMEWORKS, Framework
-from ...pipeline import MODEL_HOOKS, ModelHook
-from .directories import (
-    CONFIG_KEY,
-    NOTE,
-    is_model_directory,
-    load_directory,
-    native_layout,
-    read_recipe,
-    save_directory,
-)
+from ...io import adapter_named
+from ...io import register as register_adapter
+from .adapter import TransformersAdapter
+from .files import CONFIG_KEY, NOTE, is_model_directory, read_directory, read_recipe, write_directory
 from .models import build, is_transformers_model
 from .training import MissingBlocksError, check_blocks, note_recipe, surgeon_callback
 
-__all__ = ["CONFIG_KEY", "NOTE", "MissingBlocksError", "build", "check_blocks", "is_model_directory",
-           "is_transformers_model", "load_directory", "read_recipe", "register", "save_directory", "surgeon_callback"]
+__all__ = ["CONFIG_KEY", "NOTE", "MissingBlocksError", "TransformersAdapter", "build", "check_blocks",
+           "is_model_directory", "is_transformers_model", "note_recipe", "read_directory", "read_recipe", "register",
+           "surgeon_callback", "write_directory"]
 
 
 def register() -> None:
-    """Register the ``transformers:`` specs, ``save_pretrained`` directories and the model hooks (idempotent)."""
-    BUILDERS["transformers"] = build
-    FRAMEWORKS["transformers"] = Framework(
-        name="transformers", layout=native_layout, is_directory=is_model_directory,
-        load_directory=load_directory, read_recipe=read_recipe, save=save_directory,
-        writes_directory=True)
-    if not any(hook.check is check_blocks for hook in MODEL_HOOKS):
-        MODEL_HOOKS.append(ModelHook(check=check_blocks, recorded=note_recipe))
+    """Register the transformers adapter in :mod:`surgeon.io.registry` (idempotent)."""
+    if not isinstance(adapter_named(TransformersAdapter.name), TransformersAdapter):
+        register_adapter(TransformersAdapter(), replace=True)

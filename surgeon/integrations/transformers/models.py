@@ -24,8 +24,13 @@ def is_transformers_model(module: nn.Module) -> bool:
     return modeling is not None and isinstance(module, modeling.PreTrainedModel)
 
 
-
 def model_class(name: str, where: str = "") -> type:
+    """The transformers model class ``name``, checked to take an image batch (``pixel_values``).
+
+    Raises:
+        ModelLoadError: no such class (with the closest names), or not a vision model; the message starts with
+            ``where``.
+    """
     import transformers
 
     cls = getattr(transformers, name, None) if name.isidentifier() else None

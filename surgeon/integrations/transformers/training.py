@@ -8,9 +8,8 @@ from typing import Any
 from torch import nn
 
 from ...errors import SurgeonError
-from ...pipeline import recipe_of
-from ...recipe import Recipe
-from .directories import CONFIG_KEY, is_model_directory, read_recipe, record_recipe
+from ...recipe import Recipe, recipe_of
+from .files import CONFIG_KEY, is_model_directory, read_recipe, record_recipe
 from .models import is_transformers_model
 
 __all__ = ["MissingBlocksError", "check_blocks", "note_recipe", "surgeon_callback"]
@@ -18,7 +17,6 @@ __all__ = ["MissingBlocksError", "check_blocks", "note_recipe", "surgeon_callbac
 
 class MissingBlocksError(SurgeonError):
     """A transformers model whose config records attn-surgeon blocks that the model does not have."""
-
 
 
 def note_recipe(model: nn.Module, recipe: Recipe) -> None:

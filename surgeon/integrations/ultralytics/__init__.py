@@ -9,9 +9,13 @@ so ``YOLO("out.pt")`` and the ``yolo`` command load it as they load any checkpoi
 
 Ultralytics' trainer rebuilds every model from its ``model.yaml``: the recipe travels there, and a hook on
 Ultralytics' model construction, in one documented place (:mod:`.training`), replays it, checked against the
-Ultralytics version, failing loudly rather than training a patched model without its blocks. It is installed when
-``surgeon`` is imported (at once if Ultralytics is, else when Ultralytics is imported) and whenever a patched
-model's yaml is unpickled.
+Ultralytics version, failing loudly rather than training a patched model without its blocks. The pipeline installs it
+when ``surgeon`` is imported (at once if Ultralytics is, else when Ultralytics is imported) and when it loads a
+patched checkpoint; unpickling a patched model's yaml installs it too.
+
+The package has the skeleton every integration has: :mod:`.adapter` (the :class:`UltralyticsAdapter`, registered
+in :mod:`surgeon.io.registry`), :mod:`.models` (specs, recognising its models), :mod:`.files` (its checkpoints),
+:mod:`.training` (the hook), :mod:`.reporting`; ``attn-surgeon ablate`` trains through Ultralytics' own trainer.
 
 For reports (:mod:`.reporting`): the places people put attention in a YOLO, by name (``attn-surgeon sites``), and the
 GFLOPs ``model.info()`` reports, stated beside attn-surgeon's count by the profile.
@@ -19,8 +23,10 @@ GFLOPs ``model.info()`` reports, stated beside attn-surgeon's count by the profi
 
 from __future__ import annotations
 
-from ...frameworks import BUILDERS, FRAMEWORKS, Framework
-from .models import NAME, adopt, build, is_ultralytics_model, native_layout, owns, restricted_load, save
+from ...io import adapter_named
+from ...io import register as register_adapter
+from .adapter import UltralyticsAdapter
+from .models import build, is_ultralytics_model
 from .reporting import info_gflops, places, reference_flops
 from .training import (
     CHECKED_VERSIONS,
@@ -32,15 +38,12 @@ from .training import (
     install_when_used,
 )
 
-__all__ = ["CHECKED_VERSIONS", "MODEL_CLASSES", "YAML_KEY", "UltralyticsHookError", "YamlRecipe", "build",
-           "info_gflops", "install", "is_ultralytics_model", "places", "register"]
+__all__ = ["CHECKED_VERSIONS", "MODEL_CLASSES", "YAML_KEY", "UltralyticsAdapter", "UltralyticsHookError", "YamlRecipe",
+           "build", "info_gflops", "install", "install_when_used", "is_ultralytics_model", "places", "reference_flops",
+           "register"]
 
 
 def register() -> None:
-    """Register ``ultralytics:`` specs and Ultralytics checkpoint files, and install the hook where Ultralytics is in
-    use (idempotent)."""
-    BUILDERS[NAME] = build
-    FRAMEWORKS[NAME] = Framework(
-        name=NAME, layout=native_layout, save=save, title="an Ultralytics checkpoint", owns=owns,
-        restricted_load=restricted_load, adopt=adopt, places=places, reference_flops=reference_flops)
-    install_when_used()
+    """Register the Ultralytics adapter in :mod:`surgeon.io.registry` (idempotent); the pipeline installs its hook."""
+    if not isinstance(adapter_named(UltralyticsAdapter.name), UltralyticsAdapter):
+        register_adapter(UltralyticsAdapter(), replace=True)

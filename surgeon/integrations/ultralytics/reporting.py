@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ...frameworks import ReferenceFlops
+from ...io import ReferenceFlops
 from ...tensors import ULTRALYTICS_IMGSZ
 from .models import is_ultralytics_model
 

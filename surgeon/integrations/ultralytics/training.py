@@ -13,11 +13,12 @@ one place (:func:`install`), two methods of ``ultralytics.nn.tasks``:
   without them (a yaml without the recipe: a model patched in memory) gets the recipe replayed first, and if a
   block is still missing afterwards it raises.
 
-The hook is installed when a recipe-carrying ``model.yaml`` is unpickled (it carries :class:`YamlRecipe`, whose
-unpickling installs it first), when ``surgeon`` is imported after Ultralytics, or when Ultralytics is imported after
-``surgeon`` (:func:`install_when_used`); importing ``surgeon`` never imports Ultralytics. It checks the Ultralytics
-version and the signatures it wraps, and raises :class:`UltralyticsHookError` rather than let a patched model train
-without its blocks.
+The pipeline installs the hook, handing it its one replay path: when ``surgeon`` is imported (at once if Ultralytics
+is, else right after Ultralytics is imported: :func:`install_when_used`; importing ``surgeon`` never imports
+Ultralytics), and when it loads a patched model from an Ultralytics checkpoint. Unpickling a recipe-carrying
+``model.yaml`` installs it too (the yaml carries :class:`YamlRecipe`), a safety net for a user's own ``YOLO(path)``.
+The hook checks the Ultralytics version and the signatures it wraps, and raises :class:`UltralyticsHookError` rather
+than let a patched model train without its blocks.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from typing import Any
 from torch import nn
 
 from ...errors import SurgeonError
-from ...pipeline import recipe_of, replay
-from ...recipe import Recipe
+from ...io import Replay
+from ...recipe import Recipe, recipe_of
 
 __all__ = ["CHECKED_VERSIONS", "MODEL_CLASSES", "YAML_KEY", "UltralyticsHookError", "YamlRecipe", "install",
            "install_when_used", "record_recipe"]
@@ -52,6 +53,7 @@ _UNCHECKED_ENV = "ATTN_SURGEON_ULTRALYTICS_UNCHECKED"
 _WRAPPED = "__attn_surgeon_wraps__"
 _LOCK = threading.Lock()
 _installed = False
+_replay_recipe: Replay | None = None  # the pipeline's replay, handed over when it installs the hook
 
 
 class UltralyticsHookError(SurgeonError):
@@ -101,7 +103,8 @@ def _signature_problem(tasks: Any) -> str | None:
 
 
 def install() -> None:
-    """Wrap Ultralytics' model construction so that patched models keep their blocks (idempotent, thread-safe).
+    """Wrap Ultralytics' model construction so that patched models keep their blocks (idempotent, thread-safe); the
+    hook replays with what :func:`install_when_used` was handed.
 
     Raises:
         UltralyticsHookError: this Ultralytics is not one the hook was checked against, or what it wraps changed.
@@ -139,10 +142,13 @@ def _replay(model: nn.Module, recipe: Recipe, why: str) -> None:
     if not isinstance(cfg, dict):
         raise UltralyticsHookError(f"Ultralytics built a {type(model).__name__} {why}, but it has no model yaml to "
                                    "rebuild attn-surgeon's blocks from")
+    if _replay_recipe is None:  # the pipeline hands it over when surgeon is imported, before any model is met
+        raise UltralyticsHookError(f"Ultralytics built a {type(model).__name__} {why}, but attn-surgeon's pipeline "
+                                   "was not imported to put its blocks back; import surgeon first")
     channels = cfg.get("channels", recipe.input_shape[1])
     recipe = dataclasses.replace(recipe, input_shape=(1, int(channels), *recipe.input_shape[2:]))
     try:
-        replay(model, recipe)
+        _replay_recipe(model, recipe)
     except SurgeonError as exc:
         raise UltralyticsHookError(f"Ultralytics built a {type(model).__name__} {why}, and attn-surgeon cannot put "
                                    f"its blocks back: {exc}") from exc
@@ -219,10 +225,17 @@ def _install_quietly() -> None:
         warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
 
 
-def install_when_used() -> None:
-    """Install now if Ultralytics is imported, else right after it is (never importing it here)."""
+def install_when_used(replay: Replay) -> None:
+    """Keep the pipeline's ``replay`` for the hook, and install it now if Ultralytics is imported, else right after
+    it is (never importing it here).
+
+    Raises:
+        UltralyticsHookError: Ultralytics is imported, and is not one the hook was checked against.
+    """
+    global _replay_recipe
+    _replay_recipe = replay
     if "ultralytics.nn.tasks" in sys.modules:
-        _install_quietly()
+        install()
     elif not any(isinstance(finder, _InstallOnImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _InstallOnImport())
 

@@ -1,5 +1,5 @@
-"""``save_pretrained`` directories: recognised by content, read with their blocks, written atomically with the recipe
-in ``config.json``."""
+"""``save_pretrained`` directories: recognised by content, read (the base model, its recipe and its weights) without
+side effects, written atomically with the recipe in ``config.json``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,15 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...checkpoint import Layout, LoadedModel, SaveResult
-from ...files import file_mode, read_checkpoint
 from ...errors import CheckpointError, ModelLoadError, OutputExistsError
-from ...pipeline import replay
+from ...io import Layout, LoadedModel, LoadOptions, SaveResult, file_mode, read_checkpoint
+from ...io.reading import check_trusted
 from ...recipe import Recipe
 from .models import is_transformers_model, model_class
 
-__all__ = ["CONFIG_KEY", "NOTE", "is_model_directory", "load_directory", "native_layout", "read_recipe",
-           "record_recipe", "save_directory"]
+__all__ = ["CONFIG_KEY", "NOTE", "is_model_directory", "load_state", "native_layout", "read_directory", "read_recipe",
+           "record_recipe", "write_directory"]
 
 CONFIG_KEY = "attn_surgeon"
 """The ``config.json`` key (and config attribute) that holds the recipe of a patched model."""
@@ -43,7 +42,6 @@ _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 # parameter list and so is not carried into a patched model's directory.
 _TRAINING_STATE = ("optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "trainer_state.json",
                    "training_args.bin")
-
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:
@@ -102,7 +100,7 @@ def _read_weights(path: Path) -> OrderedDict[str, torch.Tensor]:
     return state
 
 
-def _load_strict(model: nn.Module, state: OrderedDict[str, torch.Tensor], where: str) -> None:
+def _load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
     """Load every tensor; a key that ``save_pretrained`` left out because it shares memory (tied) may be missing."""
     own = model.state_dict()
     loaded = {tensor.data_ptr() for key, tensor in own.items() if key in state}
@@ -117,7 +115,7 @@ def _load_strict(model: nn.Module, state: OrderedDict[str, torch.Tensor], where:
     model.load_state_dict(state, strict=False)
 
 
-def _saved_dtype(config: dict[str, Any], state: OrderedDict[str, torch.Tensor]) -> torch.dtype | None:
+def _saved_dtype(config: dict[str, Any], state: Mapping[str, torch.Tensor]) -> torch.dtype | None:
     """The dtype ``from_pretrained`` gives the model by default (``dtype="auto"``): the config's, else the weights'."""
     named = getattr(torch, str(config.get("dtype") or config.get("torch_dtype") or ""), None)
     if isinstance(named, torch.dtype):
@@ -135,22 +133,22 @@ def native_layout(module: nn.Module) -> Layout | None:
                   source=source if str(source) not in ("", ".") and is_model_directory(source) else None)
 
 
-def load_directory(path: Path, arch: str | None = None, arch_args: dict[str, Any] | None = None,
-                   trust_code: bool = False) -> LoadedModel:
-    """The model of a ``save_pretrained`` directory, with its blocks when its config records a recipe.
+def read_directory(path: Path, options: LoadOptions) -> LoadedModel:
+    """The model of a ``save_pretrained`` directory; with a recipe in its config, the base model, the recipe and the
+    weights still to load (nothing replayed here).
 
     Args:
         path: the directory.
-        arch: ``transformers:ClassName`` to build instead of the config's first ``architectures`` entry.
-        arch_args: config fields to override.
-        trust_code: allow a recipe that inserts ``package.module:Class`` blocks (replaying it imports them).
+        options: ``arch`` (``transformers:ClassName``, to build instead of the config's first ``architectures``
+            entry), ``arch_args`` (config fields to override), ``trust_code`` (allow a recipe that inserts
+            ``package.module:Class`` blocks).
 
     Raises:
         ModelLoadError, CheckpointError: one line saying what is wrong and what to do.
     """
     config = _read_config(path) or {}
-    if arch is not None:
-        library, _, name = arch.partition(":")
+    if options.arch is not None:
+        library, _, name = options.arch.partition(":")
         if library != "transformers":
             raise ModelLoadError(f"{path}: is a transformers model directory; --arch takes transformers:ClassName")
     else:
@@ -161,23 +159,26 @@ def load_directory(path: Path, arch: str | None = None, arch_args: dict[str, Any
         name = names[0]
     cls = model_class(name, where=f"{path}: ")
     recipe = _recipe_from(config.get(CONFIG_KEY), str(path / _CONFIG))
-    imported = sorted({step.block for step in recipe.steps if ":" in step.block}) if recipe is not None else []
-    if imported and not trust_code:  # a directory must never import code the user did not name
-        raise ModelLoadError(f"{path}: its recipe inserts {', '.join(imported)}, which imports and runs code; pass "
-                             "--trust-code if you trust it")
-    if recipe is None:  # an ordinary model directory: transformers' own loader, local files only
-        model = cls.from_pretrained(path, local_files_only=True, **dict(arch_args or {}))
-    else:
-        model = cls(cls.config_class.from_dict({**config, **dict(arch_args or {})})).eval()
-        model.config._name_or_path = str(path)  # as from_pretrained records where a model came from
-        replay(model, recipe)
-        state = _read_weights(path)
-        dtype = _saved_dtype(config, state)
-        if dtype is not None:
-            model.to(dtype)
-        _load_strict(model, state, str(path))
+    if recipe is not None:
+        check_trusted(recipe, path, options.trust_code)
     layout = Layout(format="safetensors", framework="transformers", source=path)
-    return LoadedModel(model, f"transformers:{name}", {}, layout, path, recipe)
+    if recipe is None:  # an ordinary model directory: transformers' own loader, local files only
+        model = cls.from_pretrained(path, local_files_only=True, **dict(options.arch_args))
+        return LoadedModel(model, f"transformers:{name}", {}, layout, path)
+    model = cls(cls.config_class.from_dict({**config, **dict(options.arch_args)})).eval()
+    model.config._name_or_path = str(path)  # as from_pretrained records where a model came from
+    return LoadedModel(model, f"transformers:{name}", {}, layout, path, recipe, state=_read_weights(path))
+
+
+def load_state(loaded: LoadedModel) -> None:
+    """Load the weights of a model directory into its model (the recipe replayed), in the dtype ``from_pretrained``
+    would give it; a tied key that ``save_pretrained`` left out may be missing."""
+    if loaded.state is None or loaded.path is None:
+        return
+    dtype = _saved_dtype(_read_config(loaded.path) or {}, loaded.state)
+    if dtype is not None:
+        loaded.module.to(dtype)
+    _load_strict(loaded.module, loaded.state, str(loaded.path))
 
 
 def _carried_files(source: Path | None) -> list[Path]:
@@ -189,8 +190,8 @@ def _carried_files(source: Path | None) -> list[Path]:
             and not file.name.endswith((".safetensors", ".bin", ".pth"))]
 
 
-def save_directory(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, layout: Layout | None = None, *,
-                   force: bool = False, protect: tuple[str | os.PathLike[str], ...] = ()) -> SaveResult:
+def write_directory(model: nn.Module, path: str | os.PathLike[str], recipe: Recipe, layout: Layout | None = None, *,
+                    force: bool = False, protect: tuple[str | os.PathLike[str], ...] = ()) -> SaveResult:
     """Write ``model`` as ``save_pretrained`` does, its recipe in ``config.json``; atomic (a temporary directory
     beside ``path``, then renamed into place).
 
@@ -259,7 +260,6 @@ def _quiet_progress() -> Iterator[None]:
     finally:
         if enabled:
             logging.enable_progress_bar()
-
 
 
 

@@ -1,5 +1,8 @@
-"""Architecture specs: ``torchvision:NAME``, ``timm:NAME`` or ``package.module:factory``, built with random weights.
+"""Architecture specs: ``LIBRARY:NAME`` (``torchvision:resnet50``, ``timm:resnet50d``, a framework's
+``ultralytics:yolov8n.yaml``) or ``package.module:factory``, built with random weights, nothing downloaded.
 
+This module builds the libraries attn-surgeon knows without a framework adapter: torchvision, timm and a Python
+factory. A spec of a registered framework is built by its adapter (:func:`surgeon.io.registry.build_arch` chooses).
 :func:`meta_model` builds one on the ``meta`` device with weight initialisation skipped (no memory, no random
 numbers), which is how architecture detection reads a candidate's keys and shapes in milliseconds.
 """
@@ -18,10 +21,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .errors import ModelLoadError
-from .frameworks import BUILDERS
+from ..errors import ModelLoadError
 
-__all__ = ["build_arch", "is_spec", "meta_model"]
+__all__ = ["build_builtin", "build_factory", "build_timm", "build_torchvision", "is_spec", "meta_model"]
 
 # In-place ops that change a tensor's shape or identity must still run while init is skipped.
 _SHAPING_OPS = {"resize_", "resize_as_", "set_", "as_strided_", "requires_grad_", "share_memory_", "retain_grad"}
@@ -40,37 +42,58 @@ def _suggest(name: str, names: list[str]) -> str:
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
-def build_arch(spec: str, **kwargs: Any) -> nn.Module:
-    """Build an architecture with random weights from a spec.
+def build_torchvision(name: str, **kwargs: Any) -> nn.Module:
+    """``torchvision:NAME`` with random weights (``weights=None``, and ``weights_backbone=None`` where it has one).
 
     Raises:
-        ModelLoadError: unknown library or model name (with the closest names), or a factory that fails.
+        ModelLoadError: no such torchvision model (with the closest names), or a factory that fails.
+    """
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        raise ModelLoadError(f"unknown torchvision model {name!r}{_suggest(name, torchvision.models.list_models())}")
+    builder = torchvision.models.get_model_builder(name)
+    params = inspect.signature(builder).parameters
+    defaults = {"weights": None, **({"weights_backbone": None} if "weights_backbone" in params else {})}
+    return _call(f"torchvision:{name}", builder, **{**defaults, **kwargs})
+
+
+def build_timm(name: str, **kwargs: Any) -> nn.Module:
+    """``timm:NAME`` with random weights (``pretrained=False``).
+
+    Raises:
+        ModelLoadError: no such timm model (with the closest names), or a factory that fails.
+    """
+    import timm
+
+    if not timm.is_model(name):
+        raise ModelLoadError(f"unknown timm model {name!r}{_suggest(name, timm.list_models())}")
+    return _call(f"timm:{name}", timm.create_model, name, pretrained=False, **kwargs)
+
+
+def build_factory(spec: str, **kwargs: Any) -> nn.Module:
+    """``package.module:factory``: import the module and call the factory (this runs the user's code).
+
+    Raises:
+        ModelLoadError: the module or the factory cannot be imported, or the factory fails.
     """
     library, _, name = spec.partition(":")
-    if library in BUILDERS:
-        return BUILDERS[library](name, **kwargs)
-    if library == "torchvision":
-        import torchvision
-
-        if name not in torchvision.models.list_models():
-            raise ModelLoadError(f"unknown torchvision model {name!r}"
-                                 f"{_suggest(name, torchvision.models.list_models())}")
-        builder = torchvision.models.get_model_builder(name)
-        params = inspect.signature(builder).parameters
-        defaults = {"weights": None, **({"weights_backbone": None} if "weights_backbone" in params else {})}
-        return _call(spec, builder, **{**defaults, **kwargs})
-    if library == "timm":
-        import timm
-
-        if not timm.is_model(name):
-            raise ModelLoadError(f"unknown timm model {name!r}{_suggest(name, timm.list_models())}")
-        return _call(spec, timm.create_model, name, pretrained=False, **kwargs)
     try:
         factory = getattr(importlib.import_module(library), name)
     except (ImportError, AttributeError) as exc:
         raise ModelLoadError(f"cannot import {spec!r}: {exc}; use torchvision:NAME, timm:NAME or "
                              "package.module:factory") from None
     return _call(spec, factory, **kwargs)
+
+
+def build_builtin(spec: str, **kwargs: Any) -> nn.Module:
+    """Build ``spec`` of torchvision, timm or a Python factory, with random weights."""
+    library, _, name = spec.partition(":")
+    if library == "torchvision":
+        return build_torchvision(name, **kwargs)
+    if library == "timm":
+        return build_timm(name, **kwargs)
+    return build_factory(spec, **kwargs)
 
 
 def _call(spec: str, factory: Any, *args: Any, **kwargs: Any) -> nn.Module:
@@ -95,7 +118,8 @@ class _SkipInit(TorchFunctionMode):
 
 
 def meta_model(spec: str, arch_args: Mapping[str, Any] | None = None) -> nn.Module:
-    """Build ``spec`` on the meta device without running weight initialisation."""
+    """Build ``spec`` (torchvision, timm or a factory: what detection proposes) on the meta device without running
+    weight initialisation."""
     with warnings.catch_warnings(), torch.device("meta"), _SkipInit():
         warnings.simplefilter("ignore")
-        return build_arch(spec, **dict(arch_args or {}))
+        return build_builtin(spec, **dict(arch_args or {}))

@@ -27,12 +27,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .arch import meta_model
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 from .files import atomic_write
+from .layouts import common_prefixes
+from .specs import meta_model
 
-__all__ = ["Candidate", "Detection", "Signature", "SignatureCache", "cache_dir", "common_prefixes", "detect_arch",
-           "fit_prefix"]
+__all__ = ["Candidate", "Detection", "Signature", "SignatureCache", "cache_dir", "detect_arch"]
 
 _CACHE_FORMAT = 1
 _BN_STATS = (".running_mean", ".running_var", ".num_batches_tracked")
@@ -44,27 +44,6 @@ def cache_dir() -> Path:
         return Path(os.environ["ATTN_SURGEON_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "attn-surgeon"
-
-
-def common_prefixes(keys: Iterable[str]) -> list[str]:
-    """Dotted prefixes shared by every key, longest first, ending with ``""``: ``["model.module.", "model.", ""]``."""
-    split = [key.split(".") for key in keys]
-    if not split:
-        return [""]
-    depth = 0
-    shortest = min(len(parts) for parts in split)
-    while depth < shortest - 1 and all(parts[depth] == split[0][depth] for parts in split):
-        depth += 1
-    return [".".join(split[0][:i]) + "." for i in range(depth, 0, -1)] + [""]
-
-
-def fit_prefix(keys: Iterable[str], model_keys: Iterable[str]) -> str | None:
-    """The common prefix whose removal turns ``keys`` into exactly ``model_keys``, or ``None``."""
-    keys, target = list(keys), set(model_keys)
-    for prefix in common_prefixes(keys):
-        if {key[len(prefix):] for key in keys} == target:
-            return prefix
-    return None
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
-"""The README's "Inside your training code" snippet runs as written (issue 7).
+"""The documentation's "In your training code" snippet runs as written (issue 7).
 
-The snippet is read from README.md between ``<!-- snippet:training -->`` and ``<!-- /snippet -->`` when the README
-has it, else from ``examples/training_snippet.py``; where both exist they must agree line for line. It is run in
-a temporary directory holding what it names: ``rules/eca_resnet.yaml``, pretrained weights ``resnet18.pt`` and a
-``train_loader``.
+The snippet is read from ``docs/training.md`` between ``<!-- snippet:training -->`` and ``<!-- /snippet -->``; the
+same lines are in ``examples/training_snippet.py`` between ``# snippet:training`` and ``# /snippet``, and the two
+must agree line for line. It is run in a temporary directory holding what it names: ``rules/eca_resnet.yaml``,
+pretrained weights ``resnet18.pt`` and a ``train_loader``.
 """
 
 from __future__ import annotations
@@ -18,15 +18,17 @@ import torchvision
 
 import surgeon
 from surgeon.blocks.eca import EfficientChannelAttention
+from tests._util import REPO
 
-REPO = Path(__file__).resolve().parents[1]
-README_SNIPPET = re.compile(r"<!-- snippet:training -->\s*```python\n(.*?)```\s*<!-- /snippet -->", re.DOTALL)
+PAGE = REPO / "docs" / "training.md"
+PAGE_SNIPPET = re.compile(r"<!-- snippet:training -->\s*```python\n(.*?)```\s*<!-- /snippet -->", re.DOTALL)
 FILE_SNIPPET = re.compile(r"^# snippet:training\n(.*?)^# /snippet$", re.DOTALL | re.MULTILINE)
 
 
-def readme_snippet() -> str | None:
-    found = README_SNIPPET.search((REPO / "README.md").read_text())
-    return found.group(1) if found else None
+def page_snippet() -> str:
+    found = PAGE_SNIPPET.search(PAGE.read_text())
+    assert found, "docs/training.md lost its <!-- snippet:training --> ... <!-- /snippet --> section"
+    return found.group(1)
 
 
 def file_snippet() -> str:
@@ -35,16 +37,13 @@ def file_snippet() -> str:
     return found.group(1)
 
 
-def test_readme_and_example_hold_the_same_snippet() -> None:
-    readme = readme_snippet()
-    assert readme is not None, "README.md lost its <!-- snippet:training --> section"
-    assert readme == file_snippet()
+def test_page_and_example_hold_the_same_snippet() -> None:
+    assert page_snippet() == file_snippet()
 
 
 def test_training_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.set_num_threads(1)
-    code = readme_snippet()
-    assert code is not None, "README.md lost its <!-- snippet:training --> section"
+    code = page_snippet()
     monkeypatch.chdir(tmp_path)
     (tmp_path / "rules").mkdir()
     shutil.copy(REPO / "rules" / "eca_resnet.yaml", tmp_path / "rules" / "eca_resnet.yaml")
@@ -55,7 +54,7 @@ def test_training_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.Mo
                     for _ in range(2)]
 
     namespace = {"__name__": "__snippet__", "train_loader": train_loader}
-    exec(compile(code, "README.md (snippet:training)", "exec"), namespace)  # noqa: S102
+    exec(compile(code, "docs/training.md (snippet:training)", "exec"), namespace)  # noqa: S102
 
     model = namespace["model"]
     assert isinstance(model, torchvision.models.ResNet)
@@ -70,7 +69,7 @@ def test_training_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_same_rules_on_a_fresh_model_resume_a_plain_state_dict_strictly(tmp_path: Path) -> None:
-    """The README's claim: a trainer's own ``torch.save(model.state_dict())`` resumes after the same ``apply``."""
+    """The page's claim: a trainer's own ``torch.save(model.state_dict())`` resumes after the same ``apply``."""
     torch.set_num_threads(1)
     rules = REPO / "rules" / "eca_resnet.yaml"
     trained = surgeon.apply(torchvision.models.resnet18(num_classes=10), rules, input_shape=(1, 3, 64, 64))
