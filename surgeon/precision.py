@@ -27,8 +27,17 @@ from torch import nn
 from .recipe import Recipe
 from .tensors import eval_mode, flatten_outputs, output_deviation
 
-__all__ = ["PrecisionResult", "check", "compare", "measure", "precisions", "summary_line", "warnings_of",
-           "WORSE_FACTOR", "WORSE_FLOOR"]
+__all__ = [
+    "WORSE_FACTOR",
+    "WORSE_FLOOR",
+    "PrecisionResult",
+    "check",
+    "compare",
+    "measure",
+    "precisions",
+    "summary_line",
+    "warnings_of",
+]
 
 WORSE_FACTOR = 10.0
 """A patched model is far worse than the original in a precision when its relative deviation from its float32 output

@@ -24,8 +24,8 @@ import torch
 
 import surgeon
 from examples.yolo import tiny_dataset
-from surgeon.io import build_arch
 from surgeon.integrations.ultralytics.reporting import places
+from surgeon.io import build_arch
 from tests._util import REPO, run_cli
 from tests.integrations.test_ultralytics import offline  # noqa: F401  the module-wide no-network guard (autouse)
 
@@ -321,7 +321,8 @@ def user_block(workdir: Path) -> tuple[Path, Path]:
 
 def _python(code: str, cwd: Path, *path: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (REPO, *path)))}
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
 
 
 def test_user_block_missing_its_module_fails_in_one_line(user_block: tuple[Path, Path], workdir: Path) -> None:
