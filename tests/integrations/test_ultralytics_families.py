@@ -143,14 +143,17 @@ def test_rtdetr_sites_and_insert_from_the_command_line(workdir: Path) -> None:
 
 
 def test_presets_on_yolo12_and_yolo26() -> None:
-    """Backbone and C2f presets fit both; SPPF and neck presets fit YOLO26 (YOLO11's layout) and refuse YOLO12 in
-    one line: it has no SPPF, and its head inputs are other layers (14, 17, 20)."""
+    """Every YOLO preset fits YOLO26 (YOLO11's layout); on YOLO12 the backbone and C2f presets fit, and the others
+    refuse in one line: it has no SPPF and no C2PSA, and its head inputs are other layers (14, 17, 20)."""
     from surgeon.errors import SurgeonError
 
+    presets = ("yolo_backbone_cbam", "yolo_c2f_cbam", "yolo_sppf_cbam", "yolo_neck_cbam", "yolo_c2f_ema",
+               "yolo_sppf_lska", "yolo_neck_scsa", "yolo_c2psa_ema")
+    refused_on_yolo12 = {"yolo_sppf_cbam", "yolo_neck_cbam", "yolo_sppf_lska", "yolo_neck_scsa", "yolo_c2psa_ema"}
     for spec in ("yolo12n.yaml", "yolo26n.yaml"):
-        for preset in ("yolo_backbone_cbam", "yolo_c2f_cbam", "yolo_sppf_cbam", "yolo_neck_cbam"):
+        for preset in presets:
             model = build_arch(f"ultralytics:{spec}")
-            if spec == "yolo12n.yaml" and preset in ("yolo_sppf_cbam", "yolo_neck_cbam"):
+            if spec == "yolo12n.yaml" and preset in refused_on_yolo12:
                 with pytest.raises(SurgeonError, match="no site matches") as refused:
                     surgeon.apply(model, preset, input_shape=(1, 3, 64, 64))
                 assert "\n" not in str(refused.value)
@@ -216,6 +219,16 @@ def test_swapped_attention_trains(workdir: Path) -> None:
     model = _saved(run / "weights" / "last.pt")
     assert type(model.get_submodule("model.10.m.0.attn")).__name__ == "EfficientMultiScaleAttention"
     assert not any(key.startswith("model.10.m.0.attn.qkv") for key in model.state_dict())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("spec", "cls", "block"), [("yolo12n.yaml", "AAttn", "scsa"), ("rtdetr-l.yaml", "AIFI", "ema")])
+def test_swapped_attention_trains_in_yolo12_and_rtdetr(workdir: Path, spec: str, cls: str, block: str) -> None:
+    patched = _patch(workdir, spec, "swap", "--module", cls, "--with", block)
+    run = _train(workdir, spec, patched, "detect", f"swap-{cls}")
+    _assert_kept(run, patched, "detect")
+    model = _saved(run / "weights" / "best.pt")
+    assert not any(type(module).__name__ == cls for module in model.modules())
 
 
 @pytest.mark.slow
