@@ -46,7 +46,7 @@ def main() -> None:
     options = list(args.extra)
     if args.quick:
         args.model, args.blocks = "torchvision:resnet18", "se,eca"
-        options += ["--input-shape", "1,3,64,64", "--runs", "1", "--warmup", "0", "--exports", "off"]
+        options += ["--input-shape", "1,3,64,64", "--runs", "1", "--warmup", "0", "--max-time", "0", "--exports", "off"]
     print(machine_line(timing=False))
     with tempfile.TemporaryDirectory() as directory:
         output = Path(directory) / "compare.json"

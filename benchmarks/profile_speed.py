@@ -1,4 +1,4 @@
-"""How long counting takes: ``surgeon.profile.counting.count_ops`` against fvcore's ``FlopCountAnalysis``.
+"""How long counting takes: ``surgeon.profile.measure.counting.count_ops`` against fvcore's ``FlopCountAnalysis``.
 
 Each round times, in turn, ``count_ops`` (default: meta execution), ``count_ops(execution="real")`` and
 ``FlopCountAnalysis(model, inputs).total()``, so that noise on a shared machine hits all three alike; the medians
@@ -20,7 +20,7 @@ from functools import partial
 import torch
 import torchvision
 
-from surgeon.profile.counting import count_ops
+from surgeon.profile.measure.counting import count_ops
 
 MODELS = ["resnet50", "resnet18", "mobilenet_v2", "efficientnet_b0"]
 

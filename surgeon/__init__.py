@@ -8,9 +8,11 @@
 from . import errors, integrations
 from ._version import __version__
 from .blocks import get_block, list_blocks, register_block
+from .experiments import AblateOptions, ablate
 from .io import LoadOptions
 from .match import Rule, Selector
 from .pipeline import (
+    CompareOptions,
     PatchOptions,
     apply,
     compare,
@@ -25,18 +27,22 @@ from .pipeline import (
     sites,
     swap,
 )
-from .profile import profile_models
+from .profile import LatencyOptions, profile_models
 from .recipe import Recipe
 
 install_training_hooks()  # the frameworks' training hooks get the one replay path (Ultralytics': once it is imported)
 
 __all__ = [
+    "AblateOptions",
+    "CompareOptions",
+    "LatencyOptions",
     "LoadOptions",
     "PatchOptions",
     "Recipe",
     "Rule",
     "Selector",
     "__version__",
+    "ablate",
     "apply",
     "compare",
     "errors",

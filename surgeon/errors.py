@@ -13,6 +13,7 @@ __all__ = [
     "BlockError",
     "ModelLoadError",
     "CheckpointError",
+    "ExperimentError",
     "NoMatchError",
     "SelectorError",
     "TraceError",
@@ -68,6 +69,10 @@ class OutputExistsError(SurgeonError, FileExistsError):
 class RuleError(SurgeonError):
     """A rules file that cannot be read, or a rule that cannot be applied; the message starts with
     ``file:line:column: rule 'name':``."""
+
+
+class ExperimentError(SurgeonError):
+    """An ablation that cannot run or be read: another experiment in the directory, a store that cannot be read."""
 
 
 class TrainerError(SurgeonError):

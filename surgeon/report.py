@@ -19,8 +19,7 @@ from torch import nn
 from .build import planned_parameters
 from .io import LoadedModel, atomic_write
 from .match import Plan
-from .profile.output import render_text
-from .profile.report import ModelFacts, Step, count_report, model_facts, profile_models
+from .profile import LatencyOptions, ModelFacts, Step, count_report, model_facts, profile_models, render_text
 from .recipe import Recipe, versions
 from .rewrite import RewriteResult
 from .sites import SiteTable
@@ -168,7 +167,7 @@ def surgery_profile(mode: ProfileMode, result: SurgeryResult, *, before: ModelFa
             :data:`FULL_PROFILE_RUNS` timed runs at the probe's batch size; needs ``original``, an unpatched copy),
             or ``off`` (``None``).
         result: the surgery's result (not a dry run).
-        before: :func:`~surgeon.profile.report.model_facts` of the model before surgery (``counts``).
+        before: :func:`~surgeon.profile.model_facts` of the model before surgery (``counts``).
         original: an unpatched copy of the model (``full``).
         names: labels of the original and the patched model.
         input_shape: the probe batch shape of the surgery.
@@ -179,8 +178,10 @@ def surgery_profile(mode: ProfileMode, result: SurgeryResult, *, before: ModelFa
     if mode == "full":
         if original is None:
             raise ValueError("a full profile needs an unpatched copy of the model (original=)")
-        return profile_models(original, result.model, input_shape=input_shape, runs=FULL_PROFILE_RUNS,
-                              warmup=FULL_PROFILE_WARMUP, names=names, step=step)
+        # a fixed number of passes keeps the surgery's own report quick; its ratios still carry their intervals
+        timing = LatencyOptions(runs=FULL_PROFILE_RUNS, warmup=FULL_PROFILE_WARMUP, max_time=0)
+        return profile_models(original, result.model, input_shape=input_shape, latency=timing, names=names,
+                              step=step)
     if mode != "counts" or before is None:
         raise ValueError(f"profile mode must be one of {', '.join(PROFILE_MODES)} (counts needs before=)")
     verification = result.verification

@@ -46,7 +46,7 @@ def _command_lines(path: Path) -> list[str]:
     """``attn-surgeon ...`` lines of a file's code blocks."""
     lines = []
     for block in FENCE.findall(path.read_text(encoding="utf-8")):
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():  # a command continued with a backslash is one line
             if line.startswith("attn-surgeon "):
                 lines.append(line)
     return lines

@@ -46,11 +46,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
       attn-surgeon insert torchvision:resnet50 --block eca --after bottleneck -o resnet50_eca.pt
       attn-surgeon profile torchvision:resnet50 --compare resnet50_eca.pt
       attn-surgeon compare torchvision:resnet50 --blocks se,eca,cbam --baseline torchvision:resnet101
+      attn-surgeon ablate torchvision:resnet18 --blocks se,eca --seeds 5 --trainer my_repo.train:fit -o exp
     """
     ctx.meta["surgeon.debug"] = debug
 
 
 def _register() -> None:
+    from .ablate import ablate
     from .apply import apply
     from .blocks import blocks
     from .compare import compare
@@ -60,7 +62,7 @@ def _register() -> None:
     from .sites import sites
     from .swap import swap
 
-    for command in (insert, swap, apply, sites, profile, compare, blocks, export):
+    for command in (insert, swap, apply, sites, profile, compare, ablate, blocks, export):
         cli.add_command(command)
 
 

@@ -16,6 +16,7 @@ from ..blocks import INIT_MODES
 from ..errors import ModelForwardError, OutputExistsError
 from ..io import LoadedModel, LoadOptions
 from ..pipeline import load_model
+from ..profile import LatencyOptions
 from ..tensors import DEFAULT_INPUT_SHAPE
 from ._console import err, progress
 
@@ -144,11 +145,19 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> torch.dev
     return device
 
 
-def timing_options(*, runs: int, warmup: int, runs_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``--batch-sizes``, ``--device``, ``--threads``, ``--runs`` and ``--warmup``, as ``profile`` and ``compare``
-    share them (same names and meaning; each command chooses its defaults)."""
+def timing_options(*, runs: int, warmup: int, max_time: float,
+                   runs_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--batch-sizes``, ``--device``, ``--threads``, ``--runs``, ``--warmup`` and ``--max-time``, as ``profile``
+    and ``compare`` share them (same names and meaning; each command chooses its defaults). The command's function
+    receives ``batch_sizes``, ``device`` and, built once, ``latency`` (a
+    :class:`~surgeon.profile.LatencyOptions`)."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def command(*args: Any, threads: int | None, runs: int, warmup: int, max_time: float, **kwargs: Any) -> Any:
+            return func(*args, latency=LatencyOptions(runs=runs, warmup=warmup, threads=threads, max_time=max_time),
+                        **kwargs)
+
         for option in reversed((
             click.option("--batch-sizes", callback=_batch_sizes, metavar="B1,B2,...",
                          help="Batch sizes to time and measure memory at, e.g. 1,8,32 [default: N of --input-shape]."),
@@ -158,9 +167,13 @@ def timing_options(*, runs: int, warmup: int, runs_help: str) -> Callable[[Calla
             click.option("--runs", default=runs, show_default=True, type=click.IntRange(0), help=runs_help),
             click.option("--warmup", default=warmup, show_default=True, type=click.IntRange(0),
                          help="Untimed passes first."),
+            click.option("--max-time", default=max_time, show_default=True, type=click.FloatRange(0), metavar="SEC",
+                         help="Seconds of timing allowed per candidate (per model for a profile): rounds go on past "
+                              "--runs until each ratio's 95% interval is within ±2%, or this time is spent; 0 times "
+                              "exactly --runs rounds."),
         )):
-            func = option(func)
-        return func
+            command = option(command)
+        return command
 
     return decorate
 

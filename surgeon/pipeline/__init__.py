@@ -14,7 +14,7 @@ from ..report import PatchResult
 from ..rewrite import recipe_from_rewrite
 from ..tensors import DEFAULT_INPUT_SHAPE
 from .checkpoints import PatchOptions, give_siblings_blocks, load, load_model, patch, save
-from .compare import EXPORT_SCOPES, compare
+from .compare import EXPORT_SCOPES, CompareOptions, compare
 from .surgery import (
     SurgeryResult,
     apply,
@@ -30,7 +30,7 @@ from .surgery import (
     swap_rule,
 )
 
-__all__ = ["DEFAULT_INPUT_SHAPE", "EXPORT_SCOPES", "PatchOptions", "PatchResult", "SurgeryResult", "apply",
-           "check_model", "compare", "give_siblings_blocks", "insert", "insert_rule", "install_training_hooks", "load",
-           "load_model", "patch", "plan_from_recipe", "recipe_from_rewrite", "recipe_of", "replay", "replay_surgery",
-           "run_surgery", "save", "sites", "swap", "swap_rule"]
+__all__ = ["DEFAULT_INPUT_SHAPE", "EXPORT_SCOPES", "CompareOptions", "PatchOptions", "PatchResult", "SurgeryResult",
+           "apply", "check_model", "compare", "give_siblings_blocks", "insert", "insert_rule", "install_training_hooks",
+           "load", "load_model", "patch", "plan_from_recipe", "recipe_from_rewrite", "recipe_of", "replay",
+           "replay_surgery", "run_surgery", "save", "sites", "swap", "swap_rule"]

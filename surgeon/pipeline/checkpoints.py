@@ -21,8 +21,7 @@ from .. import precision
 from ..blocks import get_block
 from ..errors import ModelForwardError, OutputExistsError, SurgeonError
 from ..io import Layout, LoadedModel, LoadOptions, adapter_named, default_output, load_state, read_model, save_model
-from ..profile.latency import quiet_profiler_logs
-from ..profile.report import Step, model_facts
+from ..profile import Step, model_facts, quiet_profiler_logs
 from ..recipe import Recipe, recipe_of, unwrap
 from ..report import (
     PatchResult,

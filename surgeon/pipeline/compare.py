@@ -14,6 +14,7 @@ import gc
 import os
 import platform
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -25,28 +26,36 @@ from ..errors import ModelForwardError, SurgeonError
 from ..exportable import CHECKS, OK, check_exports
 from ..io import LoadOptions
 from ..match import Rule, make_plan, parse_site_spec
-from ..profile import compare_latency, peak_memory
+from ..profile import (
+    CONVENTIONS,
+    LatencyOptions,
+    ModelFacts,
+    compare_latency,
+    machine_name,
+    model_facts,
+    peak_memory,
+    quiet_profiler_logs,
+)
 from ..profile.comparison import (
     SORT_KEYS,
-    Comparison,
     CompareRow,
+    Comparison,
     ExportSummary,
     MemoryPeak,
     RatioTiming,
     Reference,
     ratio_timing,
+    unstable_note,
 )
-from ..profile.counting import CONVENTIONS
-from ..profile.latency import machine_name, quiet_profiler_logs
-from ..profile.report import ModelFacts, model_facts
-from ..recipe import versions
+from ..profile.measure.intervals import busy_warning, load_average
+from ..recipe import recipe_of, versions
 from ..rewrite import Inserted
 from ..sites import find_sites
 from ..tensors import default_input_shape, device_of, probe_input
 from .checkpoints import load_model
 from .surgery import insert_rule, resolve, run_surgery
 
-__all__ = ["EXPORT_SCOPES", "Progress", "compare"]
+__all__ = ["EXPORT_SCOPES", "CompareOptions", "Progress", "compare"]
 
 EXPORT_SCOPES = ("blocks", "model", "off")
 Progress = Callable[[int, int, str], None]
@@ -56,10 +65,14 @@ Observer = Callable[[nn.Module], None]
 CONVENTIONS_TEXT = {
     "counts": "per image: one forward pass at batch size 1 in eval mode, counted at dispatch level, exactly as "
               "`attn-surgeon profile` counts (element-wise, pooling and normalisation work included).",
-    "latency": "per batch size, {warmup} untimed then {runs} timed rounds; a round is one pass of the reference "
-               "model and one of the candidate, back to back (reference, candidate, reference, candidate, ...), so "
-               "machine noise hits both alike. Ratio: median over rounds of candidate ÷ reference in the same round; "
-               "spread: 10th-90th percentile of those ratios. eval: a forward in eval mode under "
+    "latency": "per batch size, {warmup} untimed then at least {runs} timed rounds; a round is one pass of the "
+               "reference model and one of the candidate, back to back (reference, candidate, reference, "
+               "candidate, ...), so machine noise hits both alike. Ratio: median over rounds of candidate ÷ "
+               "reference in the same round, with its 95% interval (bootstrap over rounds, scipy.stats); rounds go "
+               "on until that interval is within ±{target}% or the candidate's {max_time} s are spent. A ratio "
+               "whose interval is wider than ±5%, or an add-only candidate (blocks inserted, nothing swapped) "
+               "measured faster than the reference beyond noise, is flagged unstable. Spread: 10th-90th percentile "
+               "of the per-round ratios. eval: a forward in eval mode under "
                "torch.inference_mode; train: one training step (train-mode forward, the outputs' sum as loss, "
                "backward, no optimizer step; BatchNorm statistics and gradients restored afterwards). {threads}; "
                "CPU timed with time.perf_counter, CUDA with CUDA events.",
@@ -94,21 +107,11 @@ def _one_line(exc: BaseException) -> str:
     return lines[0].strip() if lines else type(exc).__name__
 
 
-def compare(model: nn.Module, blocks: Sequence[str] | None = None, *, after: str = "bottleneck",
-            position: str | None = None, stage: str | int | None = None, stride: int | None = None,
-            init: str = "identity", rules: Sequence[Any] = (), baselines: Sequence[str | nn.Module] = (),
-            input_shape: Sequence[int] | None = None, batch_sizes: Sequence[int] | None = None, runs: int = 5,
-            warmup: int = 1, threads: int | None = None, exports: Literal["blocks", "model", "off"] = "blocks",
-            sort: str = "latency", name: str | None = None, trust_code: bool = False,
-            progress: Progress | None = None, observe: Observer | None = None) -> Comparison:
-    """Measure each candidate against ``model``: sizes, counts, latency ratios, memory, deviation, exportability.
+@dataclass(frozen=True)
+class CompareOptions:
+    """What :func:`compare` measures and how; built once by ``attn-surgeon compare`` or by Python.
 
-    ``model`` is not changed (each candidate patches a deep copy; train/eval flags, BatchNorm statistics and the
-    thread count are restored). Candidates are ``blocks`` at one placement, then each of ``rules``; then each of
-    ``baselines`` is measured the same way, as a whole model.
-
-    Args:
-        model: the reference model, on the device to measure on.
+    Attributes:
         blocks: insert blocks by registry name [default: every registered insert block, unless ``rules`` are
             given]; one that cannot go at these sites (a swap block, options it refuses, a failed rewrite) becomes
             a row with the reason.
@@ -118,15 +121,46 @@ def compare(model: nn.Module, blocks: Sequence[str] | None = None, *, after: str
         rules: rules files or preset names (anything :func:`surgeon.apply` takes as rules), one candidate each.
         baselines: reference models to measure beside the candidates: specs or paths (loaded one at a time) or
             modules.
-        input_shape: probe batch N, C, H, W [default: the size ``model`` declares, else 1, 3, 224, 224].
+        input_shape: probe batch N, C, H, W [default: the size the model declares, else 1, 3, 224, 224].
         batch_sizes: batch sizes to time and measure memory at [default: N].
-        runs: timed rounds per batch size, mode and candidate; 0 skips latency and memory.
-        warmup: untimed rounds first.
-        threads: intra-op CPU threads while timing [default: torch's current number].
+        latency: rounds (a floor; 0 skips latency and memory), warm-up, threads, the precision to reach and the
+            time each candidate may take for it.
         exports: ``blocks`` (each distinct inserted block alone), ``model`` (the whole patched model) or ``off``.
         sort: the default order of :meth:`Comparison.sorted_rows` (see :data:`~surgeon.profile.comparison.SORT_KEYS`).
         name: how the reference is named [default: its class name].
         trust_code: allow rules that import blocks as ``package.module:Class``.
+    """
+
+    blocks: Sequence[str] | None = None
+    after: str = "bottleneck"
+    position: str | None = None
+    stage: str | int | None = None
+    stride: int | None = None
+    init: str = "identity"
+    rules: Sequence[Any] = ()
+    baselines: Sequence[str | nn.Module] = ()
+    input_shape: Sequence[int] | None = None
+    batch_sizes: Sequence[int] | None = None
+    latency: LatencyOptions = field(default_factory=LatencyOptions)
+    exports: Literal["blocks", "model", "off"] = "blocks"
+    sort: str = "latency"
+    name: str | None = None
+    trust_code: bool = False
+
+
+def compare(model: nn.Module, options: CompareOptions | None = None, *, progress: Progress | None = None,
+            observe: Observer | None = None) -> Comparison:
+    """Measure each candidate against ``model``: sizes, counts, latency ratios, memory, deviation, exportability.
+
+    ``model`` is not changed (each candidate patches a deep copy; train/eval flags, BatchNorm statistics and the
+    thread count are restored). Candidates are ``options.blocks`` at one placement, then each of ``options.rules``;
+    then each of ``options.baselines`` is measured the same way, as a whole model. Each latency ratio comes with its
+    95% interval; one that is too wide, or an add-only candidate measured faster than the reference beyond noise,
+    is flagged ``unstable`` with the reason.
+
+    Args:
+        model: the reference model, on the device to measure on.
+        options: what to compare and how [default: :class:`CompareOptions`'s defaults].
         progress: told ``(done, total, message)`` as candidates are measured.
         observe: called with every model the comparison creates (each candidate copy, each loaded baseline), as
             soon as it exists: a hook to count or inspect them.
@@ -136,59 +170,81 @@ def compare(model: nn.Module, blocks: Sequence[str] | None = None, *, after: str
         NoMatchError: the placement selects no site of ``model``.
         SurgeonError: a bad option (unknown sort key, export scope, init mode; a rules file that cannot be read).
     """
-    if exports not in EXPORT_SCOPES:
-        raise SurgeonError(f"unknown export scope {exports!r}; valid: {', '.join(EXPORT_SCOPES)}")
-    if sort not in SORT_KEYS:
-        raise SurgeonError(f"unknown sort key {sort!r}; valid: {', '.join(SORT_KEYS)}")
-    check_init(init)
-    name = name or type(model).__name__
-    shape = tuple(int(v) for v in (input_shape or default_input_shape(model)))
-    sizes = tuple(dict.fromkeys(int(b) for b in batch_sizes)) if batch_sizes else (shape[0],)
-    if blocks is None:
-        blocks = [] if rules else [info.name for info in list_blocks("insert")]
-    rule_sets = [(_rules_name(source), resolve(source, trust_code=trust_code)) for source in rules]  # own init
-    placement = _placement(after, position, stage, stride)
+    options = options or CompareOptions()
+    if options.exports not in EXPORT_SCOPES:
+        raise SurgeonError(f"unknown export scope {options.exports!r}; valid: {', '.join(EXPORT_SCOPES)}")
+    if options.sort not in SORT_KEYS:
+        raise SurgeonError(f"unknown sort key {options.sort!r}; valid: {', '.join(SORT_KEYS)}")
+    check_init(options.init)
+    timing = options.latency
+    name = options.name or type(model).__name__
+    shape = tuple(int(v) for v in (options.input_shape or default_input_shape(model)))
+    sizes = tuple(dict.fromkeys(int(b) for b in options.batch_sizes)) if options.batch_sizes else (shape[0],)
+    default_blocks = [] if options.rules else [info.name for info in list_blocks("insert")]
+    blocks = default_blocks if options.blocks is None else options.blocks
+    rule_sets = [(_rules_name(source), resolve(source, trust_code=options.trust_code)) for source in options.rules]
+    placement = _placement(options.after, options.position, options.stage, options.stride)
     quiet_profiler_logs()
     device = device_of(model)
-    context = _Context(model, name, shape, sizes if runs > 0 else (), runs, warmup, threads, exports, observe)
+    context = _Context(model, name, shape, sizes if timing.runs > 0 else (), timing, options.exports, observe)
     if blocks:  # a placement that selects nothing is the caller's error, not every block's misfit
-        selector = parse_site_spec(after, stage=stage, stride=stride)
-        make_plan(find_sites(model, shape).sites, [Rule(selector, "placement", position=position, name=placement)])
+        selector = parse_site_spec(options.after, stage=options.stage, stride=options.stride)
+        make_plan(find_sites(model, shape).sites,
+                  [Rule(selector, "placement", position=options.position, name=placement)])
     context.count_reference()  # a model that refuses the probe fails here, before anything is shown
-    total = len(blocks) + len(rule_sets) + len(baselines)
+    total = len(blocks) + len(rule_sets) + len(options.baselines)
     tell = progress or (lambda done, total, message: None)
+    load_before = load_average()
     tell(0, total, f"Measuring {name}")
     reference = context.reference()
     rows: list[CompareRow] = []
     for index, block in enumerate(blocks):
         tell(index, total, f"{block}: patching and measuring")
         rows.append(context.candidate(block, "block", lambda b=block: [insert_rule(
-            b, after, position, init=init, stage=stage, stride=stride, name=f"--blocks {b}")]))
+            b, options.after, options.position, init=options.init, stage=options.stage, stride=options.stride,
+            name=f"--blocks {b}")]))
     for index, (label, rule_set) in enumerate(rule_sets, start=len(blocks)):
         tell(index, total, f"{label}: patching and measuring")
         rows.append(context.candidate(label, "rules", lambda r=rule_set: r))
-    for index, baseline in enumerate(baselines, start=len(blocks) + len(rule_sets)):
+    for index, baseline in enumerate(options.baselines, start=len(blocks) + len(rule_sets)):
         label = baseline if isinstance(baseline, str) else type(baseline).__name__
         tell(index, total, f"{label}: loading and measuring")
-        rows.append(context.baseline(label, baseline, device, trust_code))
+        rows.append(context.baseline(label, baseline, device, options.trust_code))
     tell(total, total, "done")
+    return _comparison(options, context, reference, rows, placement if blocks else "",
+                       {"before": load_before, "after": load_average()})
+
+
+def _comparison(options: CompareOptions, context: _Context, reference: Reference, rows: list[CompareRow],
+                placement: str, load: dict[str, list[float] | None]) -> Comparison:
+    """The result: the rows with the setting, the environment (load average included) and the conventions."""
+    timing, device = options.latency, device_of(context.model)
     first = reference.peak_memory[0] if reference.peak_memory else None
     environment = {**versions(), "python": platform.python_version(), "platform": platform.platform(),
                    "machine": machine_name(device), "device": str(device),
-                   "threads": threads or torch.get_num_threads(), "cpu_count": os.cpu_count()}
+                   "threads": timing.threads or torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                   "load_average": load}
     conventions = {key: value for key, value in CONVENTIONS_TEXT.items() if key != "exports"}
     conventions["latency"] = conventions["latency"].format(
-        warmup=warmup, runs=runs, threads=f"{environment['threads']} intra-op CPU threads")
-    conventions["deviation"] = conventions["deviation"].format(init=init)
-    conventions["exports"] = CONVENTIONS_TEXT["exports"][exports]
+        warmup=timing.warmup, runs=timing.runs, target=f"{100 * timing.target:g}", max_time=f"{timing.max_time:g}",
+        threads=f"{environment['threads']} intra-op CPU threads")
+    conventions["deviation"] = conventions["deviation"].format(init=options.init)
+    conventions["exports"] = CONVENTIONS_TEXT["exports"][options.exports]
     conventions["flops"] = CONVENTIONS
-    notes = [] if first is not None or runs == 0 else ["Peak memory was not measured."]
-    if runs == 0:
+    notes = [] if first is not None or timing.runs == 0 else ["Peak memory was not measured."]
+    if timing.runs == 0:
         notes.append("Latency and peak memory were not measured (runs=0).")
-    return Comparison(model=name, placement=placement if blocks else "", input_shape=list(shape),
-                      batch_sizes=list(sizes) if runs > 0 else [],
-                      settings={"runs": runs, "warmup": warmup, "threads": environment["threads"],
-                                "device": str(device), "exports": exports, "init": init, "sort": sort},
+    else:
+        busy = busy_warning(load["before"], load["after"], os.cpu_count())
+        notes += [busy] if busy else []
+        flagged = unstable_note(rows)
+        notes += [flagged] if flagged else []
+    shape = context.shape
+    return Comparison(model=context.name, placement=placement, input_shape=list(shape),
+                      batch_sizes=list(context.sizes),
+                      settings={"runs": timing.runs, "warmup": timing.warmup, "threads": environment["threads"],
+                                "target": timing.target, "max_time": timing.max_time, "device": str(device),
+                                "exports": options.exports, "init": options.init, "sort": options.sort},
                       environment=environment, conventions=conventions, reference=reference, rows=rows, notes=notes)
 
 
@@ -201,10 +257,10 @@ def _rules_name(source: Any) -> str:
 class _Context:
     """What every candidate is measured against, and how."""
 
-    def __init__(self, model: nn.Module, name: str, shape: tuple[int, ...], sizes: tuple[int, ...], runs: int,
-                 warmup: int, threads: int | None, exports: str, observe: Observer | None) -> None:
+    def __init__(self, model: nn.Module, name: str, shape: tuple[int, ...], sizes: tuple[int, ...],
+                 timing: LatencyOptions, exports: str, observe: Observer | None) -> None:
         self.model, self.name, self.shape, self.sizes = model, name, shape, sizes
-        self.runs, self.warmup, self.threads, self.exports = runs, warmup, threads, exports
+        self.timing, self.exports = timing, exports
         self.observe = observe or (lambda module: None)
         self.facts: ModelFacts | None = None  # set by count_reference, before anything else
         self.reduced: dict[str, float] = {}  # the reference's float16/bfloat16 deviations, likewise
@@ -253,7 +309,7 @@ class _Context:
             result = run_surgery(patched, rules, input_shape=self.shape)
         except ModelForwardError as exc:  # the reference ran on this probe, so the blocks broke it
             raise SurgeonError(f"the patched model fails on the probe: {exc.reason}") from None
-        row = self._measure(label, kind, patched)
+        row = self._measure(label, kind, patched, add_only=_add_only(patched))
         row.sites = len(result.rewrite.inserted)
         verification = result.verification
         row.deviation = {"max_abs": verification.max_abs_diff, "relative": verification.rel_diff}
@@ -276,17 +332,18 @@ class _Context:
             row.exports = ExportSummary("model", 1, check_exports(other, (1, *self.shape[1:])))
         return row
 
-    def _measure(self, label: str, kind: str, other: nn.Module) -> CompareRow:
+    def _measure(self, label: str, kind: str, other: nn.Module, add_only: bool = False) -> CompareRow:
         facts = model_facts(other, label, self.shape[1:])
         base = self.facts
-        row = CompareRow(label, kind, parameters=facts.parameters,
+        row = CompareRow(label, kind, add_only=add_only, parameters=facts.parameters,
                          parameters_delta=facts.parameters - base.parameters, macs=facts.counts.macs,
                          macs_delta=facts.counts.macs - base.counts.macs, flops=facts.counts.flops,
                          flops_delta=facts.counts.flops - base.counts.flops, uncounted_ops=dict(facts.counts.uncounted))
+        budget = self.timing.max_time / max(1, 2 * len(self.sizes))  # the candidate's time, shared by its timings
         for batch_size in self.sizes:
             probe = probe_input((batch_size, *self.shape[1:]), self.model)
             for mode in ("eval", "train"):
-                timing = self._timing(other, probe, mode, row)
+                timing = self._timing(other, probe, mode, row, budget)
                 if timing is not None:
                     row.latency.append(timing)
                     value = self._peak(other, probe, mode)
@@ -296,25 +353,33 @@ class _Context:
                                                           None if reference is None else value - reference))
         return row
 
-    def _timing(self, other: nn.Module, probe: torch.Tensor, mode: str, row: CompareRow) -> RatioTiming | None:
-        training = mode == "train"
+    def _timing(self, other: nn.Module, probe: torch.Tensor, mode: str, row: CompareRow,
+                budget: float) -> RatioTiming | None:
+        training, timing = mode == "train", self.timing
         try:
-            reference, candidate = compare_latency(self.model, other, (probe,), runs=self.runs, warmup=self.warmup,
-                                                   threads=self.threads, training=training)
-        except Exception as exc:  # noqa: BLE001  a model may refuse a training step (BatchNorm on 1 value, ...)
+            reference, candidate = compare_latency(self.model, other, (probe,), runs=timing.runs,
+                                                   warmup=timing.warmup, threads=timing.threads, training=training,
+                                                   target=timing.target, max_time=budget)
+        except Exception as exc:
             if not training:
                 raise
             row.notes.append(f"training step at batch size {probe.shape[0]} failed: {_one_line(exc)}")
             return None
-        return ratio_timing(reference, candidate, mode)
+        return ratio_timing(reference, candidate, mode, add_only=row.add_only)
 
     def _peak(self, module: nn.Module, probe: torch.Tensor, mode: str) -> int | None:
         try:
             return peak_memory(module, (probe,), training=mode == "train")
-        except Exception:  # noqa: BLE001  the training step's failure is reported with its timing
+        except Exception:
             if mode == "train":
                 return None
             raise
+
+
+def _add_only(patched: nn.Module) -> bool:
+    """Whether the surgery only added work: its recipe inserts blocks and swaps or replaces nothing."""
+    recipe = recipe_of(patched)
+    return recipe is not None and bool(recipe.steps) and all(step.op == "insert" for step in recipe.steps)
 
 
 def _block_exports(model: nn.Module, inserted: Sequence[Inserted]) -> ExportSummary:

@@ -12,14 +12,26 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from .format import json_safe
-from .latency import LatencyResult, _percentile
+from .jsonsafe import json_safe
+from .measure.latency import LatencyResult, _percentile
+from .measure.intervals import MIN_PRECISE_ROUNDS, instability, median_interval, relative_half_width
 
-__all__ = ["COMPARE_SCHEMA", "COMPARE_SCHEMA_VERSION", "SORT_KEYS", "Comparison", "CompareRow", "ExportSummary",
-           "MemoryPeak", "RatioTiming", "Reference", "ratio_timing"]
+__all__ = [
+    "COMPARE_SCHEMA",
+    "COMPARE_SCHEMA_VERSION",
+    "SORT_KEYS",
+    "CompareRow",
+    "Comparison",
+    "ExportSummary",
+    "MemoryPeak",
+    "RatioTiming",
+    "Reference",
+    "ratio_timing",
+    "unstable_note",
+]
 
 COMPARE_SCHEMA = "attn-surgeon/compare"
-COMPARE_SCHEMA_VERSION = 1
+COMPARE_SCHEMA_VERSION = 2  # 2: the ratio's 95% interval, why timing stopped, the unstable flag
 
 Mode = Literal["eval", "train"]
 RowKind = Literal["block", "rules", "baseline"]
@@ -45,6 +57,12 @@ class RatioTiming:
         ratio: median over rounds of candidate time ÷ reference time in the same round.
         ratio_p10, ratio_p90: the spread of those per-round ratios (linear interpolation).
         reference_ms, median_ms: median pass of the reference and of the candidate, in milliseconds.
+        ratio_low, ratio_high: the 95% interval of ``ratio`` (bootstrap over the rounds).
+        stopped: why timing stopped: ``target`` (the interval reached the target), ``time`` (the budget was
+            spent), ``rounds`` (the round limit) or ``floor`` (no budget: exactly the rounds asked for).
+        seconds: wall time spent timing these rounds.
+        unstable: why the ratio is not to be trusted and what to do, or ``None`` (see
+            :func:`surgeon.profile.measure.intervals.instability`).
     """
 
     batch_size: int
@@ -55,6 +73,11 @@ class RatioTiming:
     ratio_p10: float
     ratio_p90: float
     rounds: int
+    ratio_low: float = math.nan
+    ratio_high: float = math.nan
+    stopped: str = "floor"
+    seconds: float = 0.0
+    unstable: str | None = None
 
 
 @dataclass
@@ -101,7 +124,9 @@ class CompareRow:
 
     ``status`` is ``ok``, or ``misfit`` when the candidate could not be built at these sites (``reason`` says why,
     in one line, and the figures are ``None``). ``notes`` holds what failed in an otherwise measured row (a training
-    step the model refuses at this batch size, say).
+    step the model refuses at this batch size, say) and why a ratio is flagged unstable. ``add_only`` says whether
+    the candidate's recipe only inserts blocks (no swap, no replace): such a candidate only adds work, so it cannot
+    truly be faster than the reference.
     """
 
     name: str
@@ -109,6 +134,7 @@ class CompareRow:
     status: Literal["ok", "misfit"] = "ok"
     reason: str | None = None
     sites: int = 0
+    add_only: bool = False
     parameters: int | None = None
     parameters_delta: int | None = None
     macs: int | None = None
@@ -184,12 +210,40 @@ class Comparison:
         return {"schema": COMPARE_SCHEMA, "schema_version": COMPARE_SCHEMA_VERSION, **json_safe(data)}
 
 
-def ratio_timing(reference: LatencyResult, candidate: LatencyResult, mode: Mode) -> RatioTiming:
-    """Per-round ratios of two interleaved measurements (:func:`~surgeon.profile.compare_latency`), summarised."""
+def ratio_timing(reference: LatencyResult, candidate: LatencyResult, mode: Mode, *,
+                 add_only: bool = False) -> RatioTiming:
+    """Per-round ratios of two interleaved measurements (:func:`~surgeon.profile.compare_latency`), summarised.
+
+    ``add_only``: the candidate only adds work to the reference, so a ratio wholly below 1 is flagged unstable.
+    """
     ratios = sorted(c / r for r, c in zip(reference.samples_ms, candidate.samples_ms, strict=True) if r > 0)
     if not ratios:
         ratios = [math.inf]
+    ratio = statistics.median(ratios)
+    low, high = median_interval(ratios)
     return RatioTiming(batch_size=candidate.batch_size, mode=mode, reference_ms=reference.median_ms,
-                       median_ms=candidate.median_ms, ratio=statistics.median(ratios),
-                       ratio_p10=_percentile(ratios, 0.10), ratio_p90=_percentile(ratios, 0.90), rounds=len(ratios))
+                       median_ms=candidate.median_ms, ratio=ratio, ratio_p10=_percentile(ratios, 0.10),
+                       ratio_p90=_percentile(ratios, 0.90), rounds=len(ratios), ratio_low=low, ratio_high=high,
+                       stopped=candidate.stopped, seconds=candidate.seconds,
+                       unstable=instability(ratio, low, high, add_only=add_only, rounds=len(ratios)))
 
+
+def unstable_note(rows: list[CompareRow]) -> str | None:
+    """One line naming every unstable ratio, why in a few words, and what to do; ``None`` when there is none.
+
+    Each timing's ``unstable`` holds the full reason (the JSON has it); this is the summary a report shows once.
+    """
+    flagged = []
+    for row in rows:
+        for timing in row.latency:
+            if timing.unstable:
+                width = relative_half_width(timing.ratio, timing.ratio_low, timing.ratio_high)
+                why = (f"{timing.rounds} rounds" if timing.rounds < MIN_PRECISE_ROUNDS
+                       else "add-only, measured faster" if row.add_only and timing.ratio_high < 1.0
+                       else "interval unknown" if math.isinf(width) else f"±{100 * width:.1f}%")
+                flagged.append(f"{row.name} {timing.mode} b{timing.batch_size} ({why})")
+    if not flagged:
+        return None
+    return (f"Unstable ratios: {', '.join(flagged)}. An interval wider than ±5% is noise, and a block that only adds "
+            "work cannot be faster than its reference: give them more time (--max-time), use fewer threads "
+            "(--threads 1) or a quieter machine.")

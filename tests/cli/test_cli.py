@@ -51,14 +51,18 @@ def test_help_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.Monkey
     """Every example line of every command's help, run in order in an empty directory."""
     monkeypatch.chdir(tmp_path)
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "ckpt.pt")
-    order = ["blocks", "sites", "insert", "swap", "apply", "profile", "compare", "export"]
+    order = ["blocks", "sites", "insert", "swap", "apply", "profile", "compare", "ablate", "export"]
     assert sorted(order) == COMMANDS
     for command in order:
         for args in _examples(command):
             if command == "profile":
-                args += ["--runs", "2", "--warmup", "1", "--input-shape", "1,3,64,64"]
+                args += ["--runs", "2", "--warmup", "1", "--max-time", "0", "--input-shape", "1,3,64,64"]
             elif command == "compare":  # every block of the registry in one example: kept to counts and sizes
                 args += ["--runs", "0", "--exports", "off", "--input-shape", "1,3,32,32", "--force"]
+            elif command == "ablate":  # training is tests/experiments' work; here each plan is built (--dry-run)
+                if "--report" in args:
+                    continue
+                args += [] if "--dry-run" in args else ["--dry-run"]
             elif command in ("insert", "swap", "apply", "sites", "export") and "--input-shape" not in args:
                 args += ["--input-shape", "1,3,64,64"]
             result = CliRunner().invoke(cli, args)

@@ -9,17 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from surgeon.profile.compare_html import POINT_COLORS
+from surgeon.profile.charts import KINDS, label_boxes
 from tests._util import render_in_chromium
 from tests._util import run_cli as run
 
-FAST = ["--input-shape", "1,3,64,64", "--runs", "1", "--warmup", "0", "--exports", "off"]
+FAST = ["--input-shape", "1,3,64,64", "--runs", "1", "--warmup", "0", "--max-time", "0", "--exports", "off"]
 
 
 @pytest.fixture(scope="module")
 def as_json() -> object:
+    # sorted by parameters, not by the default latency: one timed round cannot order se and resnet34 reliably
     return run("compare", "torchvision:resnet18", "--blocks", "se,sk", "--baseline", "torchvision:resnet34", *FAST,
-               "--json")
+               "--sort", "params", "--json")
 
 
 def test_json_stdout_is_only_json_and_progress_goes_to_stderr(as_json) -> None:
@@ -106,10 +107,10 @@ class _Points(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = {key: value or "" for key, value in attrs}
         self.tags.add(tag)
-        if tag == "svg" and "data-chart" in values:
+        if tag == "figure" and "data-chart" in values:
             self._chart = values["data-chart"]
             self.charts[self._chart] = []
-        elif tag == "g" and values.get("class") == "point" and self._chart:
+        elif tag == "g" and values.get("class") == "chart-point" and self._chart:
             self.charts[self._chart].append(values)
 
 
@@ -130,13 +131,14 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_page_is_self_contained_with_two_scatters_and_baselines_marked(page: Path) -> None:
     html = page.read_text()
-    assert not re.search(r"https?:|//[\w.-]+/|\bsrc\s*=|@import|url\(", html, re.IGNORECASE)
+    assert not re.search(r"https?:|//[\w.-]+/|\bsrc\s*=|@import|url\((?!#)", html, re.IGNORECASE)
     parsed = _points(html)
     assert not parsed.tags & {"script", "link", "img", "iframe", "object", "embed"}
     assert sorted(parsed.charts) == ["flops", "parameters"]
     for points in parsed.charts.values():
-        assert {(p["data-name"], p["data-kind"]) for p in points} == {("se", "block"), ("eca", "block"),
-                                                                     ("torchvision:resnet34", "baseline")}
+        named = {(p["data-label"].removesuffix(" (unstable)"), p["data-kind"]) for p in points}
+        assert named == {("se", "candidate"), ("eca", "candidate"), ("torchvision:resnet34", "baseline"),
+                         ("torchvision:resnet18 (reference)", "reference")}
     resnet34 = next(p for p in parsed.charts["parameters"] if p["data-kind"] == "baseline")
     assert float(resnet34["data-x"]) == pytest.approx(100 * (21_797_672 - 11_689_512) / 11_689_512, rel=1e-4)
 
@@ -145,13 +147,20 @@ def test_page_is_self_contained_with_two_scatters_and_baselines_marked(page: Pat
 def test_browser_draws_every_point(page: Path, tmp_path: Path) -> None:
     rendered = render_in_chromium(page, tmp_path, height=2400)
     parsed = _points(rendered["dom"])
-    assert [len(points) for points in parsed.charts.values()] == [3, 3]
+    assert [len(points) for points in parsed.charts.values()] == [4, 4]
+    for chart in rendered["dom"].split("<svg ")[1:]:  # each chart has its own coordinates
+        boxes = label_boxes(chart)
+        assert len(boxes) == 4
+        for index, (a, box_a) in enumerate(boxes):
+            for b, box_b in boxes[index + 1:]:
+                apart = box_a[2] <= box_b[0] or box_b[2] <= box_a[0] or box_a[3] <= box_b[1] or box_b[3] <= box_a[1]
+                assert apart, f"{a!r} overlaps {b!r}"
     assert "Content Security Policy" not in rendered["log"]
     image_module = pytest.importorskip("PIL.Image")
     import numpy as np
 
     pixels = np.asarray(image_module.open(rendered["screenshot"]).convert("RGB"))
-    for kind, count in (("block", 2), ("baseline", 1)):
-        color = POINT_COLORS[kind]
+    for kind, count in (("candidate", 2), ("baseline", 1)):
+        color = KINDS[kind][1]
         drawn = np.all(pixels == [int(color[i:i + 2], 16) for i in (1, 3, 5)], axis=-1)
         assert drawn.sum() > 2 * 20 * count, kind  # every marker of the two charts is painted (plus the legend)

@@ -16,11 +16,14 @@ import torchvision
 from torch import nn
 
 import surgeon
+from surgeon import CompareOptions, LatencyOptions
 from surgeon.errors import ModelForwardError, NoMatchError, SurgeonError
 from surgeon.exportable import CHECKS, check_exports
-from surgeon.profile.compare_output import render_compare_text, write_comparison
+from surgeon.profile import render_text, write_report
 from surgeon.profile.comparison import SORT_KEYS, Comparison
 from tests._util import REPO
+
+NO_TIMING = LatencyOptions(runs=0)
 
 SHAPE = (1, 3, 64, 64)  # layer4 at 2x2: a training step at batch 1 has more than one value per channel
 SCHEMA = json.loads((REPO / "docs" / "compare.schema.json").read_text())
@@ -51,9 +54,10 @@ def run(r18: nn.Module) -> dict[str, Any]:
     state = {key: value.clone() for key, value in r18.state_dict().items()}
     alive = _Alive(r18)
     steps: list[tuple[int, int, str]] = []
-    result = surgeon.compare(r18, ["se", "eca", "sk"], rules=["eca_resnet"], baselines=["torchvision:resnet34"],
-                             input_shape=SHAPE, batch_sizes=(1, 2), runs=1, warmup=0, threads=1, exports="off",
-                             name="torchvision:resnet18", observe=alive,
+    options = CompareOptions(blocks=["se", "eca", "sk"], rules=["eca_resnet"], baselines=["torchvision:resnet34"],
+                             input_shape=SHAPE, batch_sizes=(1, 2), exports="off", name="torchvision:resnet18",
+                             latency=LatencyOptions(runs=1, warmup=0, threads=1, max_time=0))
+    result = surgeon.compare(r18, options, observe=alive,
                              progress=lambda done, total, message: steps.append((done, total, message)))
     return {"result": result, "alive": alive, "steps": steps, "state": state}
 
@@ -102,6 +106,18 @@ def test_baselines_are_measured_in_the_same_run(run: dict) -> None:
     assert {t.mode for t in row.latency} == {"eval", "train"}
 
 
+def test_add_only_comes_from_the_recipe_and_every_ratio_has_its_interval(run: dict) -> None:
+    rows = _rows(run["result"])
+    assert rows["se"].add_only and rows["eca"].add_only and rows["eca_resnet"].add_only  # blocks inserted only
+    assert not rows["torchvision:resnet34"].add_only and not rows["sk"].add_only  # another model; a misfit
+    for row in rows.values():
+        for timing in row.latency:
+            assert timing.ratio_low <= timing.ratio <= timing.ratio_high
+            assert timing.stopped == "floor" and timing.rounds == 1  # max_time=0: exactly the rounds asked for
+            assert "1 round cannot tell" in timing.unstable  # one round is no measure of precision
+    assert run["result"].environment["load_average"].keys() == {"before", "after"}
+
+
 def test_at_most_two_models_are_alive_and_the_model_is_unchanged(run: dict, r18: nn.Module) -> None:
     alive: _Alive = run["alive"]
     assert len(alive.refs) == 1 + 4  # the reference, se, eca, the preset, the baseline (sk is refused up front)
@@ -139,23 +155,25 @@ def test_the_default_candidates_are_the_registry_s_insert_blocks(r18: nn.Module,
     monkeypatch.setattr(module._Context, "candidate",
                         lambda self, label, kind, make_rules: seen.append(label) or surgeon.profile.comparison
                         .CompareRow(label, kind, status="misfit", reason="skipped"))
-    surgeon.compare(r18, input_shape=SHAPE, runs=0, exports="off")
+    surgeon.compare(r18, CompareOptions(input_shape=SHAPE, latency=NO_TIMING, exports="off"))
     assert seen == [info.name for info in surgeon.list_blocks("insert")] and "sk" not in seen
 
 
 def test_errors_of_the_model_itself_stop_the_comparison(r18: nn.Module) -> None:
     with pytest.raises(NoMatchError, match="no site matches"):
-        surgeon.compare(r18, ["se"], after="layer9.*", input_shape=SHAPE, runs=0, exports="off")
+        surgeon.compare(r18, CompareOptions(["se"], after="layer9.*", input_shape=SHAPE, latency=NO_TIMING,
+                                            exports="off"))
     with pytest.raises(ModelForwardError):
-        surgeon.compare(r18, ["se"], input_shape=(1, 5, 32, 32), runs=0, exports="off")
+        surgeon.compare(r18, CompareOptions(["se"], input_shape=(1, 5, 32, 32), latency=NO_TIMING, exports="off"))
     with pytest.raises(SurgeonError, match="unknown sort key"):
-        surgeon.compare(r18, ["se"], sort="speed")
+        surgeon.compare(r18, CompareOptions(["se"], sort="speed"))
     with pytest.raises(SurgeonError, match="unknown export scope"):
-        surgeon.compare(r18, ["se"], exports="all")  # type: ignore[arg-type]
+        surgeon.compare(r18, CompareOptions(["se"], exports="all"))  # type: ignore[arg-type]
 
 
 def test_bad_block_options_and_unknown_names_are_rows(r18: nn.Module) -> None:
-    result = surgeon.compare(r18, ["ecaa", "se"], stage="4", input_shape=SHAPE, runs=0, exports="off")
+    result = surgeon.compare(r18, CompareOptions(["ecaa", "se"], stage="4", input_shape=SHAPE, latency=NO_TIMING,
+                                                  exports="off"))
     rows = _rows(result)
     assert rows["ecaa"].status == "misfit" and "unknown block 'ecaa' (did you mean 'eca'?)" in rows["ecaa"].reason
     assert rows["se"].status == "ok" and rows["se"].sites == 2 and rows["se"].latency == []
@@ -188,7 +206,8 @@ def test_export_checks_say_ok_or_why_in_one_line() -> None:
 
 
 def test_each_distinct_block_is_checked_once(r18: nn.Module) -> None:
-    result = surgeon.compare(r18, ["eca"], stage="4", input_shape=SHAPE, runs=0, exports="blocks")
+    result = surgeon.compare(r18, CompareOptions(["eca"], stage="4", input_shape=SHAPE, latency=NO_TIMING,
+                                                  exports="blocks"))
     exports = _rows(result)["eca"].exports
     assert exports.scope == "blocks" and exports.checked == 1  # layer4.0 and layer4.1: same block, same input
     assert exports.results == dict.fromkeys(CHECKS, "ok")
@@ -207,6 +226,7 @@ def _validate(value: Any, schema: dict, path: str = "$") -> None:
         names = types if isinstance(types, list) else [types]
         checks = {"object": lambda v: isinstance(v, dict), "array": lambda v: isinstance(v, list),
                   "string": lambda v: isinstance(v, str), "null": lambda v: v is None,
+                  "boolean": lambda v: isinstance(v, bool),
                   "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
                   "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}
         assert any(checks[name](value) for name in names), f"{path}: {value!r} is not {types}"
@@ -234,7 +254,7 @@ def _validate(value: Any, schema: dict, path: str = "$") -> None:
 
 
 def test_json_matches_the_documented_schema(run: dict) -> None:
-    document = json.loads(render_compare_text(run["result"], "json"))
+    document = json.loads(render_text(run["result"], "json"))
     _validate(document, SCHEMA)
     assert [row["name"] for row in document["rows"]][-1] == "sk"  # rows in sort order, misfits last
 
@@ -253,18 +273,18 @@ def test_the_schema_validator_rejects_what_it_should(run: dict) -> None:
 
 @pytest.mark.parametrize("fmt", ["table", "md", "html", "json"])
 def test_every_format_names_every_row_and_the_reason(run: dict, fmt: str, tmp_path: Path) -> None:
-    text = render_compare_text(run["result"], fmt)
+    text = render_text(run["result"], fmt)
     for name in ("se", "eca", "eca_resnet", "torchvision:resnet34", "sk"):
         assert name in text
     assert "is a swap block" in text
     path = tmp_path / f"compare.{fmt}"
-    write_comparison(run["result"], path, fmt)
+    write_report(run["result"], path, fmt)
     assert path.read_text() == text
     with pytest.raises(SurgeonError, match="exists; pass --force"):
-        write_comparison(run["result"], path, fmt)
+        write_report(run["result"], path, fmt)
 
 
 def test_markdown_table_is_well_formed(run: dict) -> None:
-    lines = [line for line in render_compare_text(run["result"], "md").splitlines() if line.startswith("|")]
+    lines = [line for line in render_text(run["result"], "md").splitlines() if line.startswith("|")]
     widths = {line.count(" | ") for line in lines}
     assert len(widths) == 1 and len(lines) == 2 + 5 + 1  # header, rule, five rows, the reference

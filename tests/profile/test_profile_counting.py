@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 
 from surgeon.blocks import create_block
-from surgeon.profile.counting import CONVENTIONS, count_ops
+from surgeon.profile.measure.counting import CONVENTIONS, count_ops
 
 ARCHITECTURES = ["resnet50", "resnet18", "mobilenet_v2", "efficientnet_b0"]
 
@@ -313,7 +313,7 @@ SHORTCUT_CASES = [
 @pytest.mark.parametrize(("op", "args"), [case[1:] for case in SHORTCUT_CASES],
                          ids=[case[0] for case in SHORTCUT_CASES])
 def test_meta_shortcut_matches_the_meta_kernel(op, args: tuple) -> None:
-    from surgeon.profile.counting import _classify, _meta_shortcut
+    from surgeon.profile.measure.counting import _classify, _meta_shortcut
 
     def layout(value):
         values = value if isinstance(value, tuple) else (value,)

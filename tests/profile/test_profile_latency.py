@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from surgeon.profile.latency import LatencyResult, compare_latency, measure_latency, peak_memory
+from surgeon.profile.measure.latency import LatencyResult, compare_latency, measure_latency
+from surgeon.profile.measure.memory import peak_memory
 
 
 def _small_net() -> nn.Module:
@@ -110,7 +111,7 @@ def test_cuda_latency_and_memory() -> None:
 
 
 def test_profiler_logs_are_quieted_unless_the_user_chose_a_level(monkeypatch: pytest.MonkeyPatch) -> None:
-    from surgeon.profile import latency
+    from surgeon.profile.measure import memory as latency
 
     monkeypatch.setattr(latency, "_USER_KINETO_LOG_LEVEL", None)
     monkeypatch.setenv("KINETO_LOG_LEVEL", "5")  # what `import ultralytics` sets, which still logs every profile

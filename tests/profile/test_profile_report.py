@@ -16,12 +16,12 @@ import surgeon
 from surgeon.cli._options import LoadOptions
 from surgeon.cli._surgery import run_rules_command
 from surgeon.match import Rule, parse_site_spec
-from surgeon.profile import SCHEMA_VERSION, profile_models
-from surgeon.profile.attribution import capture_block_inputs, time_blocks
-from surgeon.profile.output import render_text
+from surgeon.profile import SCHEMA_VERSION, LatencyOptions, profile_models, render_text
+from surgeon.profile.measure.attribution import capture_block_inputs, time_blocks
 from tests._util import run_cli as run
 
 SHAPE = (1, 3, 32, 32)
+NO_TIMING = LatencyOptions(runs=0)
 
 
 class SortGate(nn.Module):
@@ -46,7 +46,8 @@ def r18_pair() -> tuple[nn.Module, nn.Module]:
 @pytest.fixture(scope="module")
 def report(r18_pair) -> dict:
     base, patched = r18_pair
-    return profile_models(base, patched, input_shape=SHAPE, batch_sizes=(1, 2), runs=3, warmup=1, threads=1,
+    return profile_models(base, patched, input_shape=SHAPE, batch_sizes=(1, 2),
+                          latency=LatencyOptions(runs=3, warmup=1, threads=1, max_time=0),
                           names=("torchvision:resnet18", "/some/dir/r18_eca.pt"))
 
 
@@ -56,7 +57,7 @@ def report(r18_pair) -> dict:
 def test_sizes_counts_and_deltas_add_up(report: dict, r18_pair) -> None:
     base, patched = r18_pair
     before, after = report["models"]
-    assert report["schema_version"] == SCHEMA_VERSION == 1
+    assert report["schema_version"] == SCHEMA_VERSION == 2
     assert before["parameters"] == sum(p.numel() for p in base.parameters()) == 11_689_512
     assert after["parameters"] - before["parameters"] == report["delta"]["parameters"] == 36  # ECA k=3,3,5,5,5,5,5,5
     sites = report["sites"]
@@ -126,9 +127,9 @@ def test_deviation_measures_the_surgery_and_says_when_weights_differ(report: dic
     other_draw = torchvision.models.resnet18()
     torch.manual_seed(2)
     patched = surgeon.insert(torchvision.models.resnet18(), "eca", input_shape=SHAPE)  # identity init
-    unrelated = profile_models(other_draw, patched, input_shape=SHAPE, runs=0)
+    unrelated = profile_models(other_draw, patched, input_shape=SHAPE, latency=NO_TIMING)
     assert unrelated["deviation"]["weights"]["differ"] > 0 and "different weights" in unrelated["deviation"]["note"]
-    adopted = profile_models(other_draw, patched, input_shape=SHAPE, runs=0, share_weights=True)
+    adopted = profile_models(other_draw, patched, input_shape=SHAPE, latency=NO_TIMING, share_weights=True)
     assert adopted["deviation"]["weights"]["adopted"] == 122 and adopted["deviation"]["weights"]["differ"] == 0
     assert adopted["deviation"]["max_abs"] == 0  # identity init: exactly the original function
 
@@ -136,7 +137,7 @@ def test_deviation_measures_the_surgery_and_says_when_weights_differ(report: dic
 def test_counts_only_report_has_no_timings() -> None:
     torch.manual_seed(0)
     model = torchvision.models.resnet18()
-    report = profile_models(model, input_shape=SHAPE, runs=0)
+    report = profile_models(model, input_shape=SHAPE, latency=NO_TIMING)
     assert report["input"]["batch_sizes"] == [] and report["models"][0]["latency"] == []
     assert "latency" not in report["conventions"] and "delta" not in report and report["sites"] == []
     assert "not measured" in report["notes"][0]
@@ -147,7 +148,7 @@ def test_uncounted_operator_is_listed_by_name_in_every_format() -> None:
     torch.manual_seed(0)
     patched = surgeon.insert(torchvision.models.resnet18(), f"{__name__}:SortGate", after="layer4.*",
                              position="after", input_shape=SHAPE)
-    report = profile_models(patched, input_shape=SHAPE, runs=0)
+    report = profile_models(patched, input_shape=SHAPE, latency=NO_TIMING)
     assert report["models"][0]["uncounted_ops"] == {"aten.sort": 2}
     assert [row["uncounted_calls"] for row in report["sites"]] == [1, 1]
     for fmt in ("table", "md", "html"):
@@ -227,8 +228,8 @@ def test_profile_timm_resnet50_against_its_eca_patches(tmp_path: Path) -> None:
 
 
 def test_profile_command_formats_and_files(tmp_path: Path) -> None:
-    base = ["profile", "torchvision:resnet18", "--runs", "1", "--warmup", "0", "--input-shape", "1,3,32,32",
-            "--batch-sizes", "1,2"]
+    base = ["profile", "torchvision:resnet18", "--runs", "1", "--warmup", "0", "--max-time", "0", "--input-shape",
+            "1,3,32,32", "--batch-sizes", "1,2"]
     as_json = run(*base, "--json")
     assert as_json.exit_code == 0, as_json.output
     report = json.loads(as_json.stdout)

@@ -8,7 +8,7 @@ take; its layout is versioned by :data:`SCHEMA_VERSION` and described in :func:`
 
 from __future__ import annotations
 
-import math
+import os
 import platform
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
@@ -18,37 +18,47 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import precision
-from ..recipe import Recipe, recipe_of, versions
-from ..tensors import (
+from ... import precision
+from ...recipe import Recipe, recipe_of, versions
+from ...tensors import (
     DEFAULT_INPUT_SHAPE,
     declared_input_shape,
     device_of,
-    output_deviation,
     probe_guard,
     probe_input,
-    run_outputs,
 )
+from ..jsonsafe import json_safe
 from .attribution import SITE_TIMING_METHOD, time_blocks
 from .counting import CONVENTIONS, CountResult, count_ops
-from .format import json_safe
-from .format import threads as threads_label
-from .latency import LatencyResult, compare_latency, machine_name, measure_latency, peak_memory
-from .reference import add_framework_flops
+from .deviation import deviation_entry, output_deviation_entry
+from .framework_flops import add_framework_flops
+from .latency import LatencyResult, compare_latency, machine_name, measure_latency
+from .memory import peak_memory
+from .intervals import LatencyOptions, busy_warning, instability, load_average, ratio_interval
 
-__all__ = ["SCHEMA_VERSION", "Step", "ModelFacts", "model_facts", "count_report", "profile_models",
-           "adopt_original_weights"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "ModelFacts",
+    "Step",
+    "adopt_original_weights",
+    "count_report",
+    "model_facts",
+    "profile_models",
+]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: intervals of the medians and ratios, why timing stopped, unstable, load average
 
 Step = Callable[[str], AbstractContextManager[Any]]
 """Wraps one long step of the profile (``step("Timing batch size 8")``); the CLI shows it as progress."""
 
 LATENCY_CONVENTION = (
-    "{warmup} untimed, then {runs} timed forward passes per batch size and model, in eval mode under "
-    "torch.inference_mode, with {threads} (intra-op, CPU){interleaved}. CPU passes are timed with "
-    "time.perf_counter, CUDA passes with CUDA events, synchronising after each pass. Reported: median, p10 and p90 "
-    "(linear interpolation) and images/s = batch size / median."
+    "{warmup} untimed, then at least {runs} timed forward passes per batch size and model, in eval mode under "
+    "torch.inference_mode, with {threads} (intra-op, CPU){interleaved}; passes go on until the 95% interval of the "
+    "{precise} is within ±{target}% or {max_time} s per model are spent. CPU passes are timed with "
+    "time.perf_counter, CUDA passes with CUDA events, synchronising after each pass. Reported: median with its 95% "
+    "interval (bootstrap over passes, scipy.stats), p10 and p90 (linear interpolation) and images/s = batch size / "
+    "median. A ratio whose interval is wider than ±5%, or an add-only change measured faster beyond noise, is "
+    "flagged unstable."
 )
 MEMORY_CONVENTION = (
     "the most bytes one forward pass allocates beyond what was allocated before it (activations, workspaces and the "
@@ -104,17 +114,17 @@ def count_report(before: ModelFacts, after: ModelFacts | None, *, input_shape: S
     facts = [before] if after is None else [before, after]
     report = _skeleton(facts, input_shape, [], device)
     if after is not None:
-        report["delta"] = _delta(report["models"])
+        report["delta"] = _delta(report["models"], [[], []], add_only=_add_only(facts))
         if deviation is not None:
-            report["deviation"] = _deviation_entry(input_shape, deviation,
+            report["deviation"] = deviation_entry(input_shape, deviation,
                                                    {"common": None, "differ": 0, "replaced": replaced})
     report["sites"] = _site_rows(facts, None, None)
     return json_safe(report)
 
 
 def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_shape: Sequence[int] | None = None,
-                   batch_sizes: Sequence[int] | None = None, runs: int = 20, warmup: int = 5,
-                   threads: int | None = None, names: tuple[str | None, str | None] = ("model", "other"),
+                   batch_sizes: Sequence[int] | None = None, latency: LatencyOptions | None = None,
+                   names: tuple[str | None, str | None] = ("model", "other"),
                    share_weights: bool = False, step: Step = lambda message: nullcontext()) -> dict[str, Any]:
     """Profile ``model`` (and ``other`` beside it): sizes, counts, latency, peak memory, inserted blocks, deviation.
 
@@ -127,9 +137,9 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_sh
         input_shape: probe batch N, C, H, W; counts are per image of C, H, W; the deviation is measured on it.
             ``None``: the input size ``model`` declares, else the one ``other`` declares, else 1, 3, 224, 224.
         batch_sizes: batch sizes to time and measure memory at; ``None`` times batch size N only.
-        runs: timed passes per batch size and model; 0 skips latency, memory and block timing.
-        warmup: untimed passes first.
-        threads: intra-op CPU threads while timing; ``None`` keeps the current number.
+        latency: timed passes per batch size and model (a floor; 0 skips latency, memory and block timing),
+            warm-up, threads, and the precision to reach within the time allowed per model [default:
+            ``LatencyOptions(runs=20, warmup=5)``].
         names: labels of the two models in the report.
         share_weights: first copy into ``model`` the tensors of ``other`` it has under the same key and shape
             (``model`` is modified): for a ``model`` built with random weights, so that the deviation measures the
@@ -138,15 +148,19 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_sh
 
     Returns:
         ``schema_version``; ``conventions`` (how each figure is obtained); ``input``; ``environment`` (machine,
-        device, threads, versions); ``models`` (per model: ``parameters``, ``trainable``, ``macs``, ``flops``,
-        ``operators``, ``uncounted_ops``, ``latency`` and ``peak_memory`` per batch size, and for a model of a
-        registered framework ``framework_flops``: its own GFLOPs count beside ours at its input); with ``other``,
-        ``delta`` and ``deviation``; ``sites``: one row per inserted block of the patched model (where it went,
+        device, threads, versions, cores, load average before and after timing); ``models`` (per model:
+        ``parameters``, ``trainable``, ``macs``, ``flops``, ``operators``, ``uncounted_ops``, ``latency`` and
+        ``peak_memory`` per batch size, and for a model of a registered framework ``framework_flops``: its own GFLOPs
+        count beside ours at its input); with ``other``,
+        ``delta`` (with each latency ratio's 95% interval and ``unstable``: why it is not to be trusted, or
+        ``None``) and ``deviation``; ``sites``: one row per inserted block of the patched model (where it went,
         parameters, MACs, FLOPs, measured time and share of the model's latency); ``site_timing``.
 
     Raises:
         ModelForwardError: a model raises on the probe batch (it runs only at another input size, say).
     """
+    timing = latency or LatencyOptions(runs=20, warmup=5)
+    runs, warmup, threads = timing.runs, timing.warmup, timing.threads
     models = [model] if other is None else [model, other]
     if input_shape is None:
         input_shape = next(filter(None, map(declared_input_shape, models)), DEFAULT_INPUT_SHAPE)
@@ -159,14 +173,15 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_sh
     add_framework_flops(report, models, names)
     latencies: list[list[LatencyResult]] = [[] for _ in models]
     if runs > 0:
-        latencies = _time_models(models, names, report, batch_sizes, runs=runs, warmup=warmup, threads=threads,
-                                 step=step)
+        latencies = _time_models(models, names, report, batch_sizes, timing, step=step)
     else:
         report["notes"].append("Latency, peak memory and the time of each block were not measured (runs=0).")
     if other is not None:
-        report["delta"] = _delta(report["models"])
+        report["delta"] = _delta(report["models"], latencies, add_only=_add_only(facts))
+        report["notes"] += [f"Unstable latency ratio at batch size {entry['batch_size']}: {entry['unstable']}"
+                            for entry in report["delta"]["latency"] if entry["unstable"]]
         with step("Measuring the output deviation"):
-            report["deviation"] = _deviation(model, other, input_shape, adopted, names)
+            report["deviation"] = output_deviation_entry(model, other, input_shape, adopted, names)
         with step("Running both models in reduced precision"):  # issue 25: float16/bfloat16 safety
             checked = precision.compare(model, other, probe_input(input_shape, model), recipe_of(other))
         report["precision"] = [result.to_dict() for result in checked]
@@ -185,27 +200,37 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_sh
 
 
 def _time_models(models: list[nn.Module], names: tuple[str | None, str | None], report: dict[str, Any],
-                 batch_sizes: Sequence[int], *, runs: int, warmup: int, threads: int | None,
-                 step: Step) -> list[list[LatencyResult]]:
+                 batch_sizes: Sequence[int], timing: LatencyOptions, *, step: Step) -> list[list[LatencyResult]]:
     """Latency (interleaved between the models) and peak memory per batch size, written into ``report``."""
     latencies: list[list[LatencyResult]] = [[] for _ in models]
+    runs, warmup, threads = timing.runs, timing.warmup, timing.threads
+    budget = timing.max_time / len(batch_sizes)  # per model, so a pair shares twice the time of one model
+    load_before = load_average()
     for batch_size in batch_sizes:
         probe = probe_input((batch_size, *report["input"]["image"]), models[0])
-        with step(f"Timing batch size {batch_size}: {warmup} + {runs} passes x {len(models)} model(s)"), \
+        with step(f"Timing batch size {batch_size}: {warmup} + at least {runs} passes x {len(models)} model(s)"), \
                 _guards(models, names, probe.shape):
             if len(models) == 2:
-                timed = compare_latency(*models, (probe,), runs=runs, warmup=warmup, threads=threads)
+                timed = compare_latency(*models, (probe,), runs=runs, warmup=warmup, threads=threads,
+                                        target=timing.target, max_time=2 * budget)
             else:
-                timed = (measure_latency(models[0], (probe,), runs=runs, warmup=warmup, threads=threads),)
+                timed = (measure_latency(models[0], (probe,), runs=runs, warmup=warmup, threads=threads,
+                                         target=timing.target, max_time=budget),)
         with step(f"Measuring peak memory at batch size {batch_size}"):
             for model, row, result, model_latencies in zip(models, report["models"], timed, latencies, strict=True):
                 model_latencies.append(result)
                 row["latency"].append(_latency_entry(result))
                 row["peak_memory"].append({"batch_size": batch_size, "bytes": peak_memory(model, (probe,))})
+    load = {"before": load_before, "after": load_average()}
     first = latencies[0][0]
-    report["environment"].update(machine=first.machine, device=first.device, threads=first.threads)
+    report["environment"].update(machine=first.machine, device=first.device, threads=first.threads,
+                                 load_average=load)
+    busy = busy_warning(load["before"], load["after"], report["environment"]["cpu_count"])
+    report["notes"] += [busy] if busy else []
     report["conventions"]["latency"] = LATENCY_CONVENTION.format(
-        warmup=warmup, runs=runs, threads=threads_label(first.threads),
+        warmup=warmup, runs=runs, threads=f"{first.threads} thread{'s' if first.threads != 1 else ''}",
+        target=f"{100 * timing.target:g}",
+        max_time=f"{timing.max_time:g}", precise="ratio of the two models" if len(models) == 2 else "median",
         interleaved="; the two models' passes alternate (A, B, A, B, ...)" if len(models) == 2 else "")
     report["conventions"]["memory"] = MEMORY_CONVENTION
     return latencies
@@ -236,7 +261,7 @@ def _skeleton(facts: list[ModelFacts], input_shape: Sequence[int], batch_sizes: 
         "input": {"shape": list(input_shape), "image": list(input_shape[1:]), "batch_sizes": list(batch_sizes)},
         "environment": {**versions(), "python": platform.python_version(), "platform": platform.platform(),
                         "machine": machine_name(torch.device(device)), "device": device,
-                        "threads": torch.get_num_threads()},
+                        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
         "models": [_model_row(f) for f in facts],
         "notes": [],
     }
@@ -261,22 +286,37 @@ def _model_row(facts: ModelFacts) -> dict[str, Any]:
 
 
 def _latency_entry(result: LatencyResult) -> dict[str, Any]:
-    keys = ("batch_size", "median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "images_per_s", "runs", "warmup")
-    return {key: getattr(result, key) for key in keys}
+    keys = ("batch_size", "median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "images_per_s", "runs", "warmup",
+            "stopped", "seconds")
+    return {**{key: getattr(result, key) for key in keys}, "interval_ms": list(result.interval_ms)}
 
 
-def _delta(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _delta(rows: list[dict[str, Any]], latencies: list[list[LatencyResult]], add_only: bool) -> dict[str, Any]:
+    """``after - before`` of every figure; each latency ratio with its 95% interval and, if any, why it is unstable."""
     before, after = rows
     delta: dict[str, Any] = {key: after[key] - before[key] for key in ("parameters", "trainable", "macs", "flops")}
-    delta["latency"] = [
-        {"batch_size": a["batch_size"], "ms": a["median_ms"] - b["median_ms"], "ratio": a["median_ms"] / b["median_ms"]}
-        for b, a in zip(before["latency"], after["latency"], strict=True)
-    ]
+    delta["add_only"] = add_only
+    delta["latency"] = []
+    for b, a, timed_b, timed_a in zip(before["latency"], after["latency"], *latencies, strict=True):
+        ratio = a["median_ms"] / b["median_ms"]
+        low, high = ratio_interval(timed_b.samples_ms, timed_a.samples_ms)
+        delta["latency"].append({"batch_size": a["batch_size"], "ms": a["median_ms"] - b["median_ms"], "ratio": ratio,
+                                 "ratio_low": low, "ratio_high": high,
+                                 "unstable": instability(ratio, low, high, add_only=add_only,
+                                                         rounds=len(timed_a.samples_ms))})
     delta["peak_memory"] = [
         {"batch_size": a["batch_size"], "bytes": a["bytes"] - b["bytes"]}
         for b, a in zip(before["peak_memory"], after["peak_memory"], strict=True)
     ]
     return delta
+
+
+def _add_only(facts: list[ModelFacts]) -> bool:
+    """Whether the second model is the first with blocks inserted and nothing swapped (it only adds work)."""
+    original, patched = facts
+    recipe = patched.recipe
+    return (original.recipe is None and recipe is not None and bool(recipe.steps)
+            and all(step.op == "insert" for step in recipe.steps))
 
 
 def _guards(models: list[nn.Module], names: tuple[str | None, str | None],
@@ -286,55 +326,6 @@ def _guards(models: list[nn.Module], names: tuple[str | None, str | None],
     for model, name in zip(models, names):
         stack.enter_context(probe_guard(model, shape, name))
     return stack
-
-
-def _outputs(model: nn.Module, probe: torch.Tensor, name: str | None) -> list[torch.Tensor]:
-    with probe_guard(model, probe.shape, name):
-        return run_outputs(model, probe)
-
-
-def _weights_in_common(model: nn.Module, other: nn.Module) -> dict[str, int]:
-    theirs = other.state_dict()
-    common = differ = 0
-    for key, tensor in model.state_dict().items():
-        value = theirs.get(key)
-        if value is None or value.shape != tensor.shape:
-            continue
-        common += 1
-        differ += not torch.equal(tensor, value.to(tensor.device))
-    return {"common": common, "differ": differ}
-
-
-def _deviation(model: nn.Module, other: nn.Module, input_shape: Sequence[int], adopted: int | None,
-               names: tuple[str | None, str | None]) -> dict[str, Any]:
-    probe = probe_input(tuple(input_shape), model)
-    deviation = output_deviation(_outputs(model, probe, names[0]),
-                                 _outputs(other, probe.to(device_of(other)), names[1]))
-    entry = _deviation_entry(input_shape, deviation, _weights_in_common(model, other))
-    if adopted is not None:
-        entry["weights"]["adopted"] = adopted
-        entry["note"] = (f"the first model, built with random weights, took the second's {adopted} original tensors; "
-                         + entry["note"])
-    return entry
-
-
-def _deviation_entry(input_shape: Sequence[int], deviation: tuple[float, float],
-                     weights: dict[str, int | None]) -> dict[str, Any]:
-    max_abs, relative = deviation
-    if weights["common"] is None:
-        kept = "every original tensor" + (" but the swapped units'" if weights.get("replaced") else "")
-        note = f"the patched model keeps {kept} (verified): the deviation measures the surgery alone"
-    elif weights["common"] == 0:
-        note = "the two models share no tensor: the deviation compares unrelated models"
-    elif weights["differ"]:
-        note = (f"{weights['differ']} of the {weights['common']} tensors the models have in common differ: the "
-                "deviation measures different weights, not only the surgery")
-    else:
-        note = "every tensor the models have in common is equal: the deviation measures the surgery alone"
-    if not math.isfinite(max_abs):
-        note = "the outputs differ in structure or shape"
-    return {"probe_shape": list(input_shape), "max_abs": max_abs, "relative": relative, "weights": weights,
-            "note": note}
 
 
 def _time_sites(model: nn.Module, recipe: Recipe, input_shape: Sequence[int], batch_size: int, *, runs: int,

@@ -1,29 +1,22 @@
 """Latency and peak memory of a forward pass.
 
-Latency: ``warmup`` untimed forward passes, then ``runs`` timed ones, reported as median and spread. Every pass
+Latency: ``warmup`` untimed forward passes, then at least ``runs`` timed ones, reported as median, spread and the
+95% interval of the median. With a time budget (``max_time``), timing goes on until that interval is within
+``target`` of the median or the budget is spent (:func:`~surgeon.profile.measure.intervals.time_rounds`). Every pass
 runs in eval mode under ``torch.inference_mode`` with the intra-op thread count fixed (``torch.set_num_threads``);
 the train/eval flag of every submodule and the thread count are restored afterwards. CPU passes are timed with
 ``time.perf_counter``; CUDA passes with CUDA events, synchronising after each pass so that a timing never includes
 queued work of another. With ``training=True`` a pass is one training step instead: forward in train mode, the sum
 of the outputs as the loss, backward (no optimizer step); every buffer (BatchNorm statistics) and every gradient is
 restored afterwards, so measuring never changes the model. :func:`compare_latency` interleaves the two models'
-passes (A, B, A, B, ...) so that slow phases of a shared or throttling machine hit both alike; compare the medians.
-
-Peak memory (:func:`peak_memory`) is the most memory that one forward pass holds at once *beyond what was
-allocated before it*: weights, buffers and inputs are not included, activations, workspaces and the output are.
-
-- CUDA: ``torch.cuda.reset_peak_memory_stats`` before the pass, ``max_memory_allocated`` after it, minus the bytes
-  allocated before it. This resets the device's peak statistic for the whole process.
-- CPU: the torch profiler with ``profile_memory=True`` records every allocation and free of PyTorch's CPU
-  allocator; the peak is the maximum of their running sum in time order. Limits: memory that does not go through
-  that allocator (oneDNN/MKL scratch space, Python objects, allocator caching in other libraries) is not seen;
-  freeing a tensor allocated before the pass lowers the running sum, so the result is the peak *increase*. One
-  untimed pass first keeps one-off allocations (lazily built caches) out of the figure.
+passes (A, B, A, B, ...) so that slow phases of a shared or throttling machine hit both alike, and its precision is
+that of the per-round ratio B ÷ A.
+Peak memory is measured by :mod:`.memory`.
 """
 
 from __future__ import annotations
 
-import os
+import math
 import platform
 import statistics
 import time
@@ -35,10 +28,10 @@ from itertools import chain
 import torch
 from torch import Tensor, nn
 
-from ..tensors import eval_mode, flatten_outputs
+from ...tensors import eval_mode, flatten_outputs
+from .intervals import Rounds, median_interval, time_rounds
 
-__all__ = ["LatencyResult", "compare_latency", "machine_name", "measure_latency", "peak_memory",
-           "quiet_profiler_logs"]
+__all__ = ["LatencyResult", "compare_latency", "machine_name", "measure_latency"]
 
 
 @dataclass
@@ -60,6 +53,9 @@ class LatencyResult:
         torch_version: ``torch.__version__``.
         machine: the CPU or GPU model.
         samples_ms: every timed pass, in order.
+        interval_ms: the 95% interval of the median (bootstrap over the passes).
+        stopped: why timing stopped: ``target`` (precise enough), ``time`` (budget spent), ``rounds`` or ``floor``.
+        seconds: wall time spent timing, shared by the models timed together.
     """
 
     median_ms: float
@@ -76,6 +72,9 @@ class LatencyResult:
     torch_version: str
     machine: str
     samples_ms: list[float] = field(default_factory=list)
+    interval_ms: tuple[float, float] = (math.nan, math.nan)
+    stopped: str = "floor"
+    seconds: float = 0.0
 
 
 def measure_latency(
@@ -87,6 +86,8 @@ def measure_latency(
     threads: int | None = None,
     device: str | torch.device | None = None,
     training: bool = False,
+    target: float = 0.02,
+    max_time: float = 0.0,
 ) -> LatencyResult:
     """Time the forward pass (or, with ``training``, one training step) of ``model`` on ``inputs``.
 
@@ -98,11 +99,14 @@ def measure_latency(
         threads: intra-op CPU threads for the measurement; ``None`` keeps the current number.
         device: where to run; ``None`` takes the model's device.
         training: time forward + backward in train mode (see the module docstring) instead of an eval forward.
+        target: with a budget, stop once the median's 95% interval is within this fraction of it.
+        max_time: seconds to spend beyond ``runs`` passes while the target is not met; 0 times ``runs`` passes.
 
     Returns:
-        Median, spread and the conditions of the measurement.
+        Median, spread, the median's interval and the conditions of the measurement.
     """
-    (result,) = _measure([model], inputs, runs=runs, warmup=warmup, threads=threads, device=device, training=training)
+    (result,) = _measure([model], inputs, runs=runs, warmup=warmup, threads=threads, device=device, training=training,
+                         target=target, max_time=max_time)
     return result
 
 
@@ -116,35 +120,17 @@ def compare_latency(
     threads: int | None = None,
     device: str | torch.device | None = None,
     training: bool = False,
+    target: float = 0.02,
+    max_time: float = 0.0,
 ) -> tuple[LatencyResult, LatencyResult]:
     """Time two models on the same inputs with their passes interleaved (A, B, A, B, ...).
 
-    Arguments as :func:`measure_latency`; both models must be on the same device.
+    Arguments as :func:`measure_latency`; both models must be on the same device. The target is on the per-round
+    ratio B ÷ A, the figure a comparison reports.
     """
     result_a, result_b = _measure([model_a, model_b], inputs, runs=runs, warmup=warmup, threads=threads, device=device,
-                                  training=training)
+                                  training=training, target=target, max_time=max_time)
     return result_a, result_b
-
-
-def peak_memory(model: nn.Module, inputs: tuple[Tensor, ...] | Tensor, device: str | torch.device | None = None,
-                training: bool = False) -> int:
-    """Peak bytes that one forward pass allocates beyond what was allocated before it (see the module docstring).
-
-    Args:
-        model: the module to measure; it is not moved.
-        inputs: positional inputs of the forward (a single tensor is accepted too); copied to ``device``.
-        device: where to run; ``None`` takes the model's device.
-        training: measure one training step (forward in train mode and backward: the activations kept for the
-            backward pass, and the gradients) instead of an eval forward; buffers and gradients are restored.
-    """
-    device = _resolve_device([model], device)
-    inputs = tuple(tensor.to(device) for tensor in _as_tuple(inputs))
-    run = _train_step if training else _forward
-    with _pass_scope([model], training):
-        run(model, inputs)  # one-off allocations (lazy caches, first-call workspaces) stay out of the figure
-        if device.type == "cuda":
-            return _cuda_peak(model, inputs, device, run)
-        return _profiled_peak(model, inputs, run)
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------
@@ -159,6 +145,8 @@ def _measure(
     threads: int | None,
     device: str | torch.device | None,
     training: bool = False,
+    target: float = 0.02,
+    max_time: float = 0.0,
 ) -> list[LatencyResult]:
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
@@ -169,25 +157,30 @@ def _measure(
     device = _resolve_device(models, device)
     inputs = tuple(tensor.to(device) for tensor in _as_tuple(inputs))
     run = _train_step if training else _forward
-    time_pass = _cuda_timer(device, run) if device.type == "cuda" else _wall_timer(device, run)
-    samples: list[list[float]] = [[] for _ in models]
     with ExitStack() as stack:
         used_threads = stack.enter_context(_fixed_threads(threads))
         stack.enter_context(_pass_scope(models, training))
+        time_pass = _cuda_timer(device, run) if device.type == "cuda" else _wall_timer(device, run)
         for _ in range(warmup):
             for model in models:
                 time_pass(model, inputs)
-        for _ in range(runs):
-            for model, model_samples in zip(models, samples, strict=True):
-                model_samples.append(time_pass(model, inputs))
+        rounds = time_rounds(lambda: tuple(time_pass(model, inputs) for model in models), _statistic(len(models)),
+                             floor=runs, target=target, budget_s=max_time)
     batch_size = int(inputs[0].shape[0]) if inputs and inputs[0].dim() > 0 else 1
     machine = machine_name(device)
-    return [_summarise(s, warmup, used_threads, device, batch_size, machine) for s in samples]
+    return [_summarise([sample[index] for sample in rounds.samples], rounds, warmup, used_threads, device, batch_size,
+                       machine) for index in range(len(models))]
 
 
-def _summarise(
-    samples: list[float], warmup: int, threads: int, device: torch.device, batch_size: int, machine: str
-) -> LatencyResult:
+def _statistic(models: int) -> Callable[[tuple[float, ...]], float]:
+    """One model: its time; two: the second's time over the first's in the same round (what a comparison reports)."""
+    if models == 2:
+        return lambda sample: sample[1] / sample[0] if sample[0] > 0 else math.inf
+    return lambda sample: sample[0]
+
+
+def _summarise(samples: list[float], rounds: Rounds, warmup: int, threads: int, device: torch.device,
+               batch_size: int, machine: str) -> LatencyResult:
     ordered = sorted(samples)
     median = statistics.median(ordered)
     return LatencyResult(
@@ -205,6 +198,9 @@ def _summarise(
         torch_version=torch.__version__,
         machine=machine,
         samples_ms=list(samples),
+        interval_ms=median_interval(samples),
+        stopped=rounds.stopped,
+        seconds=rounds.seconds,
     )
 
 
@@ -271,6 +267,11 @@ def _train_mode(model: nn.Module) -> Iterator[None]:
 
 
 def _wall_timer(device: torch.device, run: Pass) -> Timer:
+    """One pass on ``time.perf_counter``, waiting for a non-CPU device's queued work before reading the clock.
+
+    Not ``torch.utils.benchmark.Timer``: its ``timeit`` runs warm-up passes of its own at every call, which would
+    break the strict alternation of the two models' passes that the ratio's precision rests on.
+    """
     backend = getattr(torch, device.type, None)
     synchronize = getattr(backend, "synchronize", None) if device.type != "cpu" else None
 
@@ -339,21 +340,6 @@ def _normalise(device: torch.device) -> torch.device:
     return device
 
 
-_USER_KINETO_LOG_LEVEL = os.environ.get("KINETO_LOG_LEVEL")
-
-
-def quiet_profiler_logs() -> None:
-    """Silence the log lines kineto (the torch profiler's backend) prints on stderr at every profile.
-
-    Peak memory on CPU runs the profiler, and kineto logs ``profiler_start``/``profiler_stop`` and a failed GPU
-    query each time, which would garble a command's output. Takes effect only before the profiler first starts in
-    this process, and never overrides a ``KINETO_LOG_LEVEL`` the user set (Ultralytics sets 5 when imported, which
-    still logs: only a level set before attn-surgeon was imported counts as the user's).
-    """
-    if _USER_KINETO_LOG_LEVEL is None:
-        os.environ["KINETO_LOG_LEVEL"] = "6"
-
-
 def machine_name(device: torch.device) -> str:
     """The CPU model (from ``/proc/cpuinfo`` where there is one) or the GPU's name."""
     if device.type == "cuda":
@@ -365,33 +351,3 @@ def machine_name(device: torch.device) -> str:
     except OSError:
         pass
     return cpu if device.type == "cpu" else f"{device.type} ({cpu})"
-
-
-def _cuda_peak(model: nn.Module, inputs: tuple[Tensor, ...], device: torch.device, run: Pass) -> int:
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    output = run(model, inputs)  # held until the peak is read: the output is part of the pass's memory
-    torch.cuda.synchronize(device)
-    peak = torch.cuda.max_memory_allocated(device) - before
-    del output
-    return peak
-
-
-def _profiled_peak(model: nn.Module, inputs: tuple[Tensor, ...], run: Pass) -> int:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        output = run(model, inputs)  # alive until profiling stops, so its allocation is never matched by a free
-    del output
-    allocations = sorted(
-        ((event.start_ns(), event.nbytes())
-         for event in prof.profiler.kineto_results.events()
-         if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU),
-        key=lambda allocation: allocation[0],  # stable: simultaneous events keep their recorded order
-    )
-    live = peak = 0
-    for _, nbytes in allocations:
-        live += nbytes
-        peak = max(peak, live)
-    return peak

@@ -18,7 +18,7 @@ from .format import (
     site_summary,
     site_table,
     size_table,
-    threads,
+    timing_setting,
     uncounted_ops,
 )
 
@@ -50,7 +50,7 @@ def _header(report: dict[str, Any]) -> Text:
     title.append(f", image {shape(report['input']['image'])}", style="bold")
     setting = [env["machine"], env["device"]]
     if report["input"]["batch_sizes"]:
-        setting.append(threads(env["threads"]))
+        setting += timing_setting(env)
     setting += [f"torch {env['torch']}", f"attn-surgeon {env['attn_surgeon']}"]
     title.append("\n" + " · ".join(setting), style="dim")
     return title

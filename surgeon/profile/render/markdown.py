@@ -14,7 +14,7 @@ from .format import (
     site_summary,
     site_table,
     size_table,
-    threads,
+    timing_setting,
     uncounted_ops,
 )
 
@@ -37,7 +37,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     setting = [f"image {shape(report['input']['image'])}", env["machine"], env["device"]]
     if report["input"]["batch_sizes"]:
-        setting.append(threads(env["threads"]))
+        setting += timing_setting(env)
     setting += [f"torch {env['torch']}", f"attn-surgeon {env['attn_surgeon']}", f"Python {env['python']}"]
     notes = [f"> {note}" for note in report.get("notes", [])]
     lines = [f"# Profile of {' vs '.join(model_labels(report))}", "", " · ".join(setting), "",

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..tensors import eval_mode
+from ...tensors import eval_mode
 from .latency import LatencyResult, measure_latency
 
 __all__ = ["SITE_TIMING_METHOD", "capture_block_inputs", "time_blocks"]

@@ -7,20 +7,35 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
-__all__ = ["TableData", "json_safe", "si", "signed_si", "count", "signed_count", "ms", "percent", "threads", "nbytes", "shape",
-           "short_name", "where", "latency_rows", "site_summary", "deviation_line", "uncounted_ops", "model_labels",
-           "size_table", "latency_table", "site_table", "operator_table"]
+from ..jsonsafe import json_safe
 
-
-def json_safe(value: Any) -> Any:
-    """Non-finite floats become ``None`` (strict JSON has neither NaN nor infinity); tuples become lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    return value
+__all__ = [
+    "TableData",
+    "count",
+    "deviation_line",
+    "json_safe",
+    "latency_rows",
+    "latency_table",
+    "load_line",
+    "model_labels",
+    "ms",
+    "nbytes",
+    "operator_table",
+    "percent",
+    "ratio_text",
+    "shape",
+    "short_name",
+    "si",
+    "signed_count",
+    "signed_si",
+    "site_summary",
+    "site_table",
+    "size_table",
+    "threads",
+    "timing_setting",
+    "uncounted_ops",
+    "where",
+]
 
 
 def si(value: float | None, unit: str = "", digits: int = 4) -> str:
@@ -107,13 +122,16 @@ def shape(values: list[int] | None) -> str:
 
 
 def latency_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per batch size: each model's latency entry (or ``None``) and the ratio of the second to the first."""
+    """Per batch size: each model's latency entry (or ``None``), the ratio of the second to the first with its 95%
+    interval, and why that ratio is unstable (or ``None``)."""
     rows = []
     for index, batch_size in enumerate(report["input"]["batch_sizes"]):
         entries = [model["latency"][index] if index < len(model["latency"]) else None for model in report["models"]]
         delta = report.get("delta", {}).get("latency", [])
-        rows.append({"batch_size": batch_size, "entries": entries,
-                     "ratio": delta[index]["ratio"] if index < len(delta) else None,
+        ratio = delta[index] if index < len(delta) else {}
+        rows.append({"batch_size": batch_size, "entries": entries, "ratio": ratio.get("ratio"),
+                     "ratio_low": ratio.get("ratio_low"), "ratio_high": ratio.get("ratio_high"),
+                     "unstable": ratio.get("unstable"),
                      "memory": [model["peak_memory"][index]["bytes"] if index < len(model["peak_memory"]) else None
                                 for model in report["models"]]})
     return rows
@@ -195,7 +213,7 @@ def latency_table(report: dict[str, Any]) -> TableData:
     header = ["batch"]
     for label in labels:
         header += [f"{label}\nmedian (p10–p90) ms", "img/s"]
-    header += ["ratio"] if compare else []
+    header += ["ratio (95% CI)"] if compare else []
     header += [f"peak memory\n{label}" for label in labels] if compare else ["peak memory"]
     rows = []
     for row in latency_rows(report):
@@ -205,7 +223,8 @@ def latency_table(report: dict[str, Any]) -> TableData:
                 f"{ms(entry['median_ms'])} ({ms(entry['p10_ms'])}–{ms(entry['p90_ms'])})",
                 f"{entry['images_per_s']:.1f}"]
         if compare:
-            cells.append("-" if row["ratio"] is None else f"×{row['ratio']:.3f}")
+            cells.append("-" if row["ratio"] is None else ratio_text(row["ratio"], row["ratio_low"], row["ratio_high"])
+                         + (" unstable" if row["unstable"] else ""))
         cells += [nbytes(memory) for memory in row["memory"]]
         rows.append(cells)
     memory_columns = list(range(len(header) - len(labels), len(header)))
@@ -251,3 +270,25 @@ def operator_table(report: dict[str, Any], limit: int = 20) -> tuple[TableData, 
         f"The {limit} largest of {len(names)} counted operators"
         + (", and every operator whose FLOPs differ between the models." if compare else "."))
     return TableData(header, rows), note
+
+
+def ratio_text(ratio: float | None, low: float | None, high: float | None) -> str:
+    """``×1.012 (1.004–1.020)``: a ratio with its 95% interval, to three decimals (``-`` when not measured)."""
+    if ratio is None or not math.isfinite(ratio):
+        return "-"
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return f"×{ratio:.3f}"
+    return f"×{ratio:.3f} ({low:.3f}–{high:.3f})"
+
+
+def load_line(load: dict[str, list[float] | None] | None, cores: int | None) -> str | None:
+    """``load 1.9 → 2.4 on 2 cores``: the 1-minute load average before and after timing, or ``None`` if unknown."""
+    if not load or not load.get("before") or not load.get("after"):
+        return None
+    return f"load {load['before'][0]:g} → {load['after'][0]:g}" + (f" on {cores} cores" if cores else "")
+
+
+def timing_setting(environment: dict[str, Any]) -> list[str]:
+    """The timing conditions for a report's header: the threads, and the load average before and after."""
+    load = load_line(environment.get("load_average"), environment.get("cpu_count"))
+    return [threads(environment["threads"]), *([load] if load else [])]

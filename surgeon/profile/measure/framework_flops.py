@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from ..io.registry import reference_flops
-from ..tensors import probe_guard, probe_input
+from ...io.registry import reference_flops
+from ...tensors import probe_guard, probe_input
 from .counting import count_ops
 
 __all__ = ["add_framework_flops"]

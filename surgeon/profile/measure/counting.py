@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_any, tree_map_only
 
-from ..tensors import eval_mode
+from ...tensors import eval_mode
 from .formulas import CONVENTIONS, ELEMENTWISE, FORMULAS, FREE, Formula, arg
 
 __all__ = ["CONVENTIONS", "CountResult", "ModuleCount", "OpCount", "count_ops"]

@@ -1,5 +1,5 @@
 """A :class:`~surgeon.profile.comparison.Comparison` as the table every format shows, rendered for the terminal
-(rich) and as Markdown; :mod:`.compare_html` makes the page and :mod:`.compare_output` picks the format."""
+(rich) and as Markdown; :mod:`.compare_page` makes the page and :mod:`.output` picks the format."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .comparison import SORT_KEYS, Comparison, CompareRow
-from .format import TableData, count, nbytes, percent, shape, si, signed_si, threads
+from ..comparison import SORT_KEYS, CompareRow, Comparison
+from .format import TableData, count, load_line, nbytes, percent, ratio_text, shape, si, signed_si, threads
 
 __all__ = ["EXPORT_LABELS", "compare_table", "export_footnotes", "render_compare", "render_compare_markdown",
            "setting_line"]
@@ -22,7 +22,7 @@ def _ratio(row: CompareRow, mode: str, batch_size: int) -> str:
     timing = row.timing(mode, batch_size)  # type: ignore[arg-type]
     if timing is None:
         return "-"
-    return f"×{timing.ratio:.3f} ({timing.ratio_p10:.2f}–{timing.ratio_p90:.2f})"
+    return ratio_text(timing.ratio, timing.ratio_low, timing.ratio_high) + (" unstable" if timing.unstable else "")
 
 
 def _relative(delta: int | None, reference: int) -> str:
@@ -77,8 +77,8 @@ def compare_table(comparison: Comparison) -> TableData:
     first = sizes[0] if sizes else None
     reference = comparison.reference
     header = ["candidate", "kind", "sites", "parameters", "FLOPs"]
-    header += [f"eval latency b{b}\nratio (p10–p90)" for b in sizes]
-    header += [f"train step b{b}\nratio (p10–p90)" for b in sizes]
+    header += [f"eval latency b{b}\nratio (95% CI)" for b in sizes]
+    header += [f"train step b{b}\nratio (95% CI)" for b in sizes]
     header += [f"peak memory b{first}\neval", "train"] if first is not None else []
     header += ["deviation", "exports", "note"]
     notes = export_footnotes(comparison)
@@ -104,7 +104,10 @@ def setting_line(comparison: Comparison) -> str:
     env, settings = comparison.environment, comparison.settings
     parts = [f"input {shape(comparison.input_shape)}", env["machine"], settings["device"]]
     if comparison.batch_sizes:
-        parts += [threads(settings["threads"]), f"{settings['warmup']} + {settings['runs']} rounds"]
+        parts += [threads(settings["threads"]), f"{settings['warmup']} + at least {settings['runs']} rounds, up to "
+                  f"{settings['max_time']:g} s per candidate for ±{100 * settings['target']:g}%"]
+        load = load_line(env.get("load_average"), env.get("cpu_count"))
+        parts += [load] if load else []
     parts += [f"exports: {settings['exports']}", f"init {settings['init']}", f"torch {env['torch']}",
               f"attn-surgeon {env['attn_surgeon']}"]
     return " · ".join(parts)
@@ -122,8 +125,9 @@ def _footer_lines(comparison: Comparison) -> list[str]:
              notes.items()]
     lines += comparison.notes
     lines.append(f"Sorted by {SORT_KEYS[comparison.settings['sort']]}. Parameters and FLOPs: added to the reference "
-                 "(per image). Ratios: candidate ÷ reference, median of alternating rounds (p10–p90). Memory: peak "
-                 "bytes added per pass. Deviation: max abs output difference at insertion.")
+                 "(per image). Ratios: candidate ÷ reference, median of alternating rounds (95% interval); "
+                 "unstable: the interval is wider than ±5%, or an add-only candidate measured faster beyond noise. "
+                 "Memory: peak bytes added per pass. Deviation: max abs output difference at insertion.")
     lines.append("Exports: " + comparison.conventions["exports"])
     return lines
 

@@ -1,0 +1,163 @@
+"""Where trials run: one at a time in fresh local processes (the default), or as Ray tasks.
+
+An executor only runs trials and hands back their records; it writes nothing of the store. Each trial starts in a
+process of its own, so no state of one trial (threads, deterministic flags, imported modules, a leaked CUDA
+context) reaches the next: a local trial is ``python -m surgeon.experiments.worker``, a Ray trial a task of a
+worker that runs one task and exits (``max_calls=1``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import SurgeonError
+from .options import Execution
+from .trial import MODEL_FILE, RECORD_FILE, TrialRecord, TrialSpec, run_trial
+
+__all__ = ["Executor", "LocalExecutor", "RayExecutor", "make_executor"]
+
+Started = Callable[[TrialSpec], None]
+RAY_MISSING = 'the ray executor needs Ray: pip install "attn-surgeon[ray]"'
+
+
+class Executor(ABC):
+    """Runs trials and yields each one's record as it finishes (in any order)."""
+
+    parallel: int = 1
+    """How many trials run at once (for the estimate of the time left)."""
+
+    @abstractmethod
+    def run(self, trials: Sequence[TrialSpec], started: Started) -> Iterator[tuple[TrialSpec, TrialRecord]]:
+        """Run ``trials``, calling ``started(trial)`` as each begins; yield ``(trial, record)`` as each ends."""
+
+    def close(self) -> None:
+        """Release what the executor started (a local Ray)."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalExecutor(Executor):
+    """One trial at a time, each in a fresh ``python -m surgeon.experiments.worker`` process.
+
+    The process inherits this one's environment and working directory (so ``--trainer my_pkg.train:fit`` imports
+    as it would here); its stdout and stderr, C libraries' output included, become the trial's log.
+    """
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
+
+    def run(self, trials: Sequence[TrialSpec], started: Started) -> Iterator[tuple[TrialSpec, TrialRecord]]:
+        for trial in trials:
+            started(trial)
+            yield trial, self._run_one(trial)
+
+    def _run_one(self, trial: TrialSpec) -> TrialRecord:
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.scratch) as folder, tempfile.TemporaryFile("w+b") as log:
+            out = Path(folder)
+            spec_path = out / "spec.json"
+            spec_path.write_text(json.dumps(trial.to_dict()), encoding="utf-8")
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            command = [sys.executable, "-m", "surgeon.experiments.worker", str(spec_path), str(out)]
+            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False).returncode
+            log.seek(0)
+            text = log.read().decode("utf-8", errors="replace")
+            record_path = out / RECORD_FILE
+            if not record_path.is_file():  # the process died (killed, out of memory) before it could say so
+                return TrialRecord("failed", error=f"the trial's process exited with status {code} and no record",
+                                   log=text)
+            data = json.loads(record_path.read_text(encoding="utf-8"))
+            model = out / MODEL_FILE
+            return TrialRecord(data["status"], data["metrics"], data["seconds"], data["error"], text, data["curves"],
+                               model.read_bytes() if model.is_file() else None)
+
+
+def _remote_trial(spec: dict[str, Any]) -> TrialRecord:
+    """A Ray task's body: one trial, its output captured into the record."""
+    return run_trial(TrialSpec(**spec), capture=True)
+
+
+class RayExecutor(Executor):
+    """Trials as Ray tasks, on a local Ray started for the run (stopped by :meth:`close`) or an existing cluster.
+
+    Each task asks for ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs, runs in a worker that exits after it
+    (``max_calls=1``: a fresh process per trial) and is retried ``max_retries`` times if its worker dies. The
+    records come back through Ray's object store; workers need no shared filesystem for results (the trainer's own
+    output stays in its workdir on the worker's machine).
+
+    Raises:
+        SurgeonError: Ray is not installed, or the cluster cannot be reached.
+    """
+
+    def __init__(self, execution: Execution) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise SurgeonError(RAY_MISSING) from None
+        self.ray = ray
+        self.started_here = False
+        if not ray.is_initialized():
+            try:
+                if execution.ray_address:
+                    ray.init(address=execution.ray_address, logging_level="ERROR", log_to_driver=False)
+                else:
+                    # the trials import what the driver imports (the user's trainer, this package) from its path
+                    path = os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p)
+                    ray.init(num_cpus=execution.ray_cpus, include_dashboard=False, logging_level="ERROR",
+                             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = execution.ray_address or "a local Ray"
+                raise SurgeonError(f"cannot start or reach {where}: {str(exc).splitlines()[0]}") from None
+            self.started_here = True
+        cpus = execution.cpus_per_trial
+        self.remote = ray.remote(num_cpus=cpus, num_gpus=execution.gpus_per_trial, max_retries=execution.max_retries,
+                                 max_calls=1)(_remote_trial)
+        total = int(ray.cluster_resources().get("CPU", cpus))
+        self.parallel = max(1, total // cpus)
+
+    def run(self, trials: Sequence[TrialSpec], started: Started) -> Iterator[tuple[TrialSpec, TrialRecord]]:
+        ray = self.ray
+        pending = {self.remote.remote(trial.to_dict()): trial for trial in trials}
+        # Ray does not say when a queued task starts; the first `parallel` are taken as running, then one per finish
+        queue = list(pending.values())
+        for trial in queue[:self.parallel]:
+            started(trial)
+        queue = queue[self.parallel:]
+        while pending:
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            trial = pending.pop(ready)
+            try:
+                record = ray.get(ready)
+            except Exception as exc:  # noqa: BLE001  the worker died max_retries + 1 times: the trial failed
+                record = TrialRecord("failed", error=f"the Ray task failed: {exc}")
+            yield trial, record
+            if queue:  # after the driver counted the finished one
+                started(queue.pop(0))
+
+    def close(self) -> None:
+        if self.started_here:
+            self.ray.shutdown()
+            self.started_here = False
+
+
+def make_executor(execution: Execution, scratch: Path) -> Executor:
+    """The executor ``execution`` asks for; ``scratch`` is a directory of the driver's for local workers' files.
+
+    Raises:
+        SurgeonError: ``ray`` without Ray installed.
+    """
+    if execution.executor == "ray":
+        return RayExecutor(execution)
+    return LocalExecutor(scratch)
