@@ -20,7 +20,6 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .. import precision
 from ..blocks import check_init, list_blocks
 from ..errors import ModelForwardError, SurgeonError
 from ..exportable import CHECKS, OK, check_exports
@@ -263,13 +262,11 @@ class _Context:
         self.timing, self.exports = timing, exports
         self.observe = observe or (lambda module: None)
         self.facts: ModelFacts | None = None  # set by count_reference, before anything else
-        self.reduced: dict[str, float] = {}  # the reference's float16/bfloat16 deviations, likewise
         self.memory: dict[tuple[int, str], int | None] = {}
 
     def count_reference(self) -> None:
         """Sizes and counts of the reference; raises :class:`ModelForwardError` if it refuses the probe."""
         self.facts = model_facts(self.model, self.name, self.shape[1:])
-        self.reduced = precision.measure(self.model, probe_input(self.shape, self.model))  # issue 25: fp16 safety
 
     def reference(self) -> Reference:
         """The reference's figures, with its peak memory per batch size and mode (what candidates are held to)."""
@@ -313,8 +310,6 @@ class _Context:
         row.sites = len(result.rewrite.inserted)
         verification = result.verification
         row.deviation = {"max_abs": verification.max_abs_diff, "relative": verification.rel_diff}
-        checked = precision.check(patched, probe_input(self.shape, self.model), self.reduced, result.recipe)
-        row.notes += precision.warnings_of(checked)  # a block that overflows in float16/bfloat16, named
         if self.exports == "blocks":
             row.exports = _block_exports(patched, result.rewrite.inserted)
         elif self.exports == "model":
