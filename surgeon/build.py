@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .blocks import BlockInfo, Misfit, create_block, get_block
+from .blocks import BlockInfo, Misfit, create_block, get_block, keep_importable
 from .errors import BlockError, RewriteError
 from .match import Action
 
@@ -129,6 +129,7 @@ def build_insert(action: Action, like: nn.Module, key: str) -> nn.Module:
         block = on_host(create_block(info, channels, init=action.init, **_insert_args(info, action)), like)
     if not info.builtin:  # ours are tested to keep the shape; a user's block is checked once, here
         _check_shape_contract(info.name, block, channels, size, like)
+        keep_importable(type(block))  # pickled whole, it must fail in one line where its module is missing
     return block
 
 

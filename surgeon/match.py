@@ -15,6 +15,7 @@ Matching is one pure function, :func:`matches`, of a site and a selector. A sele
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import re
 from collections.abc import Iterable, Sequence
@@ -25,23 +26,8 @@ from .errors import CheckpointError, NoMatchError, SelectorError
 from .recipe import Recipe
 from .sites import POSITIONS, Position, Site, SiteTable
 
-__all__ = [
-    "IntFilter",
-    "Selector",
-    "Rule",
-    "Action",
-    "Plan",
-    "parse_site_spec",
-    "parse_int_filter",
-    "matches",
-    "select",
-    "make_plan",
-    "plan_from_recipe",
-    "dotted_glob",
-    "POSITIONS",
-    "SITE_KINDS",
-    "RANGE",
-]
+__all__ = ["IntFilter", "Selector", "Rule", "Action", "Plan", "parse_site_spec", "parse_int_filter", "matches",
+           "select", "make_plan", "plan_from_recipe", "dotted_glob", "POSITIONS", "SITE_KINDS", "RANGE"]
 
 _KIND_ALIASES = {"block": "block", "bottleneck": "block", "residual": "block", "conv": "conv", "module": "module"}
 SITE_KINDS = tuple(_KIND_ALIASES)
@@ -330,7 +316,7 @@ def make_plan(sites: Sequence[Site], rules: Sequence[Rule]) -> Plan:
     replaced: dict[str, str] = {}
     empty: list[str] = []
     for rule in rules:
-        chosen = select(sites, rule.selector)
+        chosen = _candidates(sites, rule)
         if rule.position == "residual":
             chosen = [site for site in chosen if site.kind == "block"]
         if not chosen:
@@ -363,6 +349,16 @@ def make_plan(sites: Sequence[Site], rules: Sequence[Rule]) -> Plan:
     return Plan(actions, empty)
 
 
+def _candidates(sites: Sequence[Site], rule: Rule) -> list[Site]:
+    """A rule's sites; a ``replace`` of modules takes every module its selector picks, residual units included (YOLO11's
+    ``Attention``, YOLO12's ``AAttn`` and RT-DETR's ``AIFI`` add a conv branch or their input to their output), never
+    a convolution (that is a conv unit's swap); the block takes the module's place in its parent all the same."""
+    if rule.op != "replace" or rule.selector.kind != "module":
+        return select(sites, rule.selector)
+    chosen = select(sites, dataclasses.replace(rule.selector, kind=None))
+    return [dataclasses.replace(site, kind="module") for site in chosen if site.kind != "conv"]
+
+
 def _check_replaceable(rule: Rule, site: Site) -> None:
     """``replace`` swaps a conv unit, or puts a block in place of a module that keeps its input's shape (a model's
     own attention module: SE, ECA, CBAM)."""
@@ -389,6 +385,8 @@ def plan_from_recipe(recipe: Recipe, table: SiteTable) -> Plan:
         if site is None:
             raise CheckpointError(f"recipe step for {step.site!r}: the model has no such site; "
                                   "is it the same base architecture?")
+        if step.op == "replace" and step.kind == "module":  # a residual unit that a block replaced whole
+            site = dataclasses.replace(site, kind="module")
         channels = site.channels_at(step.position)
         if step.channels and channels != step.channels:
             raise CheckpointError(f"recipe step for {step.site!r}: expected {step.channels} channels, the model has "

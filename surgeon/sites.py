@@ -146,6 +146,15 @@ class _ShapeRecorder(fx.Interpreter):
         return result
 
 
+def _folds_into_one_conv(module: nn.Module) -> bool:
+    """A module its framework re-parameterises into a single convolution for inference (Ultralytics' ``RepConv``
+    and ``RepVGGDW``, whose parallel conv branches ``fuse()`` folds into one kernel and runs by ``forward_fuse``): its
+    addition joins conv branches, not a skip, and a block on one branch would be folded away, so it is no residual
+    unit."""
+    return callable(getattr(module, "forward_fuse", None)) and sum(
+        isinstance(m, nn.Conv2d) for m in module.modules()) > 1
+
+
 def _residual_candidates(
     model: nn.Module,
 ) -> tuple[dict[str, tuple[fx.Graph, fx.Node]], dict[str, str], dict[str, TracedModule]]:
@@ -157,7 +166,7 @@ def _residual_candidates(
         for name, module in model.named_modules():
             if isinstance(module, nn.Conv2d) or is_container(module) or not contains_conv(module):
                 continue
-            if not any(True for _ in module.children()):
+            if not any(True for _ in module.children()) or _folds_into_one_conv(module):
                 continue
             try:
                 traced = trace_module(module)

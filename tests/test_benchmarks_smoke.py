@@ -94,8 +94,8 @@ def test_blocks_quick_times_every_new_block_at_two_shapes(run_script) -> None:
             options = match.group(6)
             if (name, shape) == ("sa", "2x32x8x8"):  # SA's 64 groups need 128 channels: the proposed option
                 assert re.fullmatch(r"groups=\d+", options), options
-            if (name, shape) == ("scsa", "2x64x4x4"):  # a 4x4 map under SCSA's 7x7 window: a global pool
-                assert options == "window_size=-1"
+            if (name, shape) == ("scsa", "2x64x4x4"):  # a 4x4 map under SCSA's 7x7 window: the window is clipped
+                assert options == "defaults"
 
 
 def test_block_costs_counts_a_block_on_resnet50(run_script) -> None:

@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "surgeon"
 
 # ARCHITECTURE.md's layers, lowest first; a module imports its own layer and the layers below it, never above.
 # Leaves know torch, their own package and each other (blocks/ knows only torch and its own registry).
-LEAVES = {"surgeon._version", "surgeon.errors", "surgeon.tensors", "surgeon.recipe", "surgeon.yaml_nodes"}
+LEAVES = {"surgeon._version", "surgeon.errors", "surgeon.tensors", "surgeon.recipe", "surgeon.yaml_nodes",
+          "surgeon.precision"}
 # The stages and what sits beside them at their level: building blocks (build), conv units (units), the rules
 # language (rules), exporting (export, python_package, and exportable: whether a module exports) and the surgery
 # report (report).

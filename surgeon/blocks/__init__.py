@@ -4,6 +4,7 @@ Importing this package registers every built-in block; see :func:`list_blocks`.
 """
 
 from ._helpers import IdentityGate, make_divisible, reduced_channels
+from ._portable import keep_importable
 from ._registry import (
     EXPORT_STATUSES,
     INIT_MODES,
@@ -88,6 +89,7 @@ __all__ = [
     "eca_kernel_size",
     "get_block",
     "is_builtin_block",
+    "keep_importable",
     "list_blocks",
     "lska_kernels",
     "make_divisible",

@@ -33,46 +33,20 @@ Deviations:
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._helpers import LayerType, get_act_layer
+from ._helpers import LayerType, clipped_avg_pool, get_act_layer
 from ._inherit import copy_conv, copy_norm
 from ._registry import register_block
 
-__all__ = ["SCConv", "SCBottleneckStem", "SelfCalibration"]
+__all__ = ["SCBottleneckStem", "SCConv", "SelfCalibration"]
 
 _PAPER = "Self-Calibrated Convolutions (SCNet), CVPR 2020 (no arXiv; mmcheng.net/scconv)"
 
 
-def clipped_avg_pool(x: torch.Tensor, r: int) -> torch.Tensor:
-    """``AvgPool2d(r, r)`` with the window clipped to the input, so inputs smaller than ``r`` pool to 1x1.
-
-    Written with a kernel that does not depend on the input's size, so that ONNX export keeps H and W dynamic (an
-    AveragePool's kernel is fixed when exported; ``min(r, H)`` would bake in the example's size). The input is cut to
-    whole windows (to H // r · r rows, or to its H < r rows), then pooled with ``ceil_mode``, which clips a window
-    that runs past the input and divides by what it covers: bit for bit the clipped kernel's values.
-    """
-    cut = x[:, :, :_whole_windows(x.shape[2], r), :_whole_windows(x.shape[3], r)]
-    # torch 2.9's ONNX export divides a clipped window by its full r x r area; ones pooled the same way carry the same
-    # divisor, which cancels (in PyTorch they pool to exactly 1, so the values stay bit for bit)
-    ones = cut.new_ones(1, 1, cut.shape[2], cut.shape[3])
-    return F.avg_pool2d(cut, r, r, ceil_mode=True) / F.avg_pool2d(ones, r, r, ceil_mode=True)
-
-
-def _whole_windows(size: Any, r: int) -> Any:
-    """``size // r · r``, or ``size`` itself when it is below ``r``."""
-    if torch.jit.is_tracing():  # the TorchScript exporter: sizes are traced tensors, and its graph has fixed sizes
-        size = int(size)
-    if isinstance(size, int):  # eager, or static sizes under torch.compile (torch 2.9 breaks its graph on sym_max)
-        return max(size // r * r, min(size, r - 1))
-    return torch.sym_max(size // r * r, torch.sym_min(size, r - 1))  # symbolic under torch.export: H, W stay free
-
-
-torch.fx.wrap("clipped_avg_pool")
+torch.fx.wrap("clipped_avg_pool")  # a leaf here too: _ClippedAvgPool looks it up in this module
 
 
 class _ClippedAvgPool(nn.Module):

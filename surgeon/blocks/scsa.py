@@ -16,9 +16,11 @@ Deviations: none in the numbers with ``init="paper"`` and the official defaults 
 attention dropout 0, sigmoid gates). The official einops ``rearrange`` with ``h=int(h_)`` bakes the pooled size into
 an exported graph; here the heads are split with ``reshape`` and -1, so ONNX export keeps H, W dynamic. The official
 ``window_size=-1`` (a global pool) is kept; its ``recombination``/``max_pool`` modes and softmax gates are not offered.
-The official code asserts C // 4 (not C % 4) and fails later on other C; C % 4 ≠ 0, C % ``head_num`` ≠ 0, a site
-smaller than the pooling window, and a 1-long strip with C = 4 (GroupNorm over single values) are declared misfits
-(:func:`scsa_fits`), answered before any model is touched, with the option that fits where one does.
+The official code asserts C // 4 (not C % 4) and fails later on other C; C % 4 ≠ 0, C % ``head_num`` ≠ 0 and a
+1-long strip with C = 4 (GroupNorm over single values) are declared misfits (:func:`scsa_fits`), answered before any
+model is touched, with the option that fits where one does. The official ``AvgPool2d(7, 7)`` fails on maps smaller
+than 7x7 (a ResNet-50 fed 96x128 has 3x4 at layer4); here the window is clipped to the map (as SCConv's pool), so such
+a map pools to one position per axis it is short on; from 7x7 up the values are the official ones, bit for bit.
 ``init="identity"`` adds one scalar shared by the three gates (see :class:`IdentityGate`).
 """
 
@@ -27,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._helpers import IdentityGate, check_init, mean_pool
+from ._helpers import ClippedAvgPool, IdentityGate, check_init, mean_pool
 from ._registry import Misfit, register_block
 
 __all__ = ["SCSA", "scsa_fits"]
@@ -37,7 +39,7 @@ GROUP_KERNEL_SIZES = (3, 5, 7, 9)
 
 def scsa_fits(channels: int, feat_size: tuple[int, int] | None = None, *, head_num: int = 1, window_size: int = 7,
               **_: object) -> Misfit | None:
-    """SCSA splits C into 4 groups and ``head_num`` heads, and pools ``window_size`` windows of the site."""
+    """SCSA splits C into 4 groups and ``head_num`` heads (its pooling window is clipped to smaller maps)."""
     if channels % 4:
         return Misfit(f"{channels} channels are not divisible by 4 (SCSA's four kernel groups)")
     if head_num < 1 or channels % head_num:
@@ -48,9 +50,6 @@ def scsa_fits(channels: int, feat_size: tuple[int, int] | None = None, *, head_n
                       "normalise single values")
     if window_size != -1 and window_size < 1:
         return Misfit(f"window_size must be -1 (global pool) or >= 1, got {window_size}", {"window_size": -1})
-    if feat_size is not None and window_size > min(feat_size):
-        return Misfit(f"the {feat_size[0]}x{feat_size[1]} feature map is smaller than the {window_size}x{window_size} "
-                      "pooling window", {"window_size": -1})
     return None
 
 
@@ -62,7 +61,8 @@ class SCSA(nn.Module):
     Args:
         channels: input and output channels; a multiple of 4 and of ``head_num``.
         head_num: attention heads of the channel self-attention (1 in the official configurations).
-        window_size: kernel and stride of the average pool before the self-attention (7); -1: a global pool.
+        window_size: kernel and stride of the average pool before the self-attention (7), clipped to smaller maps;
+            -1: a global pool.
         init: ``"paper"`` for the published block, ``"identity"`` to start as the identity function.
     """
 
@@ -78,7 +78,7 @@ class SCSA(nn.Module):
             nn.Conv1d(group, group, k, padding=k // 2, groups=group) for k in GROUP_KERNEL_SIZES)
         self.norm_h = nn.GroupNorm(4, channels)
         self.norm_w = nn.GroupNorm(4, channels)
-        self.pool = nn.AdaptiveAvgPool2d(1) if window_size == -1 else nn.AvgPool2d(window_size, stride=window_size)
+        self.pool = nn.AdaptiveAvgPool2d(1) if window_size == -1 else ClippedAvgPool(window_size)
         self.norm = nn.GroupNorm(1, channels)
         self.q, self.k, self.v = (nn.Conv2d(channels, channels, 1, groups=channels, bias=False) for _ in range(3))
         self.identity_gate = IdentityGate() if check_init(init) == "identity" else None

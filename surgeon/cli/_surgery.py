@@ -101,6 +101,8 @@ def run_rules_command(source: str, rules: Sequence[Rule] | Recipe | str, *, load
              "parameters")
     for message in result.notes:
         warn(message)
+    for message in summary.get("precision_warnings", ()):
+        warn(message)
     if as_json:
         print_json(summary)
         return result
@@ -113,6 +115,10 @@ def run_rules_command(source: str, rules: Sequence[Rule] | Recipe | str, *, load
                   f"tensors, {check['added_keys']:,} new")
     out.print(f"Output deviation on a probe batch of {shown}: max abs {check['max_abs_diff']:.3g} "
               f"(relative {check['rel_diff']:.3g}); original keys preserved: {check['keys_preserved']}")
+    if summary.get("precision"):
+        out.print("Reduced precision (relative deviation from float32, original → patched): " + ", ".join(
+            f"{row['precision']} {_deviation(row['original'])} → {_deviation(row['patched'])}"
+            for row in summary["precision"]), highlight=False)
     if check["removed_keys"]:
         removed = check["removed_keys"]
         out.print(f"Removed {len(removed)} original keys with the replaced units and modules (e.g. {removed[0]}); "
@@ -120,3 +126,8 @@ def run_rules_command(source: str, rules: Sequence[Rule] | Recipe | str, *, load
     written = f" and {result.html}" if result.html else ""
     out.print(f"Wrote {result.output}, {result.report}{written}", highlight=False)
     return result
+
+
+def _deviation(value: float | None) -> str:
+    """A relative deviation as the summary line shows it; ``None`` is a non-finite output."""
+    return "not finite" if value is None else f"{value:.3g}"

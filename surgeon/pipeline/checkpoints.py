@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import nn
 
+from .. import precision
 from ..blocks import get_block
 from ..errors import ModelForwardError, OutputExistsError, SurgeonError
 from ..io import Layout, LoadedModel, LoadOptions, adapter_named, default_output, load_state, read_model, save_model
@@ -33,7 +34,7 @@ from ..report import (
     write_reports,
 )
 from ..rules import RuleSet
-from ..tensors import default_input_shape
+from ..tensors import default_input_shape, probe_input
 from .surgery import check_model, replay, resolve, surgery
 
 __all__ = ["PatchOptions", "give_siblings_blocks", "load", "load_model", "patch", "save"]
@@ -48,7 +49,8 @@ class PatchOptions:
         load: how to load the source (see :class:`~surgeon.io.LoadOptions`).
         input_shape: probe batch shape [default: a recipe's own, else the model's declared input size].
         init: overrides the init of every insert rule.
-        profile: ``counts``, ``full`` or ``off`` (see :func:`~surgeon.report.surgery_profile`).
+        profile: ``counts``, ``full`` or ``off`` (see :func:`~surgeon.report.surgery_profile`); with ``counts`` or
+            ``full`` the report also has both models' deviation under float16 and bfloat16 (:mod:`surgeon.precision`).
         fmt: checkpoint format, ``pt`` or ``safetensors`` [default: the input's].
         dry_run: plan only: nothing is changed or written.
         force: overwrite existing outputs.
@@ -161,10 +163,20 @@ def _patch_in_memory(source: str, loaded: LoadedModel, resolved: Recipe | RuleSe
             before = model_facts(loaded.module, source, input_shape[1:])
     elif not dry_run and profile == "full":
         original = copy.deepcopy(loaded.module)  # surgery is in place; the full profile times both models
+    measured = not dry_run and profile != "off"  # reduced precision (float16/bfloat16): the original before surgery
+    if measured:
+        example = probe_input(input_shape, loaded.module)
+        with step("Running the original model in reduced precision"):
+            reduced = precision.measure(loaded.module, example)
     with step("Finding sites and rewriting"):
         result = surgery(loaded.module, resolved, input_shape=input_shape, base=loaded.spec,
                          arch_args=loaded.arch_args, dry_run=dry_run, where=source)
     summary = surgery_summary(result, source, None if dry_run else str(output))
+    if measured:
+        with step("Running the patched model in reduced precision"):
+            checked = precision.check(result.model, example, reduced, result.recipe)
+        summary["precision"] = [item.to_dict() for item in checked]
+        summary["precision_warnings"] = precision.warnings_of(checked)
     if not dry_run:
         quiet_profiler_logs()
         summary["profile"] = surgery_profile(profile, result, before=before, original=original,

@@ -289,7 +289,9 @@ def test_surgery_writes_the_profile_report_beside_the_checkpoint(tmp_path: Path,
     assert full["input"]["batch_sizes"] == [1] and full["models"][1]["latency"][0]["runs"] == 10
     assert all(row["latency_ms"] > 0 for row in full["sites"])
     assert full["delta"]["parameters"] == profile["delta"]["parameters"]
-    assert full["sites"][0].keys() == profile["sites"][0].keys() and full.keys() - profile.keys() == {"site_timing"}
+    # the full profile times both models and runs them in reduced precision, as `profile MODEL --compare` does
+    assert full["sites"][0].keys() == profile["sites"][0].keys()
+    assert full.keys() - profile.keys() == {"site_timing", "precision"}
 
     off = json.loads(_surgery(tmp_path, "off", "off").with_suffix(".report.json").read_text())
     assert off["profile"] is None and not (tmp_path / "off.report.html").exists()

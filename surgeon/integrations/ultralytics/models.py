@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from ...errors import ModelLoadError
 
-__all__ = ["NAME", "build", "is_ultralytics_model", "owns"]
+__all__ = ["NAME", "build", "is_rtdetr", "is_ultralytics_model", "owns"]
 
 NAME = "ultralytics"
 """The spec prefix (``ultralytics:yolov8n.yaml``) and the ``Layout.framework`` of Ultralytics' checkpoints."""
@@ -26,13 +27,13 @@ def build(name: str, **arch_args: Any) -> nn.Module:
     unknown = set(arch_args) - {"nc", "ch"}
     if unknown:
         raise ModelLoadError(f"ultralytics:{name}: unknown argument {sorted(unknown)[0]!r}; valid: nc, ch")
-    from ultralytics import YOLO
+    from ultralytics import RTDETR, YOLO
     from ultralytics.utils import LOGGER
 
     level = LOGGER.level
     LOGGER.setLevel(logging.WARNING)  # ClassificationModel prints its summary even with verbose=False
     try:
-        model = YOLO(name, verbose=False).model
+        model = (RTDETR(name) if is_rtdetr(name) else YOLO(name, verbose=False)).model
         if arch_args:
             rebuilt = type(model)(model.yaml, verbose=False, **arch_args)
             rebuilt.args, rebuilt.task = model.args, model.task
@@ -43,6 +44,12 @@ def build(name: str, **arch_args: Any) -> nn.Module:
     finally:
         LOGGER.setLevel(level)
     return model
+
+
+def is_rtdetr(name: str) -> bool:
+    """Whether Ultralytics builds a yaml or checkpoint with ``RTDETR`` (its own trainer, loss and validator) rather
+    than ``YOLO``: by the file's name, as the ``yolo`` command decides."""
+    return "rtdetr" in Path(name).stem.lower()
 
 
 def is_ultralytics_model(model: nn.Module) -> bool:

@@ -33,8 +33,21 @@ def reference_flops(model: nn.Module) -> ReferenceFlops | None:
                           gflops=info_gflops(model, ULTRALYTICS_IMGSZ))
 
 
+# The layers each generation stacks in its backbone, between the strided convolutions (YOLOv3's Darknet stages and
+# YOLOv6's RepVGG stages are plain Sequentials, left out: a Sequential says nothing about what it holds).
+BACKBONE_STAGES = ("C3", "C2f", "C3k2", "RepNCSPELAN4", "ELAN1", "A2C2f", "HGBlock", "ResNetLayer")
+# The pyramid pooling that closes a backbone, and the attention layers the newer generations put after it (or in
+# the neck): their own attention, which `swap --module` can replace from the inside.
+POOLING = ("SPP", "SPPF", "SPPELAN")
+ATTENTION = ("PSA", "C2PSA", "AIFI")
+INNER_ATTENTION = ("Attention", "AAttn")
+
+
 def places(model: nn.Module) -> dict[str, str]:
-    """The places people put attention in a YOLO, by site name: backbone C2f/C3k2, SPPF, P3/P4/P5 head inputs."""
+    """The places people put attention in a YOLO or RT-DETR, by site name: the backbone's stages (C3, C2f, C3k2,
+    RepNCSPELAN4, A2C2f, HGBlock), its pyramid pooling (SPP, SPPF, SPPELAN), the model's own attention layers (PSA,
+    C2PSA, AIFI) and the attention modules inside them and A2C2f (Attention, AAttn), and the P3/P4/P5 head
+    inputs."""
     layers = getattr(model, "model", None)
     cfg = getattr(model, "yaml", None)
     if not is_ultralytics_model(model) or not isinstance(layers, nn.Sequential) or not isinstance(cfg, dict):
@@ -43,10 +56,15 @@ def places(model: nn.Module) -> dict[str, str]:
     found: dict[str, str] = {}
     for index, layer in enumerate(layers):
         kind = type(layer).__name__  # a patched layer's class keeps its original name
-        if index < backbone and kind in ("C2f", "C3k2"):
+        if index < backbone and kind in BACKBONE_STAGES:
             found[f"model.{index}"] = f"backbone {kind}"
-        elif kind == "SPPF":
-            found[f"model.{index}"] = "SPPF"
+        elif kind in POOLING:
+            found[f"model.{index}"] = kind
+        elif kind in ATTENTION:
+            found[f"model.{index}"] = f"{kind} attention"
+        for name, inner in layer.named_modules(prefix=f"model.{index}"):
+            if type(inner).__name__ in INNER_ATTENTION:  # what `swap --module Attention` (or AAttn) replaces
+                found[name] = f"{type(inner).__name__} in {kind}"
     sources = getattr(layers[-1], "f", None)
     if isinstance(sources, list) and len(sources) == 3:  # a detection-style head reads P3, P4, P5, finest first
         for level, source in enumerate(sources):

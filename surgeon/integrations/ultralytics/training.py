@@ -47,7 +47,8 @@ __all__ = ["CHECKED_VERSIONS", "MODEL_CLASSES", "YAML_KEY", "UltralyticsHookErro
 YAML_KEY = "attn_surgeon"
 # Ultralytics releases whose model construction the hook was read against and tested with, as (major, minor).
 CHECKED_VERSIONS = ((8, 3), (8, 4))
-MODEL_CLASSES = ("DetectionModel", "SegmentationModel", "PoseModel", "OBBModel", "ClassificationModel")
+MODEL_CLASSES = ("DetectionModel", "SegmentationModel", "PoseModel", "OBBModel", "ClassificationModel",
+                 "RTDETRDetectionModel")
 _UNCHECKED_ENV = "ATTN_SURGEON_ULTRALYTICS_UNCHECKED"
 _WRAPPED = "__attn_surgeon_wraps__"
 _LOCK = threading.Lock()

@@ -248,19 +248,26 @@ def _holds_meta(value: object) -> bool:
 
 @contextmanager
 def _restore_meta_attributes(model: nn.Module) -> Iterator[None]:
-    """Undo attribute assignments that leave a meta tensor in a module (a lazily built cache, a lazy buffer)."""
+    """Undo attribute assignments that leave a meta tensor in a module (a lazily built cache, a lazy buffer).
+
+    Where one does, every attribute the module assigned in that forward is undone with it: a cache's key goes with
+    its values (RT-DETR's decoder keeps the feature-map ``shapes`` its meta ``anchors`` were built for).
+    """
     saved = [(module, dict(module.__dict__), dict(module._buffers)) for module in model.modules()]
     try:
         yield
     finally:
         for module, attributes, buffers in saved:
-            for current, before in ((module.__dict__, attributes), (module._buffers, buffers)):
-                for key in [key for key, value in current.items() if before.get(key) is not value]:
-                    if key != "_modules" and _holds_meta(current[key]):
-                        if key in before:
-                            current[key] = before[key]
-                        else:
-                            del current[key]
+            changes = [(current, before, key) for current, before in ((module.__dict__, attributes),
+                                                                      (module._buffers, buffers))
+                       for key, value in current.items() if key != "_modules" and before.get(key) is not value]
+            if not any(_holds_meta(current[key]) for current, _, key in changes):
+                continue
+            for current, before, key in changes:
+                if key in before:
+                    current[key] = before[key]
+                else:
+                    del current[key]
 
 
 def count_ops(model: nn.Module, inputs: tuple[Tensor, ...] | Tensor, *, execution: str = "auto") -> CountResult:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ... import precision
 from ...recipe import Recipe, recipe_of, versions
 from ...tensors import (
     DEFAULT_INPUT_SHAPE,
@@ -181,6 +182,10 @@ def profile_models(model: nn.Module, other: nn.Module | None = None, *, input_sh
                             for entry in report["delta"]["latency"] if entry["unstable"]]
         with step("Measuring the output deviation"):
             report["deviation"] = output_deviation_entry(model, other, input_shape, adopted, names)
+        with step("Running both models in reduced precision"):  # issue 25: float16/bfloat16 safety
+            checked = precision.compare(model, other, probe_input(input_shape, model), recipe_of(other))
+        report["precision"] = [result.to_dict() for result in checked]
+        report["notes"] += [precision.summary_line(checked), *precision.warnings_of(checked)] if checked else []
     patched_index = 1 if other is not None and facts[1].recipe is not None else 0
     block_times = None
     if runs > 0 and facts[patched_index].recipe is not None:
