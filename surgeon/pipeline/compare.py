@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .. import precision
 from ..blocks import check_init, list_blocks
 from ..errors import ModelForwardError, SurgeonError
 from ..exportable import CHECKS, OK, check_exports
@@ -36,6 +37,7 @@ from ..profile import (
     quiet_profiler_logs,
 )
 from ..profile.comparison import (
+    COMPARE_CONVENTIONS,
     SORT_KEYS,
     CompareRow,
     Comparison,
@@ -60,37 +62,6 @@ EXPORT_SCOPES = ("blocks", "model", "off")
 Progress = Callable[[int, int, str], None]
 """Told ``(candidates done, candidates in all, what runs now)`` as the comparison goes (the CLI draws a bar)."""
 Observer = Callable[[nn.Module], None]
-
-CONVENTIONS_TEXT = {
-    "counts": "per image: one forward pass at batch size 1 in eval mode, counted at dispatch level, exactly as "
-              "`attn-surgeon profile` counts (element-wise, pooling and normalisation work included).",
-    "latency": "per batch size, {warmup} untimed then at least {runs} timed rounds; a round is one pass of the "
-               "reference model and one of the candidate, back to back (reference, candidate, reference, "
-               "candidate, ...), so machine noise hits both alike. Ratio: median over rounds of candidate ÷ "
-               "reference in the same round, with its 95% interval (bootstrap over rounds, scipy.stats); rounds go "
-               "on until that interval is within ±{target}% or the candidate's {max_time} s are spent. A ratio "
-               "whose interval is wider than ±5%, or an add-only candidate (blocks inserted, nothing swapped) "
-               "measured faster than the reference beyond noise, is flagged unstable. Spread: 10th-90th percentile "
-               "of the per-round ratios. eval: a forward in eval mode under "
-               "torch.inference_mode; train: one training step (train-mode forward, the outputs' sum as loss, "
-               "backward, no optimizer step; BatchNorm statistics and gradients restored afterwards). {threads}; "
-               "CPU timed with time.perf_counter, CUDA with CUDA events.",
-    "memory": "the most bytes one pass (eval forward, or training step) allocates beyond what was allocated before "
-              "it: activations, workspaces, outputs (and gradients for a training step); not weights or inputs. CPU: "
-              "the torch profiler's record of PyTorch's allocator; CUDA: torch.cuda.max_memory_allocated.",
-    "deviation": "largest absolute difference of the patched model's outputs from the reference's on the probe "
-                 "batch, right after insertion (init {init}: 0 means the blocks start as the identity); relative: "
-                 "divided by the reference output's largest magnitude.",
-    "exports": {"blocks": "each distinct inserted block (same block, options and input shape) is checked alone, on "
-                          "a batch of its site's input shape, not the whole patched model: onnx (exported with "
-                          "torch.onnx's dynamo exporter and run in onnxruntime), torchscript (torch.jit.trace, "
-                          "saved and reloaded), torch.export (exported, saved and reloaded), torch.compile "
-                          "(graph breaks found by torch._dynamo.explain). A block that fails names where it sat.",
-                "model": "the whole patched model is checked: onnx (exported with torch.onnx's dynamo exporter and "
-                         "run in onnxruntime), torchscript (torch.jit.trace, saved and reloaded), torch.export "
-                         "(exported, saved and reloaded), torch.compile (graph breaks by torch._dynamo.explain).",
-                "off": "not checked (--exports off)."},
-}
 
 
 def _placement(after: str, position: str | None, stage: str | int | None, stride: int | None) -> str:
@@ -223,12 +194,12 @@ def _comparison(options: CompareOptions, context: _Context, reference: Reference
                    "machine": machine_name(device), "device": str(device),
                    "threads": timing.threads or torch.get_num_threads(), "cpu_count": os.cpu_count(),
                    "load_average": load}
-    conventions = {key: value for key, value in CONVENTIONS_TEXT.items() if key != "exports"}
+    conventions = {key: value for key, value in COMPARE_CONVENTIONS.items() if key != "exports"}
     conventions["latency"] = conventions["latency"].format(
         warmup=timing.warmup, runs=timing.runs, target=f"{100 * timing.target:g}", max_time=f"{timing.max_time:g}",
         threads=f"{environment['threads']} intra-op CPU threads")
     conventions["deviation"] = conventions["deviation"].format(init=options.init)
-    conventions["exports"] = CONVENTIONS_TEXT["exports"][options.exports]
+    conventions["exports"] = COMPARE_CONVENTIONS["exports"][options.exports]
     conventions["flops"] = CONVENTIONS
     notes = [] if first is not None or timing.runs == 0 else ["Peak memory was not measured."]
     if timing.runs == 0:
@@ -262,11 +233,13 @@ class _Context:
         self.timing, self.exports = timing, exports
         self.observe = observe or (lambda module: None)
         self.facts: ModelFacts | None = None  # set by count_reference, before anything else
+        self.reduced: dict[str, float] = {}  # the reference's float16/bfloat16 deviations, likewise
         self.memory: dict[tuple[int, str], int | None] = {}
 
     def count_reference(self) -> None:
         """Sizes and counts of the reference; raises :class:`ModelForwardError` if it refuses the probe."""
         self.facts = model_facts(self.model, self.name, self.shape[1:])
+        self.reduced = precision.measure(self.model, probe_input(self.shape, self.model))
 
     def reference(self) -> Reference:
         """The reference's figures, with its peak memory per batch size and mode (what candidates are held to)."""
@@ -310,6 +283,8 @@ class _Context:
         row.sites = len(result.rewrite.inserted)
         verification = result.verification
         row.deviation = {"max_abs": verification.max_abs_diff, "relative": verification.rel_diff}
+        checked = precision.check(patched, probe_input(self.shape, self.model), self.reduced, result.recipe)
+        row.notes += precision.warnings_of(checked)  # a block that overflows in float16/bfloat16, named
         if self.exports == "blocks":
             row.exports = _block_exports(patched, result.rewrite.inserted)
         elif self.exports == "model":

@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from .jsonsafe import json_safe
-from .measure.latency import LatencyResult, _percentile
 from .measure.intervals import MIN_PRECISE_ROUNDS, instability, median_interval, relative_half_width
+from .measure.latency import LatencyResult, _percentile
 
 __all__ = [
+    "COMPARE_CONVENTIONS",
     "COMPARE_SCHEMA",
     "COMPARE_SCHEMA_VERSION",
     "SORT_KEYS",
@@ -47,6 +48,40 @@ SORT_KEYS: dict[str, str] = {
     "name": "candidate name",
 }
 """``--sort`` keys and what each sorts by (ascending: cheapest first; rows that could not be measured go last)."""
+
+
+COMPARE_CONVENTIONS: dict[str, Any] = {
+    "counts": "per image: one forward pass at batch size 1 in eval mode, counted at dispatch level, exactly as "
+              "`attn-surgeon profile` counts (element-wise, pooling and normalisation work included).",
+    "latency": "per batch size, {warmup} untimed then at least {runs} timed rounds; a round is one pass of the "
+               "reference model and one of the candidate, back to back (reference, candidate, reference, "
+               "candidate, ...), so machine noise hits both alike. Ratio: median over rounds of candidate ÷ "
+               "reference in the same round, with its 95% interval (bootstrap over rounds, scipy.stats); rounds go "
+               "on until that interval is within ±{target}% or the candidate's {max_time} s are spent. A ratio "
+               "whose interval is wider than ±5%, or an add-only candidate (blocks inserted, nothing swapped) "
+               "measured faster than the reference beyond noise, is flagged unstable. Spread: 10th-90th percentile "
+               "of the per-round ratios. eval: a forward in eval mode under "
+               "torch.inference_mode; train: one training step (train-mode forward, the outputs' sum as loss, "
+               "backward, no optimizer step; BatchNorm statistics and gradients restored afterwards). {threads}; "
+               "CPU timed with time.perf_counter, CUDA with CUDA events.",
+    "memory": "the most bytes one pass (eval forward, or training step) allocates beyond what was allocated before "
+              "it: activations, workspaces, outputs (and gradients for a training step); not weights or inputs. CPU: "
+              "the torch profiler's record of PyTorch's allocator; CUDA: torch.cuda.max_memory_allocated.",
+    "deviation": "largest absolute difference of the patched model's outputs from the reference's on the probe "
+                 "batch, right after insertion (init {init}: 0 means the blocks start as the identity); relative: "
+                 "divided by the reference output's largest magnitude.",
+    "exports": {"blocks": "each distinct inserted block (same block, options and input shape) is checked alone, on "
+                          "a batch of its site's input shape, not the whole patched model: onnx (exported with "
+                          "torch.onnx's dynamo exporter and run in onnxruntime), torchscript (torch.jit.trace, "
+                          "saved and reloaded), torch.export (exported, saved and reloaded), torch.compile "
+                          "(graph breaks found by torch._dynamo.explain). A block that fails names where it sat.",
+                "model": "the whole patched model is checked: onnx (exported with torch.onnx's dynamo exporter and "
+                         "run in onnxruntime), torchscript (torch.jit.trace, saved and reloaded), torch.export "
+                         "(exported, saved and reloaded), torch.compile (graph breaks by torch._dynamo.explain).",
+                "off": "not checked (--exports off)."},
+}
+"""How each figure of a comparison is obtained, as its JSON's ``conventions`` states it (``{...}`` filled in by
+:func:`surgeon.compare` with the setting; ``exports`` by export scope)."""
 
 
 @dataclass

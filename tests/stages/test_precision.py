@@ -98,3 +98,12 @@ def test_profile_reports_both_models_in_reduced_precision(tmp_path) -> None:
     assert any(note.startswith("Reduced precision (relative deviation from float32") for note in report["notes"])
     assert any(note.startswith("float16 on cpu: the patched model's output is not finite") for note in report["notes"])
 
+
+
+def test_compare_notes_a_block_that_overflows() -> None:
+    options = surgeon.CompareOptions(blocks=["eca", OVERFLOWS], after="layer3.1", position="after", input_shape=SHAPE,
+                                     latency=surgeon.LatencyOptions(runs=0), exports="off", trust_code=True)
+    rows = {row.name: row for row in surgeon.compare(torchvision.models.resnet18(), options).rows}
+    assert not any("float16" in note for note in rows["eca"].notes)
+    assert any(note.startswith("float16 on cpu: the patched model's output is not finite") and "layer3.1" in note
+               for note in rows[OVERFLOWS].notes)
