@@ -25,7 +25,7 @@ from _timing import configure_threads, machine_line
 import surgeon
 from surgeon.blocks import list_blocks
 from surgeon.pipeline import insert_rule, run_surgery, swap_rule
-from surgeon.profile import profile_models
+from surgeon.profile import LatencyOptions, profile_models
 
 SHAPE = (1, 3, 224, 224)
 SWAP_SITES = {"scbottleneck": "layer*.*.conv1"}  # its two units: conv1 and conv2
@@ -43,8 +43,8 @@ def patch(model: torch.nn.Module, name: str, shape: tuple[int, ...]) -> torch.nn
 
 def row(name: str, model: torch.nn.Module, shape: tuple[int, ...], runs: int, threads: int) -> tuple[str, set[str]]:
     patched = patch(model, name, shape)
-    report = profile_models(model, patched, input_shape=shape, runs=runs, warmup=2, threads=threads,
-                            names=("resnet50", name))
+    timing = LatencyOptions(runs=runs, warmup=2, threads=threads)
+    report = profile_models(model, patched, input_shape=shape, latency=timing, names=("resnet50", name))
     before, after = report["models"]
     latency = report["delta"]["latency"][0]["ratio"] if runs else float("nan")
     where = "3x3 unit" if name in ("sk", "scconv") else "conv1+conv2" if name in SWAP_SITES else "residual"
@@ -57,7 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     names = [info.name for info in list_blocks() if info.builtin]
     parser.add_argument("--blocks", nargs="+", default=names, choices=names)
-    parser.add_argument("--runs", type=int, default=9, help="timed passes per model (0: counts only)")
+    parser.add_argument("--runs", type=int, default=9, help="timed rounds at least (0: counts only); more until the ratio is known to ±2%% or 10 s are spent")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--shape", default="x".join(map(str, SHAPE)), help="NxCxHxW of the probe batch")
     args = parser.parse_args()
@@ -69,7 +69,7 @@ def main() -> None:
     base = sum(p.numel() for p in model.parameters())
     print(machine_line())
     print(f"torchvision resnet50 ({base:,} parameters), input {args.shape}, init=paper, default options; latency: "
-          f"{args.runs} interleaved runs at batch {shape[0]}, {args.threads} thread(s), patched/original medians")
+          f"at least {args.runs} interleaved rounds at batch {shape[0]}, {args.threads} thread(s), patched/original medians")
     print()
     print("| block | where (each of the 16 bottlenecks) | parameters | GFLOPs (x ResNet-50) | latency ratio |")
     print("|---|---|---:|---:|---:|")

@@ -7,6 +7,7 @@ weights; the trained checkpoints keep their blocks; the arguments arrive as ``yo
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import socket
 from pathlib import Path
@@ -17,8 +18,9 @@ import torch
 
 import surgeon
 from examples.yolo.tiny_dataset import write_detect_dataset
-from surgeon.io import build_arch
 from surgeon.errors import SurgeonError
+from surgeon.io import build_arch
+from tests._util import run_cli
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="ultralytics not installed")
 
@@ -178,3 +180,25 @@ def test_a_model_of_another_framework_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(SurgeonError, match="the ultralytics trainer trains Ultralytics models; this is a Linear"):
         train(torch.nn.Linear(2, 2), seed=0, workdir=tmp_path, args={"data": "d.yaml"})
+
+
+def test_ablate_trains_each_arm_through_the_adapter(work: Path, args: dict[str, str], tmp_path: Path) -> None:
+    """``attn-surgeon ablate`` on a YOLO spec: Ultralytics' trainer by default (the framework adapter's ``train``),
+    every trial in its own process, the compared metric mAP50-95, Ultralytics' GFLOPs beside ours, blocks kept."""
+    experiment = tmp_path / "ablate"
+    train_args = " ".join(f"{key}={value}" for key, value in args.items())
+    result = run_cli("ablate", "ultralytics:yolov8n.yaml", "--blocks", "cbam", "--after", "SPPF", "--seeds", "2",
+                     "--input-shape", "1,3,64,64", "--train-args", train_args, "-o", experiment)
+    assert result.exit_code == 0, result.output
+    results = json.loads((experiment / "results.json").read_text())
+    arms = {arm["name"]: arm for arm in results["arms"]}
+    assert list(arms) == ["baseline", "cbam"] and results["trainer"] == "ultralytics"
+    for arm in arms.values():
+        assert [trial["status"] for trial in arm["trials"]] == ["done", "done"], arm["trials"]
+        assert all("metrics/mAP50-95(B)" in trial["metrics"] for trial in arm["trials"])
+        assert arm["gflops_framework"] is not None
+    assert arms["cbam"]["params"] > arms["baseline"]["params"]
+    trained = sorted((experiment / "trials" / "cbam" / "seed-0").rglob("weights/last.pt"))
+    assert len(trained) == 1, trained
+    checkpoint = torch.load(trained[0], map_location="cpu", weights_only=False)
+    assert any(key.startswith(BLOCK) for key in checkpoint["model"].state_dict())
