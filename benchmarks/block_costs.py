@@ -57,7 +57,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     names = [info.name for info in list_blocks() if info.builtin]
     parser.add_argument("--blocks", nargs="+", default=names, choices=names)
-    parser.add_argument("--runs", type=int, default=9, help="timed rounds at least (0: counts only); more until the ratio is known to ±2%% or 10 s are spent")
+    parser.add_argument("--runs", type=int, default=9,
+                        help="timed rounds at least (0: counts only); more until the ratio is known to ±2%% or 10 s "
+                             "are spent")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--shape", default="x".join(map(str, SHAPE)), help="NxCxHxW of the probe batch")
     args = parser.parse_args()
@@ -69,7 +71,8 @@ def main() -> None:
     base = sum(p.numel() for p in model.parameters())
     print(machine_line())
     print(f"torchvision resnet50 ({base:,} parameters), input {args.shape}, init=paper, default options; latency: "
-          f"at least {args.runs} interleaved rounds at batch {shape[0]}, {args.threads} thread(s), patched/original medians")
+          f"at least {args.runs} interleaved rounds at batch {shape[0]}, {args.threads} thread(s), "
+          "patched/original medians")
     print()
     print("| block | where (each of the 16 bottlenecks) | parameters | GFLOPs (x ResNet-50) | latency ratio |")
     print("|---|---|---:|---:|---:|")
