@@ -1,18 +1,18 @@
 """An ablation's ``results.json`` rendered for people: Markdown and LaTeX tables, CSV, and an HTML page.
 
-Every format starts from one summary (:func:`.summary.summary_table`): arms as rows with the compared metric's mean ± standard
-deviation over seeds, the difference to the baseline paired by seed with its 95% confidence interval, the
-Holm-adjusted p-value, the verdict, parameters, FLOPs (and the framework's own GFLOPs where it reports them), the
-mean wall time of a trial and how many trials finished. Its cells are plain text with typographic symbols (``±``,
-``−``, ``Δ``, ``↑``) that each format translates: LaTeX gets math-mode symbols and escaped user strings (booktabs
-rules), Markdown escapes what would start markup, HTML escapes everything. A partial experiment renders too: it says
-how many trials finished, and the verdicts it withholds say why.
+Every format starts from one summary (:func:`.summary.summary_table`): arms as rows with the compared metric's mean ±
+standard deviation over seeds, the difference to the baseline paired by seed with its 95% confidence interval, the
+Holm-adjusted p-value, the verdict, parameters, FLOPs (and the framework's own GFLOPs where it reports them), the mean
+wall time of a trial and how many trials finished. Its cells are plain text with typographic symbols (``±``, ``−``,
+``Δ``, ``↑``) that each format translates: LaTeX gets math-mode symbols and escaped user strings (booktabs rules),
+Markdown escapes what would start markup, HTML escapes everything. A partial experiment renders too: it says how many
+trials finished, and the verdicts it withholds say why.
 
-CSV is one row per trial (tidy: what pandas, R or a spreadsheet filter), its arm's figures repeated on each row:
-``arm, kind, seed, status, seconds, error``, then one column per metric any trial reported (the compared one first), then
-``params, flops, gflops_framework, arm_mean, arm_std, mean_diff, ci95_low, ci95_high, p, p_holm, verdict``. Numbers
-are written in full precision; an absent one is an empty cell. A text cell that a spreadsheet would run as a
-formula (``=``, ``+``, ``-``, ``@`` first) is prefixed with ``'``.
+CSV is one row per trial (tidy: what pandas, R or a spreadsheet filter), its arm's figures repeated on each row: ``arm,
+kind, seed, status, seconds, error``, then one column per metric any trial reported (the compared one first), then
+``params, flops, gflops_framework, arm_mean, arm_std, mean_diff, ci95_low, ci95_high, p, p_holm, verdict``. Numbers are
+written in full precision; an absent one is an empty cell. A text cell that a spreadsheet would run as a formula (``=``,
+``+``, ``-``, ``@`` first) is prefixed with ``'``.
 """
 
 from __future__ import annotations

@@ -16,8 +16,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from scipy import stats
-
 __all__ = ["ALPHA", "MODES", "Paired", "Verdict", "holm", "mean_std", "paired", "verdict"]
 
 ALPHA = 0.05
@@ -58,6 +56,8 @@ class Verdict:
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     """The mean and the sample standard deviation (``ddof=1``) of ``values``; ``None`` where undefined."""
+    from scipy import stats  # scipy only when figures are computed: `import surgeon` stays fast
+
     if not values:
         return None, None
     mean = math.fsum(values) / len(values)
@@ -72,6 +72,8 @@ def paired(arm: Sequence[float], baseline: Sequence[float]) -> Paired | None:
     Raises:
         ValueError: the sequences differ in length.
     """
+    from scipy import stats  # scipy only when figures are computed: `import surgeon` stays fast
+
     if len(arm) != len(baseline):
         raise ValueError(f"paired samples differ in length: {len(arm)} and {len(baseline)}")
     n = len(arm)

@@ -18,7 +18,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from click.testing import CliRunner
 from torch import nn
 
 from surgeon.blocks import create_block, get_block
@@ -27,10 +26,9 @@ from surgeon.blocks.ema import EfficientMultiScaleAttention, ema_fits
 from surgeon.blocks.mlca import MixedLocalChannelAttention, adaptive_pool_matrix
 from surgeon.blocks.sa import ShuffleAttention, sa_fits
 from surgeon.blocks.scsa import SCSA, scsa_fits
-from surgeon.cli import cli
 from surgeon.errors import BlockError
 from surgeon.pipeline.surgery import insert_rule, run_surgery
-from tests._util import num_params
+from tests._util import num_params, run_cli
 
 NEW_BLOCKS = ["ema", "scsa", "mlca", "sa", "ela"]
 
@@ -298,8 +296,8 @@ def test_ported_ops_export_with_dynamic_batch_and_size(name: str, args: dict, dy
 
 def test_sites_marks_which_sites_a_block_fits() -> None:
     def fits(*settings: str) -> dict[str, str]:
-        result = CliRunner().invoke(cli, ["sites", "torchvision:resnet18", "--kind", "block", "--input-shape",
-                                          "1,3,64,64", "--block", "sa", *settings, "--json"])
+        result = run_cli("sites", "torchvision:resnet18", "--kind", "block", "--input-shape",
+                         "1,3,64,64", "--block", "sa", *settings, "--json")
         assert result.exit_code == 0, result.output
         return {site["name"]: site["fits"] for site in json.loads(result.stdout)["sites"]}
 

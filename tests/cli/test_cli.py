@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from click.testing import CliRunner
 
 from surgeon.cli import cli
 from tests._util import file_digest
@@ -65,7 +64,7 @@ def test_help_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.Monkey
                 args += [] if "--dry-run" in args else ["--dry-run"]
             elif command in ("insert", "swap", "apply", "sites", "export") and "--input-shape" not in args:
                 args += ["--input-shape", "1,3,64,64"]
-            result = CliRunner().invoke(cli, args)
+            result = run(*args)
             assert result.exit_code == 0, (args, result.output)
 
 

@@ -8,12 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
-from surgeon.cli import cli
 from surgeon.cli import sites as sites_command
 from surgeon.cli._console import _Console
-from tests._util import REPO
+from tests._util import REPO, run_cli
 from tests.fixtures.sized_models import LONG_NAMES
 
 MODEL = "tests.fixtures.sized_models:long_names"
@@ -35,7 +33,7 @@ def test_a_pipe_gets_every_name_whole() -> None:
 
 
 def test_click_runner_output_has_every_name_whole() -> None:
-    result = CliRunner().invoke(cli, list(SITES))
+    result = run_cli(*SITES)
     assert result.exit_code == 0, result.output
     assert "…" not in result.stdout
     assert all(f"│ {name} " in result.stdout for name in LONG_NAMES)
@@ -45,7 +43,7 @@ def test_click_runner_output_has_every_name_whole() -> None:
 def test_a_terminal_gets_a_table_that_fits_with_names_folded(width: int, monkeypatch: pytest.MonkeyPatch) -> None:
     console = _Console(file=io.StringIO(), force_terminal=True, width=width, color_system=None)
     monkeypatch.setattr(sites_command, "out", console)
-    result = CliRunner().invoke(cli, list(SITES))
+    result = run_cli(*SITES)
     assert result.exit_code == 0, result.output
     text = console.file.getvalue()
     assert max(map(len, text.splitlines())) <= width and "…" not in text

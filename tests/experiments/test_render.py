@@ -214,8 +214,8 @@ def test_page_has_the_table_the_charts_and_says_it_is_partial(page: Path, partia
     table = summary_table(partial)
     assert all(f"<td class=\"l\">{row[0]}</td>" in html for row in table.rows)
     assert '<td class="l verdict-better">better</td>' in html
-    assert "<td class=l>eca</td><td>2</td><td class=l>failed</td><td>–</td><td>62 s</td><td class=l>RuntimeError: CUDA " \
-           "out of memory</td>" in html  # the trials, with why one failed
+    assert ("<td class=l>eca</td><td>2</td><td class=l>failed</td><td>–</td><td>62 s</td>"
+            "<td class=l>RuntimeError: CUDA out of memory</td>") in html  # the trials, with why one failed
     charts = [attrs for tag, attrs in _elements(html) if tag == "svg"]
     # the metric against FLOPs, then one chart per recorded column but the epoch
     assert [attrs["aria-label"] for attrs in charts] == [METRIC, "train/box_loss", METRIC]

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 import surgeon
 from surgeon.errors import CheckpointError, ModelLoadError, OutputExistsError
@@ -22,9 +21,8 @@ from surgeon.pipeline import load_model
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402  (after the skip: safetensors comes with transformers here)
 
-from surgeon.cli import cli  # noqa: E402
 from surgeon.integrations.transformers import CONFIG_KEY, MissingBlocksError, surgeon_callback  # noqa: E402
-from tests._util import REPO
+from tests._util import REPO, run_cli
 
 SMALL_RESNET = {"depths": [1, 1, 1, 1], "hidden_sizes": [32, 64, 128, 256], "embedding_size": 16, "num_labels": 3}
 SHAPE = (1, 3, 64, 64)
@@ -219,14 +217,14 @@ def test_trainer_refuses_to_resume_a_patched_checkpoint_into_a_model_without_the
 
 
 def test_cli_writes_a_model_directory_beside_the_input(base_dir: Path) -> None:
-    result = CliRunner().invoke(cli, ["insert", str(base_dir), "--block", "eca", "--profile", "off"])
+    result = run_cli("insert", str(base_dir), "--block", "eca", "--profile", "off")
     assert result.exit_code == 0, result.output
     out = base_dir.with_name("base_eca")
     assert (out / "config.json").is_file() and (out / "preprocessor_config.json").is_file()
     assert base_dir.with_name("base_eca.report.json").is_file()
     assert sum(name.endswith(".eca_residual") for name, _ in surgeon.load(out).named_modules()) == 4
-    result = CliRunner().invoke(cli, ["insert", str(base_dir), "--block", "eca", "--format", "pt", "-o",
-                                       str(base_dir.with_name("x.pt"))])
+    result = run_cli("insert", str(base_dir), "--block", "eca", "--format", "pt", "-o",
+                     str(base_dir.with_name("x.pt")))
     assert result.exit_code == 1
     assert ("a model of transformers is saved in that framework's own layout; --format pt does not apply"
             in result.output)

@@ -21,17 +21,15 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 import surgeon
 from examples.yolo.tiny_dataset import write_classify_dataset, write_detect_dataset
-from surgeon.cli import cli as main
 from surgeon.errors import CheckpointError, ModelLoadError
 from surgeon.integrations import ultralytics as integration
 from surgeon.integrations.ultralytics import training as hook
 from surgeon.io import LoadOptions, build_arch, read_model
 from surgeon.pipeline import load_model
-from tests._util import REPO
+from tests._util import REPO, run_cli
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="ultralytics not installed")
 
@@ -134,8 +132,8 @@ def plain(workdir: Path) -> Path:
 @pytest.fixture(scope="module")
 def patched(workdir: Path, plain: Path) -> tuple[Path, str]:
     out = workdir / "yolov8n_cbam.pt"
-    result = CliRunner().invoke(main, ["apply", str(plain), "yolo_backbone_cbam", "--trust-pickle",
-                                       "--input-shape", PROBE, "--profile", "off", "-o", str(out)])
+    result = run_cli("apply", str(plain), "yolo_backbone_cbam", "--trust-pickle",
+                     "--input-shape", PROBE, "--profile", "off", "-o", str(out))
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -195,7 +193,7 @@ def test_specs_build_from_ultralytics_yaml(spec: str, cls: str, places: dict[str
 
 
 def test_sites_names_the_yolo_places() -> None:
-    result = CliRunner().invoke(main, ["sites", "ultralytics:yolov8n.yaml", "--input-shape", PROBE, "--json"])
+    result = run_cli("sites", "ultralytics:yolov8n.yaml", "--input-shape", PROBE, "--json")
     assert result.exit_code == 0, result.output
     places = {site["name"]: site["place"] for site in json.loads(result.output)["sites"] if site["place"]}
     assert places == {"model.2": "backbone C2f", "model.4": "backbone C2f", "model.6": "backbone C2f",
@@ -217,7 +215,7 @@ def test_checkpoint_is_named_and_needs_trust_pickle(plain: Path) -> None:
     load_model(plain, LoadOptions(trust_pickle=True))
     with pytest.raises(CheckpointError, match=r"is an Ultralytics checkpoint: .* Pass --trust-pickle"):
         load_model(plain)
-    result = CliRunner().invoke(main, ["insert", str(plain), "--block", "cbam", "--after", "C2f"])
+    result = run_cli("insert", str(plain), "--block", "cbam", "--after", "C2f")
     assert result.exit_code == 1
     assert f"{plain}: is an Ultralytics checkpoint" in result.output
 
@@ -292,9 +290,9 @@ def test_output_is_an_ultralytics_checkpoint(patched: tuple[Path, str], plain: P
 
 
 def test_format_does_not_apply_to_an_ultralytics_checkpoint(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["insert", "ultralytics:yolov8n.yaml", "--block", "se", "--after", "SPPF",
-                                       "--input-shape", PROBE, "--profile", "off", "--format", "safetensors",
-                                       "-o", str(tmp_path / "out.safetensors")])
+    result = run_cli("insert", "ultralytics:yolov8n.yaml", "--block", "se", "--after", "SPPF",
+                     "--input-shape", PROBE, "--profile", "off", "--format", "safetensors",
+                     "-o", str(tmp_path / "out.safetensors"))
     assert result.exit_code == 1
     assert ("a model of ultralytics is saved in that framework's own layout; --format safetensors does not apply"
             in result.output)
@@ -611,8 +609,8 @@ def test_classification_training_keeps_blocks(workdir: Path) -> None:
     from ultralytics import YOLO
 
     out = workdir / "cls_cbam.pt"
-    result = CliRunner().invoke(main, ["apply", "ultralytics:yolov8n-cls.yaml", "yolo_c2f_cbam", "--input-shape",
-                                       "1,3,32,32", "--profile", "off", "-o", str(out)])
+    result = run_cli("apply", "ultralytics:yolov8n-cls.yaml", "yolo_c2f_cbam", "--input-shape",
+                     "1,3,32,32", "--profile", "off", "-o", str(out))
     assert result.exit_code == 0, result.output
     root = write_classify_dataset(workdir / "cls", classes=3)
     YOLO(out).train(data=str(root), project=str(workdir / "runs"), name="cls", **TRAIN)
@@ -623,8 +621,8 @@ def test_classification_training_keeps_blocks(workdir: Path) -> None:
 def test_profile_states_gflops_as_model_info_does(patched: tuple[Path, str]) -> None:
     from ultralytics import YOLO
 
-    result = CliRunner().invoke(main, ["profile", "ultralytics:yolov8n.yaml", "--compare", str(patched[0]),
-                                       "--trust-pickle", "--runs", "0", "--input-shape", PROBE, "--json"])
+    result = run_cli("profile", "ultralytics:yolov8n.yaml", "--compare", str(patched[0]),
+                     "--trust-pickle", "--runs", "0", "--input-shape", PROBE, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     reported = YOLO(patched[0]).info()[3]  # (layers, parameters, gradients, GFLOPs) at 640, as it prints them

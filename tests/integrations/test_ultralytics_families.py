@@ -45,13 +45,14 @@ GENERATIONS = [
     ("yolov6n.yaml", "DetectionModel", "SPPF", {"model.9": "SPPF", "model.19": "P3 head input"}),
     ("yolov8n.yaml", "DetectionModel", "bottleneck", {"model.2": "backbone C2f", "model.21": "P5 head input"}),
     ("yolov9t.yaml", "DetectionModel", "SPPELAN", {"model.4": "backbone RepNCSPELAN4", "model.9": "SPPELAN"}),
-    ("yolov10n.yaml", "DetectionModel", "bottleneck", {"model.10": "PSA attention", "model.10.attn": "Attention in PSA"}),
+    ("yolov10n.yaml", "DetectionModel", "bottleneck",
+     {"model.10": "PSA attention", "model.10.attn": "Attention in PSA"}),
     ("yolo11n.yaml", "DetectionModel", "SPPF", {"model.10.m.0.attn": "Attention in C2PSA"}),
     ("yolo12n.yaml", "DetectionModel", "model.6", {"model.6": "backbone A2C2f", "model.6.m.0.0.attn": "AAttn in A2C2f",
                                                    "model.14": "P3 head input"}),
     ("yolo26n.yaml", "DetectionModel", "SPPF", {"model.9": "SPPF", "model.10": "C2PSA attention"}),
-    ("rtdetr-l.yaml", "RTDETRDetectionModel", "bottleneck", {"model.1": "backbone HGBlock", "model.11": "AIFI attention",
-                                                             "model.27": "P5 head input"}),
+    ("rtdetr-l.yaml", "RTDETRDetectionModel", "bottleneck",
+     {"model.1": "backbone HGBlock", "model.11": "AIFI attention", "model.27": "P5 head input"}),
 ]
 # One model of each other task: (spec, task, where the CBAM goes)
 TASKS = [("yolo26n-seg.yaml", "segment", "SPPF"), ("yolo11n-pose.yaml", "pose", "SPPF"),
@@ -222,7 +223,8 @@ def test_swapped_attention_trains(workdir: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("spec", "cls", "block"), [("yolo12n.yaml", "AAttn", "scsa"), ("rtdetr-l.yaml", "AIFI", "ema")])
+@pytest.mark.parametrize(("spec", "cls", "block"),
+                         [("yolo12n.yaml", "AAttn", "scsa"), ("rtdetr-l.yaml", "AIFI", "ema")])
 def test_swapped_attention_trains_in_yolo12_and_rtdetr(workdir: Path, spec: str, cls: str, block: str) -> None:
     patched = _patch(workdir, spec, "swap", "--module", cls, "--with", block)
     run = _train(workdir, spec, patched, "detect", f"swap-{cls}")

@@ -19,8 +19,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import surgeon
-from surgeon.io import LoadOptions, atomic_write, read_checkpoint, save_model
 from surgeon.errors import CheckpointError, ModelLoadError, OutputExistsError
+from surgeon.io import LoadOptions, atomic_write, read_checkpoint, save_model
 from surgeon.pipeline import give_siblings_blocks, load_model
 from tests._util import build, file_digest, randomize_norm_stats
 

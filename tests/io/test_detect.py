@@ -9,9 +9,9 @@ import timm
 import torch
 import torchvision
 
+from surgeon.errors import ModelLoadError
 from surgeon.io.detect import SignatureCache, detect_arch
 from surgeon.io.layouts import common_prefixes, fit_prefix
-from surgeon.errors import ModelLoadError
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,8 @@ import json
 
 import torch
 import torchvision
-from click.testing import CliRunner
 
-from surgeon.cli import cli
+from tests._util import run_cli
 
 
 def test_same_command_same_bits(tmp_path) -> None:
@@ -19,8 +18,8 @@ def test_same_command_same_bits(tmp_path) -> None:
     for run in ("a", "b"):
         torch.manual_seed(1234 if run == "a" else 99)  # global RNG state must not leak into the result
         out = tmp_path / f"{run}.pt"
-        result = CliRunner().invoke(cli, ["insert", str(source), "--arch", "torchvision:resnet18", "--block", "cbam",
-                                          "--init", "paper", "-o", str(out), "--input-shape", "1,3,32,32"])
+        result = run_cli("insert", str(source), "--arch", "torchvision:resnet18", "--block", "cbam",
+                         "--init", "paper", "-o", str(out), "--input-shape", "1,3,32,32")
         assert result.exit_code == 0, result.output
         report = json.loads((tmp_path / f"{run}.report.json").read_text())
         report.pop("output")

@@ -15,12 +15,12 @@ import torch
 from click.testing import CliRunner
 
 import surgeon
-from surgeon.io import build_arch
 from surgeon.cli import cli
 from surgeon.cli.export import export
 from surgeon.errors import OutputExistsError, SurgeonError
 from surgeon.export import _deviation_at as deviation_at
 from surgeon.export import other_size, write_python_package
+from surgeon.io import build_arch
 from surgeon.python_package import run_package
 from tests._util import build, randomize_norm_stats
 

@@ -13,16 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 from torch import nn
 
 import surgeon
 from surgeon.blocks import create_block
-from surgeon.cli import cli
 from surgeon.errors import BlockError, RewriteError, SelectorError
 from surgeon.pipeline import insert_rule, run_surgery, swap_rule
 from surgeon.report import surgery_summary
-from tests._util import build
+from tests._util import build, run_cli
 
 SHAPE = (1, 3, 64, 64)
 
@@ -189,8 +187,8 @@ def test_a_block_inside_a_module_being_replaced_is_refused() -> None:
 
 def test_cli_swap_module_reports_the_removed_keys(tmp_path: Path) -> None:
     out = tmp_path / "mbv3_mlca.pt"
-    result = CliRunner().invoke(cli, ["swap", "torchvision:mobilenet_v3_small", "--module", "SqueezeExcitation",
-                                      "--with", "mlca", "--input-shape", "1,3,64,64", "-o", str(out)])
+    result = run_cli("swap", "torchvision:mobilenet_v3_small", "--module", "SqueezeExcitation",
+                     "--with", "mlca", "--input-shape", "1,3,64,64", "-o", str(out))
     assert result.exit_code == 0, result.output
     assert ("Removed 36 original keys with the replaced units and modules (e.g. features.1.block.1.fc1.bias); the "
             "recipe lists them under each step's removed_keys") in " ".join(result.stdout.split())

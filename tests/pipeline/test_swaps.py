@@ -5,18 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from click.testing import CliRunner
 
 import surgeon
-from surgeon.cli import cli
 from surgeon.match import Rule, parse_site_spec
+from tests._util import run_cli
 
 
 @pytest.mark.parametrize("block", ["scconv", "sk"])
 def test_swap_cli_forward_backward_save_load(tmp_path, block: str) -> None:
     out = tmp_path / f"r50_{block}.pt"
-    result = CliRunner().invoke(cli, ["swap", "torchvision:resnet50", "--conv", "3x3", "--stride", "1", "--with",
-                                      block, "-o", str(out), "--input-shape", "1,3,64,64", "--json"])
+    result = run_cli("swap", "torchvision:resnet50", "--conv", "3x3", "--stride", "1", "--with",
+                     block, "-o", str(out), "--input-shape", "1,3,64,64", "--json")
     assert result.exit_code == 0, result.output
     model = surgeon.load(out)
     assert type(model.layer1[0].conv2).__name__ == {"scconv": "SCConv", "sk": "SelectiveKernel"}[block]
@@ -58,7 +57,7 @@ def test_scbottleneck_reproduces_scnet50_parameter_count() -> None:
 
 
 def test_insert_block_refused_by_swap() -> None:
-    result = CliRunner().invoke(cli, ["swap", "torchvision:resnet18", "--with", "eca"])
+    result = run_cli("swap", "torchvision:resnet18", "--with", "eca")
     assert result.exit_code == 1
     assert result.stderr.strip() == ("error: 'eca' is an insert block; swap takes a swap block (scconv, sk, ...) — "
                                      "use `attn-surgeon insert --block eca` to insert it, or `--module CLASS` to put "

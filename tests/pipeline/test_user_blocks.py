@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from click.testing import CliRunner
 from torch import nn
 
 import surgeon
 from surgeon.blocks import _registry
-from surgeon.cli import cli
 from surgeon.errors import BlockError
+from tests._util import run_cli
 
 
 def test_register_block_decorator_makes_a_block_insertable() -> None:
@@ -34,9 +33,9 @@ def test_register_block_decorator_makes_a_block_insertable() -> None:
 
 
 def test_import_form_from_the_command_line(tmp_path) -> None:
-    result = CliRunner().invoke(cli, ["insert", "torchvision:resnet18", "--block",
-                                      "tests.fixtures.user_blocks:ScaledIdentity", "--input-shape", "1,3,32,32",
-                                      "-o", str(tmp_path / "out.pt"), "--json"])
+    result = run_cli("insert", "torchvision:resnet18", "--block",
+                     "tests.fixtures.user_blocks:ScaledIdentity", "--input-shape", "1,3,32,32",
+                     "-o", str(tmp_path / "out.pt"), "--json")
     assert result.exit_code == 0, result.output
     state = torch.load(tmp_path / "out.pt", weights_only=True)
     assert "layer1.0.scaledidentity_residual.scale" in state

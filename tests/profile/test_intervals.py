@@ -10,7 +10,6 @@ import pytest
 
 from surgeon.profile.comparison import ratio_timing
 from surgeon.profile.measure import intervals
-from surgeon.profile.measure.latency import LatencyResult
 from surgeon.profile.measure.intervals import (
     LatencyOptions,
     busy_warning,
@@ -20,6 +19,7 @@ from surgeon.profile.measure.intervals import (
     relative_half_width,
     time_rounds,
 )
+from surgeon.profile.measure.latency import LatencyResult
 
 
 class FakeClock:

@@ -6,9 +6,9 @@ them (:mod:`.profiling`)."""
 from __future__ import annotations
 
 from .counting import CONVENTIONS, CountResult, count_ops
+from .intervals import LatencyOptions
 from .latency import LatencyResult, compare_latency, machine_name, measure_latency
 from .memory import peak_memory, quiet_profiler_logs
-from .intervals import LatencyOptions
 from .profiling import (
                         SCHEMA_VERSION,
                         ModelFacts,

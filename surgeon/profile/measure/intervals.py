@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 __all__ = ["CONFIDENCE", "MAX_ROUNDS", "MIN_PRECISE_ROUNDS", "UNSTABLE_WIDTH", "LatencyOptions", "Rounds",
            "busy_warning", "instability", "load_average", "median_interval", "ratio_interval", "relative_half_width",
@@ -87,6 +86,8 @@ def median_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> 
 
     Fewer than three values give no interval to speak of: ``(min, max)`` is returned, and an empty input gives NaNs.
     """
+    from scipy import stats  # scipy only when figures are computed: `import surgeon` stays fast
+
     data = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
     if data.size == 0:
         return math.nan, math.nan
@@ -107,6 +108,8 @@ def ratio_interval(before: Sequence[float], after: Sequence[float],
 
     ``before[i]`` and ``after[i]`` were timed in the same round, so rounds are resampled whole (deterministic).
     """
+    from scipy import stats  # scipy only when figures are computed: `import surgeon` stays fast
+
     pairs = np.asarray([(b, a) for b, a in zip(before, after, strict=True) if b > 0 and math.isfinite(a)], dtype=float)
     if len(pairs) < 3:
         ratios = pairs[:, 1] / pairs[:, 0] if len(pairs) else np.asarray([math.nan])

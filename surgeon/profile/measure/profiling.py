@@ -32,9 +32,9 @@ from .attribution import SITE_TIMING_METHOD, time_blocks
 from .counting import CONVENTIONS, CountResult, count_ops
 from .deviation import deviation_entry, output_deviation_entry
 from .framework_flops import add_framework_flops
+from .intervals import LatencyOptions, busy_warning, instability, load_average, ratio_interval
 from .latency import LatencyResult, compare_latency, machine_name, measure_latency
 from .memory import peak_memory
-from .intervals import LatencyOptions, busy_warning, instability, load_average, ratio_interval
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -12,12 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from html import escape
+from typing import TYPE_CHECKING
 
-from ..charts import Point, scatter_svg
 from ..comparison import COMPARE_SCHEMA_VERSION, SORT_KEYS, Comparison
 from .compare_table import compare_table, export_footnotes, setting_line
 from .format import TableData
 from .page import html_table, page
+
+if TYPE_CHECKING:
+    from ..charts import Point
 
 __all__ = ["render_compare_html", "scatter_chart"]
 
@@ -26,6 +29,8 @@ _AXES = {"parameters": "parameters added (% of the reference)", "flops": "FLOPs 
 
 
 def _points(comparison: Comparison, axis: str) -> list[Point]:
+    from ..charts import Point  # matplotlib only when a page is drawn: `import surgeon` stays fast
+
     reference = comparison.reference
     total = reference.parameters if axis == "parameters" else reference.flops
     points = [Point(f"{comparison.model} (reference)", 0.0, 1.0, kind="reference")]
@@ -44,6 +49,8 @@ def _points(comparison: Comparison, axis: str) -> list[Point]:
 def scatter_chart(comparison: Comparison, axis: str) -> str:
     """Eval latency ratio (y, with its 95% interval) against ``parameters`` or ``flops`` added, in percent (x),
     in a ``<figure data-chart="parameters|flops">``; a short note when nothing was timed."""
+    from ..charts import scatter_svg
+
     points = _points(comparison, axis)
     if len(points) == 1:
         return (f'<figure class="chart" data-chart="{axis}"><p class=note>Nothing timed (runs 0, or no row '

@@ -6,7 +6,6 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from ..charts import Point, scatter_svg
 from .format import (
     deviation_line,
     latency_rows,
@@ -53,6 +52,8 @@ def render_html(report: dict[str, Any]) -> str:
 
 def latency_chart(report: dict[str, Any]) -> str:
     """Median pass (y, with its 95% interval) against batch size (x), one point per model and batch size."""
+    from ..charts import Point, scatter_svg  # matplotlib only when a page is drawn: `import surgeon` stays fast
+
     labels = model_labels(report)
     points = []
     for row in latency_rows(report):
@@ -71,6 +72,8 @@ def latency_chart(report: dict[str, Any]) -> str:
 
 def sites_chart(report: dict[str, Any]) -> str:
     """Each inserted block's FLOPs per image (x) against its time alone (y), or its parameters when not timed."""
+    from ..charts import Point, scatter_svg  # matplotlib only when a page is drawn: `import surgeon` stays fast
+
     rows = [row for row in report["sites"] if row["flops"] is not None]
     if not rows:
         return ""
