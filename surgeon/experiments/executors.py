@@ -89,6 +89,25 @@ def _remote_trial(spec: dict[str, Any]) -> TrialRecord:
     return run_trial(TrialSpec(**spec), capture=True)
 
 
+def _start_local_ray(ray: Any, cpus: int | None) -> None:
+    """A Ray for this run whose workers import what the driver imports (the user's trainer, this package).
+
+    A local Ray's workers inherit the environment of the process that starts it, so the driver's path goes into
+    ``PYTHONPATH`` for the start alone. (A ``runtime_env`` would say the same, but makes Ray start every worker in a
+    pool of its own instead of the ones it starts with: seconds per trial on a small machine.)
+    """
+    path = os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = path
+    try:
+        ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
 class RayExecutor(Executor):
     """Trials as Ray tasks, on a local Ray started for the run (stopped by :meth:`close`) or an existing cluster.
 
@@ -113,10 +132,7 @@ class RayExecutor(Executor):
                 if execution.ray_address:
                     ray.init(address=execution.ray_address, logging_level="ERROR", log_to_driver=False)
                 else:
-                    # the trials import what the driver imports (the user's trainer, this package) from its path
-                    path = os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p)
-                    ray.init(num_cpus=execution.ray_cpus, include_dashboard=False, logging_level="ERROR",
-                             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+                    _start_local_ray(ray, execution.ray_cpus)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = execution.ray_address or "a local Ray"
                 raise SurgeonError(f"cannot start or reach {where}: {str(exc).splitlines()[0]}") from None
