@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -36,10 +37,12 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int, lr: float,
-          batch_size: int = 64, weight_decay: float = 5e-4, seed: int = 0, log: bool = True) -> list[float]:
+          batch_size: int = 64, weight_decay: float = 5e-4, seed: int = 0, log: bool = True,
+          after_epoch: Callable[[int, float], None] | None = None) -> list[float]:
     """SGD with momentum and a cosine schedule; returns the mean training loss of each epoch.
 
-    The shuffling uses its own generator, so the order of batches depends on ``seed`` only.
+    The shuffling uses its own generator, so the order of batches depends on ``seed`` only. ``after_epoch(epoch,
+    mean_loss)`` is called after each epoch (1-based), e.g. to evaluate; the model is back in train mode after it.
     """
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
     steps_per_epoch = math.ceil(len(images) / batch_size)
@@ -62,5 +65,8 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch
         losses.append(total / len(images))
         if log:
             print(f"  epoch {epoch + 1}/{epochs}  train loss {losses[-1]:.4f}")
+        if after_epoch is not None:
+            after_epoch(epoch + 1, losses[-1])
+            model.train()
     model.eval()
     return losses

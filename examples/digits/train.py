@@ -24,6 +24,7 @@ from torch import nn
 
 from .data import load_split
 from .engine import evaluate
+from .engine import train as fit
 
 __all__ = ["EPOCHS", "train"]
 
@@ -53,33 +54,20 @@ def train(model: nn.Module, *, seed: int, workdir: Path, epochs: int = EPOCHS) -
 
 def _train(model: nn.Module, seed: int, workdir: Path, epochs: int) -> dict[str, float]:
     data = load_split()
-    images, labels = data.train_images, data.train_labels
-    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    steps = epochs * math.ceil(len(images) / BATCH_SIZE)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LEARNING_RATE, total_steps=steps,
-                                                   pct_start=0.15, anneal_strategy="cos")
-    generator = torch.Generator().manual_seed(seed)
     workdir.mkdir(parents=True, exist_ok=True)
-    accuracy = loss = math.nan
+    scores = {"accuracy": math.nan, "loss": math.nan}
     with (workdir / "results.csv").open("w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(["epoch", "train_loss", "test_accuracy", "test_loss"])
-        for epoch in range(1, epochs + 1):
-            model.train()
-            order = torch.randperm(len(images), generator=generator)
-            total = 0.0
-            for start in range(0, len(images), BATCH_SIZE):
-                batch = order[start:start + BATCH_SIZE]
-                batch_loss = F.cross_entropy(model(images[batch]), labels[batch])
-                optimizer.zero_grad(set_to_none=True)
-                batch_loss.backward()
-                optimizer.step()
-                schedule.step()
-                total += batch_loss.item() * len(batch)
+
+        def after_epoch(epoch: int, train_loss: float) -> None:
             accuracy, logits = evaluate(model, data.test_images, data.test_labels)
-            loss = F.cross_entropy(logits, data.test_labels).item()
-            writer.writerow([epoch, f"{total / len(images):.6f}", f"{accuracy:.6f}", f"{loss:.6f}"])
+            scores.update(accuracy=accuracy, loss=F.cross_entropy(logits, data.test_labels).item())
+            writer.writerow([epoch, f"{train_loss:.6f}", f"{accuracy:.6f}", f"{scores['loss']:.6f}"])
             file.flush()
-            print(f"epoch {epoch}/{epochs}  train loss {total / len(images):.4f}  test accuracy {accuracy:.2%}  "
-                  f"test loss {loss:.4f}")
-    return {"accuracy": accuracy, "loss": loss}
+            print(f"epoch {epoch}/{epochs}  train loss {train_loss:.4f}  test accuracy {accuracy:.2%}  "
+                  f"test loss {scores['loss']:.4f}")
+
+        fit(model, data.train_images, data.train_labels, epochs=epochs, lr=LEARNING_RATE, batch_size=BATCH_SIZE,
+            seed=seed, log=False, after_epoch=after_epoch)
+    return scores
