@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,19 @@ def render_in_chromium(page: Path, work: Path, height: int = 3600) -> dict:
     shot = work / "page.png"
     log = call(f"--window-size=1280,{height}", f"--screenshot={shot}")
     return {"dom": dom.stdout, "log": dom.stderr + log.stderr, "screenshot": shot}
+
+
+class _StartTags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements: list[tuple[str, dict[str, str]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, {key: value or "" for key, value in attrs}))
+
+
+def html_elements(markup: str) -> list[tuple[str, dict[str, str]]]:
+    """Every start tag of ``markup`` with its attributes, in document order."""
+    parser = _StartTags()
+    parser.feed(markup)
+    return parser.elements

@@ -7,7 +7,6 @@ import csv
 import io
 import itertools
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 
 from surgeon.experiments.render import FORMATS, latex_escape, render_results
 from surgeon.experiments.summary import decimals, summary_table
-from tests._util import render_in_chromium
+from tests._util import html_elements, render_in_chromium
 from tests.experiments._results import BASELINE_REASON, HOSTILE, METRIC, results
 
 
@@ -175,20 +174,6 @@ def test_unknown_format_names_the_valid_ones(complete: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------------------- HTML
 
 
-class _Elements(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.elements: list[tuple[str, dict[str, str]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.elements.append((tag, {key: value or "" for key, value in attrs}))
-
-
-def _elements(markup: str) -> list[tuple[str, dict[str, str]]]:
-    parser = _Elements()
-    parser.feed(markup)
-    return parser.elements
-
 
 @pytest.fixture
 def page(partial: dict[str, Any], tmp_path: Path) -> Path:
@@ -201,7 +186,7 @@ def test_page_is_self_contained(page: Path) -> None:
     html = page.read_text()
     html = re.sub(r'xmlns(:xlink)?="http://www\.w3\.org/[\w/]+"', "", html)  # a namespace name is not a request
     assert not re.search(r"https?:|//[\w.-]+/|\bsrc\s*=|@import|url\((?!#)", html, re.IGNORECASE)
-    elements = _elements(html)
+    elements = html_elements(html)
     assert not {tag for tag, _ in elements} & {"script", "link", "img", "iframe", "object", "embed", "base"}
     assert all(not key.startswith("on") for _, attrs in elements for key in attrs)
     csp = [attrs["content"] for tag, attrs in elements if attrs.get("http-equiv") == "Content-Security-Policy"]
@@ -216,10 +201,10 @@ def test_page_has_the_table_the_charts_and_says_it_is_partial(page: Path, partia
     assert '<td class="l verdict-better">better</td>' in html
     assert ("<td class=l>eca</td><td>2</td><td class=l>failed</td><td>–</td><td>62 s</td>"
             "<td class=l>RuntimeError: CUDA out of memory</td>") in html  # the trials, with why one failed
-    charts = [attrs for tag, attrs in _elements(html) if tag == "svg"]
+    charts = [attrs for tag, attrs in html_elements(html) if tag == "svg"]
     # the metric against FLOPs, then one chart per recorded column but the epoch
     assert [attrs["aria-label"] for attrs in charts] == [METRIC, "train/box_loss", METRIC]
-    ids = [attrs["id"] for _, attrs in _elements(html) if "id" in attrs]
+    ids = [attrs["id"] for _, attrs in html_elements(html) if "id" in attrs]
     assert len(ids) == len(set(ids))  # charts share the page without id clashes
 
 
@@ -299,7 +284,7 @@ def test_page_escapes_every_user_string(complete: dict[str, Any]) -> None:
         for trial in arm["trials"]:
             trial["metrics"]["<b>acc</b>"] = trial["metrics"][METRIC]
     html = render_results(complete, "html")
-    assert not {"img", "script", "iframe"} & {tag for tag, _ in _elements(html)}
+    assert not {"img", "script", "iframe"} & {tag for tag, _ in html_elements(html)}
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;iframe srcdoc=x&gt;" in html
     assert "<b>acc</b>" not in html and "&lt;b&gt;acc&lt;/b&gt;" in html
 
@@ -310,7 +295,7 @@ def test_page_escapes_every_user_string(complete: dict[str, Any]) -> None:
 @pytest.mark.browser
 def test_browser_builds_every_chart_and_blocks_nothing(page: Path, tmp_path: Path) -> None:
     shown = render_in_chromium(page, tmp_path / "chromium")
-    charts = [attrs for tag, attrs in _elements(shown["dom"]) if tag == "svg"]
+    charts = [attrs for tag, attrs in html_elements(shown["dom"]) if tag == "svg"]
     assert len(charts) == 3 and all(attrs.get("role") == "img" for attrs in charts)
     assert "Content Security Policy" not in shown["log"]
     from surgeon.profile.charts import label_boxes

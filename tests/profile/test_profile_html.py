@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import surgeon
 from surgeon.profile import LatencyOptions, profile_models
 from surgeon.profile.charts import KINDS, label_boxes
 from surgeon.profile.render.profile_page import render_html
-from tests._util import render_in_chromium
+from tests._util import html_elements, render_in_chromium
 
 BATCH_SIZES = (1, 2, 4)
 
@@ -37,22 +36,6 @@ def page(report: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path.write_text(render_html(report), encoding="utf-8")
     return path
 
-
-class _Elements(HTMLParser):
-    """Every start tag with its attributes, in document order."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.elements: list[tuple[str, dict[str, str]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.elements.append((tag, {key: value or "" for key, value in attrs}))
-
-
-def _elements(markup: str) -> list[tuple[str, dict[str, str]]]:
-    parser = _Elements()
-    parser.feed(markup)
-    return parser.elements
 
 
 def _points(elements: list[tuple[str, dict[str, str]]]) -> dict[str, list[dict[str, str]]]:
@@ -87,10 +70,11 @@ def _assert_labels_apart(markup: str) -> None:
 def test_page_is_self_contained(page: Path) -> None:
     html = page.read_text()
     assert not re.search(r"https?:|//[\w.-]+/|\bsrc\s*=|@import|url\((?!#)", html, re.IGNORECASE)
-    tags = {tag for tag, _ in _elements(html)}
+    tags = {tag for tag, _ in html_elements(html)}
     assert not tags & {"script", "link", "img", "iframe", "object", "embed", "video", "audio", "source", "base"}
-    assert all(not key.startswith("on") for _, attrs in _elements(html) for key in attrs)  # no inline handlers
-    csp = [attrs["content"] for tag, attrs in _elements(html) if attrs.get("http-equiv") == "Content-Security-Policy"]
+    assert all(not key.startswith("on") for _, attrs in html_elements(html) for key in attrs)  # no inline handlers
+    csp = [attrs["content"] for _, attrs in html_elements(html)
+           if attrs.get("http-equiv") == "Content-Security-Policy"]
     assert csp == ["default-src 'none'; style-src 'unsafe-inline'; img-src data:"]
 
 
@@ -104,7 +88,7 @@ def test_report_strings_are_escaped(report: dict) -> None:
 
 
 def test_charts_have_one_point_per_figure(report: dict, page: Path) -> None:
-    points = _points(_elements(page.read_text()))
+    points = _points(html_elements(page.read_text()))
     assert sorted(points) == ["latency", "sites"]
     assert len(points["latency"]) == 2 * len(BATCH_SIZES)
     assert [p["data-kind"] for p in points["latency"]] == ["reference", "candidate"] * len(BATCH_SIZES)
@@ -139,7 +123,7 @@ def chromium(page: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.mark.browser
 def test_browser_builds_every_point_and_blocks_nothing(chromium: dict, report: dict) -> None:
-    points = _points(_elements(chromium["dom"]))
+    points = _points(html_elements(chromium["dom"]))
     assert len(points["latency"]) == 2 * len(BATCH_SIZES) and len(points["sites"]) == len(report["sites"])
     _assert_labels_apart(chromium["dom"])  # the boxes the DOM Chromium built still carry no overlap
     assert "Content Security Policy" not in chromium["log"]  # the page asked for nothing the policy refuses
