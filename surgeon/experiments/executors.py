@@ -1,9 +1,10 @@
 """Where trials run: one at a time in fresh local processes (the default), or as Ray tasks.
 
-An executor only runs trials and hands back their records; it writes nothing of the store. Each trial starts in a
-process of its own, so no state of one trial (threads, deterministic flags, imported modules, a leaked CUDA
-context) reaches the next: a local trial is ``python -m surgeon.experiments.worker``, a Ray trial a task of a
-worker that runs one task and exits (``max_calls=1``).
+An executor only runs trials and hands back their records; it writes nothing of the store. Every trial, on either
+executor, is a process of its own, ``python -m surgeon.experiments.worker``, so no state of one trial (threads,
+deterministic flags, imported modules, a leaked CUDA context) reaches the next, and both executors run a trial
+the same way. A Ray task starts that process from a Ray worker that lives on across trials: the worker's own start
+(importing Ray, joining the cluster) is paid once per worker, not once per trial.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ..errors import SurgeonError
 from .options import Execution
-from .trial import MODEL_FILE, RECORD_FILE, TrialRecord, TrialSpec, run_trial
+from .trial import MODEL_FILE, RECORD_FILE, TrialRecord, TrialSpec
 
-__all__ = ["Executor", "LocalExecutor", "RayExecutor", "make_executor"]
+__all__ = ["Executor", "LocalExecutor", "RayExecutor", "make_executor", "run_in_process"]
 
 Started = Callable[[TrialSpec], None]
 RAY_MISSING = 'the ray executor needs Ray: pip install "attn-surgeon[ray]"'
@@ -41,7 +42,7 @@ class Executor(ABC):
     def close(self) -> None:
         """Release what the executor started (a local Ray)."""
 
-    def __enter__(self) -> Executor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -49,7 +50,7 @@ class Executor(ABC):
 
 
 class LocalExecutor(Executor):
-    """One trial at a time, each in a fresh ``python -m surgeon.experiments.worker`` process.
+    """One trial at a time, each in a fresh ``python -m surgeon.experiments.worker`` process (:func:`run_in_process`).
 
     The process inherits this one's environment and working directory (so ``--trainer my_pkg.train:fit`` imports
     as it would here); its stdout and stderr, C libraries' output included, become the trial's log.
@@ -61,32 +62,40 @@ class LocalExecutor(Executor):
     def run(self, trials: Sequence[TrialSpec], started: Started) -> Iterator[tuple[TrialSpec, TrialRecord]]:
         for trial in trials:
             started(trial)
-            yield trial, self._run_one(trial)
+            yield trial, run_in_process(trial, self.scratch)
 
-    def _run_one(self, trial: TrialSpec) -> TrialRecord:
-        self.scratch.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.scratch) as folder, tempfile.TemporaryFile("w+b") as log:
-            out = Path(folder)
-            spec_path = out / "spec.json"
-            spec_path.write_text(json.dumps(trial.to_dict()), encoding="utf-8")
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            command = [sys.executable, "-m", "surgeon.experiments.worker", str(spec_path), str(out)]
-            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False).returncode
-            log.seek(0)
-            text = log.read().decode("utf-8", errors="replace")
-            record_path = out / RECORD_FILE
-            if not record_path.is_file():  # the process died (killed, out of memory) before it could say so
-                return TrialRecord("failed", error=f"the trial's process exited with status {code} and no record",
-                                   log=text)
-            data = json.loads(record_path.read_text(encoding="utf-8"))
-            model = out / MODEL_FILE
-            return TrialRecord(data["status"], data["metrics"], data["seconds"], data["error"], text, data["curves"],
-                               model.read_bytes() if model.is_file() else None)
+
+def run_in_process(trial: TrialSpec, scratch: Path) -> TrialRecord:
+    """Run ``trial`` in a new ``python -m surgeon.experiments.worker`` process and read back its record.
+
+    The process inherits this process's environment (``CUDA_VISIBLE_DEVICES`` as Ray set it for a task, the path)
+    and working directory; its stdout and stderr become the record's log. It hands its record over in a temporary
+    directory under ``scratch``, removed afterwards. A process that dies without a record (killed, out of memory)
+    gives a ``failed`` record with its exit status.
+    """
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as folder, tempfile.TemporaryFile("w+b") as log:
+        out = Path(folder)
+        spec_path = out / "spec.json"
+        spec_path.write_text(json.dumps(trial.to_dict()), encoding="utf-8")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        command = [sys.executable, "-m", "surgeon.experiments.worker", str(spec_path), str(out), str(os.getpid())]
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False).returncode
+        log.seek(0)
+        text = log.read().decode("utf-8", errors="replace")
+        record_path = out / RECORD_FILE
+        if not record_path.is_file():  # the process died (killed, out of memory) before it could say so
+            return TrialRecord("failed", error=f"the trial's process exited with status {code} and no record", log=text)
+        data = json.loads(record_path.read_text(encoding="utf-8"))
+        model = out / MODEL_FILE
+        return TrialRecord(data["status"], data["metrics"], data["seconds"], data["error"], text, data["curves"],
+                           model.read_bytes() if model.is_file() else None)
 
 
 def _remote_trial(spec: dict[str, Any]) -> TrialRecord:
-    """A Ray task's body: one trial, its output captured into the record."""
-    return run_trial(TrialSpec(**spec), capture=True)
+    """A Ray task's body: one trial in a process of its own, on the worker's machine; the record goes back through
+    Ray's object store."""
+    return run_in_process(TrialSpec(**spec), Path(tempfile.gettempdir()))
 
 
 def _start_local_ray(ray: Any, cpus: int | None) -> None:
@@ -111,10 +120,12 @@ def _start_local_ray(ray: Any, cpus: int | None) -> None:
 class RayExecutor(Executor):
     """Trials as Ray tasks, on a local Ray started for the run (stopped by :meth:`close`) or an existing cluster.
 
-    Each task asks for ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs, runs in a worker that exits after it
-    (``max_calls=1``: a fresh process per trial) and is retried ``max_retries`` times if its worker dies. The
-    records come back through Ray's object store; workers need no shared filesystem for results (the trainer's own
-    output stays in its workdir on the worker's machine).
+    Each task asks for ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs and runs its trial in a process of its
+    own (:func:`run_in_process`, which sees the GPUs Ray gave the task); the Ray worker that starts it lives on to
+    start the next (the trial's process, not the worker, holds the GPU, so ``max_calls`` stays unlimited for GPU
+    tasks too). A task whose worker dies is retried ``max_retries`` times. The records come back through Ray's
+    object store; workers need no shared filesystem for results (the trainer's own output stays in its workdir on
+    the worker's machine).
 
     Raises:
         SurgeonError: Ray is not installed, or the cluster cannot be reached.
@@ -139,7 +150,7 @@ class RayExecutor(Executor):
             self.started_here = True
         cpus = execution.cpus_per_trial
         self.remote = ray.remote(num_cpus=cpus, num_gpus=execution.gpus_per_trial, max_retries=execution.max_retries,
-                                 max_calls=1)(_remote_trial)
+                                 max_calls=0)(_remote_trial)
         total = int(ray.cluster_resources().get("CPU", cpus))
         self.parallel = max(1, total // cpus)
 

@@ -1,17 +1,15 @@
 """One trial: build the arm's model, seed everything, call the trainer once, and hand back a record.
 
-:func:`run_trial` runs inside the executor's process (a fresh local process, or a Ray worker). It writes nothing of
-the experiment's store: what the trainer writes goes to its ``workdir``, and everything the driver records — the
-status, the metrics, the time, the log, the curves the trainer wrote to ``workdir/results.csv``, the trained model
-— comes back in the :class:`TrialRecord`.
+:func:`run_trial` runs in the trial's own process (``python -m surgeon.experiments.worker``, which either executor
+starts). It writes nothing of the experiment's store: what the trainer writes goes to its ``workdir``, and everything
+the driver records — the status, the metrics, the time, the log, the curves the trainer wrote to
+``workdir/results.csv``, the trained model — comes back in the :class:`TrialRecord`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import importlib
-import io
 import math
 import random
 import sys
@@ -203,28 +201,20 @@ def _run(spec: TrialSpec) -> TrialRecord:
     return record
 
 
-def run_trial(spec: TrialSpec, *, capture: bool = False) -> TrialRecord:
+def run_trial(spec: TrialSpec) -> TrialRecord:
     """Run one trial; never raises for what the trial does (a failure is a record with its traceback).
 
-    Args:
-        spec: the trial.
-        capture: collect what Python prints to stdout and stderr into the record's log (a Ray worker); a local
-            worker process leaves it to its parent, which reads the process's own output.
+    It runs in the trial's own process (``python -m surgeon.experiments.worker``), whose parent reads what it prints
+    as the trial's log; a failure's traceback is printed there too.
     """
     started = time.perf_counter()
-    buffer = io.StringIO()
-    with contextlib.ExitStack() as stack:
-        if capture:
-            stack.enter_context(contextlib.redirect_stdout(buffer))
-            stack.enter_context(contextlib.redirect_stderr(buffer))
-        try:
-            record = _run(spec)
-        except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            text = traceback.format_exc()
-            print(text, file=sys.stderr, end="")
-            record = TrialRecord("failed", error=text)
+    try:
+        record = _run(spec)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        text = traceback.format_exc()
+        print(text, file=sys.stderr, end="")
+        record = TrialRecord("failed", error=text)
     record.seconds = time.perf_counter() - started
-    record.log = buffer.getvalue()
     return record

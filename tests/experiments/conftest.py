@@ -44,6 +44,11 @@ def fit(model, *, seed, workdir):
     return {"score": -losses[-1], "loss": losses[-1]}
 
 
+def visible(model, *, seed, workdir):
+    """The GPU indices this trial's process was given, as CUDA_VISIBLE_DEVICES says (-1: unset)."""
+    return {"cuda_visible": float(os.environ.get("CUDA_VISIBLE_DEVICES") or -1), "pid": float(os.getpid())}
+
+
 def flaky(model, *, seed, workdir):
     _count(seed)
     if seed == 1:
@@ -59,7 +64,7 @@ DIGITS = ("examples.digits.model:build", "--input-shape", "1,1,16,16")
 
 @pytest.fixture
 def trainers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``ablate_trainers:fit`` and ``:flaky`` importable here and in the trials' processes; returns the
+    """``ablate_trainers:fit``, ``:visible`` and ``:flaky`` importable here and in the trials' processes; returns the
     directory where ``fit`` and ``flaky`` leave one file per call."""
     code = tmp_path / "code"
     code.mkdir()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,7 @@ def _table(results: dict) -> list:
 
 @pytest.mark.slow  # a local Ray starts in 10-20 s, and the four trials run again: about a minute on 2 cores
 def test_ray_gives_the_same_table_as_the_local_executor(tmp_path: Path, trainers: Path) -> None:
+    """Each trial runs in a process of its own on either executor (the Ray workers live on; the trials do not)."""
     pytest.importorskip("ray")
     common = {"blocks": ("eca",), "seeds": (0, 1), "trainer": "ablate_trainers:fit",
               "loading": Loading(input_shape=(1, 1, 16, 16))}
@@ -58,6 +61,34 @@ def test_ray_gives_the_same_table_as_the_local_executor(tmp_path: Path, trainers
     on_ray = ablate(DIGITS[0], AblateOptions(tmp_path / "ray", **common, execution=Execution("ray", ray_cpus=2)))
     assert local.complete and on_ray.complete
     assert _table(on_ray.results) == _table(local.results)
+    processes = {path.name.split("-")[1] for path in trainers.iterdir()}
+    assert len(processes) == 8, sorted(path.name for path in trainers.iterdir())  # 4 trials on each side
+    assert "trained seed 1" in (tmp_path / "ray/trials/eca/seed-1/log.txt").read_text()  # the trial's output
     import ray
 
     assert not ray.is_initialized()  # the Ray started for the run is stopped after it
+
+
+@pytest.fixture
+def ray_with_a_gpu() -> Iterator[None]:
+    """A local Ray that says it has one GPU (none is needed: Ray only hands out its index), stopped afterwards."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow  # a local Ray starts in 5-20 s
+def test_a_ray_trial_sees_the_gpu_ray_gave_its_task(tmp_path: Path, trainers: Path, ray_with_a_gpu: None) -> None:
+    """The trial runs in a process the Ray task starts, which inherits the CUDA_VISIBLE_DEVICES Ray set for the
+    task."""
+    options = AblateOptions(tmp_path / "exp", seeds=(0,), trainer="ablate_trainers:visible",
+                            loading=Loading(input_shape=(1, 1, 16, 16)),
+                            execution=Execution("ray", gpus_per_trial=1))
+    result = ablate(DIGITS[0], options)
+    assert result.complete
+    (trial,) = result.results["arms"][0]["trials"]
+    assert trial["metrics"]["cuda_visible"] == 0.0
+    assert trial["metrics"]["pid"] != os.getpid()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from surgeon.errors import ExperimentError
 from surgeon.experiments import AblateOptions, Loading, ablate
-from tests._util import run_cli
+from tests._util import REPO, run_cli
 
 from .conftest import DIGITS, calls_by_seed
 
@@ -84,9 +87,37 @@ def test_the_trainer_is_required_for_a_plain_model(tmp_path: Path) -> None:
 
 def test_without_ray_the_ray_executor_says_how_to_install_it(tmp_path: Path, trainers: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # `import ray` raises ImportError
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     result = run_cli("ablate", *DIGITS, "--seeds", "2", "--trainer", "ablate_trainers:fit", "--executor", "ray",
                      "-o", tmp_path / "exp")
     assert result.exit_code == 1
     assert result.stderr.strip() == 'error: the ray executor needs Ray: pip install "attn-surgeon[ray]"'
     assert not (tmp_path / "exp").exists()
+
+
+ORPHAN = """
+import os, subprocess, sys, time
+child = '''
+import sys, threading, time
+from surgeon.experiments.worker import exit_with_parent
+print("imported", flush=True)
+threading.Thread(target=exit_with_parent, args=(int(sys.argv[1]), 0.05), daemon=True).start()
+time.sleep(60)
+print("slept", flush=True)
+'''
+# the child shares this process's stdout, the test's pipe; this process dies at once, without waiting for it,
+# likely before the child has imported anything: the child watches the process id it was given
+subprocess.Popen([sys.executable, "-c", child, str(os.getpid())])
+os._exit(0)
+"""
+
+
+def test_a_trial_whose_parent_died_stops() -> None:
+    """A trial's process (``exit_with_parent`` is the thread the worker starts) ends once its parent is gone, rather
+    than training on with nobody to hand its record to: the pipe it shares with the test closes within seconds,
+    not after its 60-second sleep."""
+    start = time.monotonic()
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN], stdout=subprocess.PIPE, cwd=REPO, text=True)
+    # read to EOF: until every writer of the pipe, the orphaned child too, has exited
+    assert parent.stdout.read() == "imported\n"
+    assert time.monotonic() - start < 40 and parent.wait() == 0
