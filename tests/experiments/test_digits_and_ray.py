@@ -70,8 +70,9 @@ def test_ray_gives_the_same_table_as_the_local_executor(tmp_path: Path, trainers
 
 
 @pytest.fixture
-def ray_with_a_gpu() -> Iterator[None]:
-    """A local Ray that says it has one GPU (none is needed: Ray only hands out its index), stopped afterwards."""
+def ray_with_a_gpu(trainers: Path) -> Iterator[None]:
+    """A local Ray that says it has one GPU (none is needed: Ray only hands out its index), stopped afterwards; started
+    after ``trainers`` set the path its workers inherit."""
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
