@@ -50,11 +50,8 @@ class Executor(ABC):
 
 
 class LocalExecutor(Executor):
-    """One trial at a time, each in a fresh ``python -m surgeon.experiments.worker`` process (:func:`run_in_process`).
-
-    The process inherits this one's environment and working directory (so ``--trainer my_pkg.train:fit`` imports
-    as it would here); its stdout and stderr, C libraries' output included, become the trial's log.
-    """
+    """One trial at a time, each in a fresh process (:func:`run_in_process`): it inherits this one's environment and
+    working directory, so ``--trainer my_pkg.train:fit`` imports there as it would here."""
 
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch
@@ -69,9 +66,9 @@ def run_in_process(trial: TrialSpec, scratch: Path) -> TrialRecord:
     """Run ``trial`` in a new ``python -m surgeon.experiments.worker`` process and read back its record.
 
     The process inherits this process's environment (``CUDA_VISIBLE_DEVICES`` as Ray set it for a task, the path)
-    and working directory; its stdout and stderr become the record's log. It hands its record over in a temporary
-    directory under ``scratch``, removed afterwards. A process that dies without a record (killed, out of memory)
-    gives a ``failed`` record with its exit status.
+    and working directory; its stdout and stderr, C libraries' output included, become the record's log. It hands
+    its record over in a temporary directory under ``scratch``, removed afterwards. A process that dies without a
+    record (killed, out of memory) gives a ``failed`` record with its exit status.
     """
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch) as folder, tempfile.TemporaryFile("w+b") as log:
